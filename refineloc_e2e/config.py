@@ -1,0 +1,185 @@
+"""Config machinery: dataclasses loaded from YAML (or dicts) with unknown keys and wrong types rejected.
+
+Each stage defines its own ``@dataclass`` config next to its code; this module only knows how to
+build one from nested mappings, apply ``key.sub=value`` overrides, and hash the settings that
+change numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:  # Optional[X] and X | None
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config key '{key}': expected {tp}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping for {_type_name(tp)}, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: T | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``; keys missing from ``data`` keep their defaults (or ``base``'s).
+
+    Raises ``ConfigError`` naming the full dotted key for an unknown key or a value of the wrong type.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known keys: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            tp = hints[name]
+            value = data[name]
+            if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+                sub_base = getattr(base, name) if base is not None else None
+                kwargs[name] = from_dict(tp, value, prefix=f"{prefix}{name}.", base=sub_base)
+            else:
+                kwargs[name] = _coerce(value, tp, prefix + name)
+        elif base is not None:
+            kwargs[name] = getattr(base, name)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    """Turn ``["train.lr=0.001", "head.n_layers=3"]`` into a nested dict; values are parsed as YAML."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': cannot parse value: {e}") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{p}'")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(a: Mapping, b: Mapping) -> dict:
+    """Recursive merge: values of ``b`` win; nested mappings are merged."""
+    out = dict(a)
+    for k, v in b.items():
+        if k in out and isinstance(out[k], Mapping) and isinstance(v, Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                *, base: T | None = None) -> T:
+    """Defaults (or ``base``) <- YAML file <- ``--set`` overrides, validated into ``cls``."""
+    data: dict = read_yaml(path) if path is not None else {}
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    try:
+        return from_dict(cls, data, base=base)
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def to_dict(obj) -> dict:
+    """Dataclass -> plain nested dict (JSON/YAML serialisable)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def settings_hash(obj) -> str:
+    """sha256 over the canonical JSON of ``obj`` (a dataclass or plain data): changes iff a value changes."""
+    data = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

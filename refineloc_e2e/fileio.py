@@ -1,0 +1,158 @@
+"""Safe file handling: atomic writes, checksums, and loading untrusted pickles/arrays/checkpoints.
+
+Everything written by the tool goes through :func:`atomic_write_bytes` / :func:`atomic_save_npy` /
+:func:`atomic_write_json` (temp file in the same folder + fsync + ``os.replace``), so a reader never
+sees half a file, whatever kills the writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .errors import RefineLocError, WeightsError
+
+TMP_SUFFIX = ".tmp"
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str) -> str:
+    """Raise ``WeightsError`` naming the file and both digests unless its sha256 is ``expected``."""
+    got = sha256_file(path)
+    if got != expected.lower():
+        raise WeightsError(f"{path}: sha256 mismatch (expected {expected}, got {got}); "
+                           f"the file is corrupt or not the one the manifest names - delete it and fetch again")
+    return got
+
+
+@contextmanager
+def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temp file beside ``path``; on success fsync and rename over ``path``; on error remove it.
+
+    Raises ``RefineLocError`` naming ``path`` on OS errors (disk full, permission denied, ...).
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise RefineLocError(f"{path}: cannot write ({e.strerror or e})") from e
+    finally:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    with atomic_writer(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_writer(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def atomic_save_with(path: str | Path, save: Callable[[io.BufferedWriter], None]) -> None:
+    """Atomically write whatever ``save(fileobj)`` writes (e.g. ``lambda f: torch.save(obj, f)``)."""
+    with atomic_writer(path, "wb") as f:
+        save(f)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that admits numpy arrays, numpy dtypes/scalars and plain containers only.
+
+    Anything else (``os.system``, ``builtins.eval``, arbitrary classes) raises ``pickle.UnpicklingError``,
+    so loading an untrusted ``.npy``/``.ckpt`` pickle cannot execute code.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.dtypes", None),  # any numpy.dtypes.*DType class
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
+        ("builtins", "frozenset"), ("builtins", "bytearray"), ("builtins", "complex"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # numpy byte buffers pickled by Python 2/3 round trips
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED or (module, None) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name} in pickle (only arrays and plain "
+                                     f"containers are allowed)")
+
+
+def restricted_pickle_load(path: str | Path) -> Any:
+    """Load a pickle of arrays/containers from ``path`` with :class:`RestrictedUnpickler`."""
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise WeightsError(f"{path}: refused to load: {e}") from None
+    except (EOFError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: not a readable pickle ({e})") from None
+
+
+def load_npy_untrusted(path: str | Path) -> Any:
+    """Read an ``.npy`` file; object arrays (pickled) are read through the restricted unpickler only."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if not dtype.hasobject:
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        try:
+            return RestrictedUnpickler(f).load()
+        except pickle.UnpicklingError as e:
+            raise WeightsError(f"{path}: refused to load: {e}") from None
+
+
+def torch_load_untrusted(path: str | Path, map_location: str = "cpu") -> Any:
+    """``torch.load(..., weights_only=True)`` with a project error naming the file on failure."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise WeightsError(f"{path}: refused or failed to load as a weights-only torch file: "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

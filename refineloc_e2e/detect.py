@@ -1,0 +1,175 @@
+"""Videos -> labelled time segments (ActivityNet results JSON), through the feature cache.
+
+``detect_videos``: check the trained head against the extraction settings (dim, fps, snippet length,
+backbone weights) *before* any work, then per video: extract (or reuse cached) features, run the head,
+save its raw scores (optional), post-process them into segments (``postprocess.predict_segments``, the
+same function the segment-prediction pseudo-label generator uses), convert to seconds through the one
+time base, and plot (optional). ``redetect_from_scores`` re-runs only the post-processing on saved
+scores, so thresholds can be tuned without the network.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import __version__
+from .config import to_dict
+from .errors import CacheError, InputError, ModelMismatchError, RefineLocError
+from .extract import ExtractConfig, FeatureExtractor, extract_batch
+from .features import read_features
+from .fileio import atomic_write_json
+
+RESULTS_VERSION = "VERSION 1.3"
+
+
+def expected_feature_meta(extractor: FeatureExtractor) -> dict[str, Any]:
+    cfg = extractor.cfg
+    return {
+        "dim": 1024 * len(cfg.stream_list),
+        "fps": cfg.decode.fps,
+        "snippet_frames": cfg.decode.snippet_frames,
+        "streams": cfg.stream_list,
+        "backbone": {s: {"weights_id": p.get("weights_id"), "init": p.get("init")}
+                     for s, p in extractor.provenance.items()},
+    }
+
+
+def check_compatible(model_meta: dict, feature_meta: dict, *, model_name: str, feature_name: str) -> None:
+    """Raise ``ModelMismatchError`` naming both sides unless the features are what the model was trained on."""
+    problems = []
+    for key in ("dim", "fps", "snippet_frames", "streams"):
+        a, b = model_meta.get(key), feature_meta.get(key)
+        if a is not None and b is not None and a != b:
+            problems.append(f"{key}: model {a!r} vs features {b!r}")
+    mb, fb = model_meta.get("backbone") or {}, feature_meta.get("backbone") or {}
+    for s in sorted(set(mb) & set(fb)):
+        a, b = mb[s].get("weights_id"), fb[s].get("weights_id")
+        if a and b and a != b:
+            problems.append(f"{s} backbone: model {a!r} vs features {b!r}")
+    if problems:
+        raise ModelMismatchError(f"{model_name} was trained on other features than {feature_name}: "
+                                 + "; ".join(problems))
+
+
+@dataclass
+class DetectSummary:
+    results: dict[str, list[dict]] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def results_json(results: dict[str, list[dict]], external: dict[str, Any]) -> dict[str, Any]:
+    return {"version": RESULTS_VERSION, "results": results, "external_data": external}
+
+
+def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_json: str | Path,
+                  extract_cfg: ExtractConfig, cache_dir: str | Path, postprocess=None,
+                  plot_dir: str | Path | None = None, scores_dir: str | Path | None = None,
+                  ground_truth=None, progress: bool = True, extractor: FeatureExtractor | None = None,
+                  log: Callable[[str], None] | None = None) -> DetectSummary:
+    """Detect actions in ``videos`` with the head at ``model_path``; writes ``out_json`` (also on partial failure)."""
+    from .head import load_head
+    from .postprocess import predict_segments, save_scores, segments_to_results
+    from .train import predict_scores
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: model file not found (train one with `refineloc-e2e train` "
+                         f"or pass --model)")
+    loaded = load_head(model_path, device="cpu")
+    extractor = extractor or FeatureExtractor(extract_cfg)
+    check_compatible(loaded.feature_meta, expected_feature_meta(extractor), model_name=str(model_path),
+                     feature_name=f"the extraction settings (streams {extract_cfg.stream_list}, "
+                                  f"{extract_cfg.decode.fps:g} fps, {extract_cfg.decode.snippet_frames}-frame snippets)")
+    pp = postprocess or loaded.postprocess_config
+    model = loaded.model.to(extractor.device).eval()
+    batch = extract_batch(videos, cache_dir, extract_cfg, extractor=extractor, progress=progress, log=log)
+    summary = DetectSummary(failed=list(batch.failed))
+    for source, vid in batch.outputs.items():
+        try:
+            feats, meta = read_features(cache_dir, vid)
+            check_compatible(loaded.feature_meta, meta, model_name=str(model_path),
+                             feature_name=str(Path(cache_dir) / f"{vid}.npy"))
+            scores = predict_scores(model, feats, extractor.device)
+            if scores_dir is not None:
+                save_scores(Path(scores_dir) / f"{vid}.npz", _scores_with_context(scores, loaded.class_names, meta))
+            segs = predict_segments(scores["cas"], scores["attention_bf"], scores["attention_time"],
+                                    scores["video_scores"], pp)
+            summary.results[vid] = segments_to_results(segs, loaded.class_names, fps=meta["fps"],
+                                                       snippet_frames=meta["snippet_frames"],
+                                                       n_snippets=meta["n_snippets"], duration_s=meta["duration_s"])
+            if plot_dir is not None:
+                summary.plots.append(str(_plot(plot_dir, vid, meta, scores, loaded.class_names,
+                                               summary.results[vid], pp, ground_truth)))
+        except RefineLocError as e:
+            log(f"error: {source}: {e}")
+            summary.failed.append((source, str(e)))
+    external = {
+        "tool": f"refineloc-e2e {__version__}",
+        "model": {"path": str(model_path), **loaded.extra.get("provenance", {})},
+        "features": expected_feature_meta(extractor) | {"backbone": extractor.provenance},
+        "extract_config": to_dict(extract_cfg),
+        "postprocess": to_dict(pp),
+    }
+    atomic_write_json(out_json, results_json(summary.results, external))
+    return summary
+
+
+def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], meta: dict) -> dict[str, np.ndarray]:
+    out = dict(scores)
+    out["class_names"] = np.array(class_names, dtype=str)
+    out["fps"] = np.float64(meta["fps"])
+    out["snippet_frames"] = np.int64(meta["snippet_frames"])
+    out["duration_s"] = np.float64(meta["duration_s"])
+    return out
+
+
+def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -> Path:
+    from .plot import plot_timeline
+
+    vs = scores["video_scores"]
+    top = np.argsort(-vs)[: max(pp.top_k, 1)]
+    gt = None
+    if ground_truth is not None and vid in ground_truth.videos:
+        gt = ground_truth.videos[vid].segments
+    path = Path(plot_dir) / f"{vid}.png"
+    plot_timeline(path, video_id=vid, duration_s=meta["duration_s"], fps=meta["fps"],
+                  snippet_frames=meta["snippet_frames"], fg_attention=scores["attention_bf"][:, 1],
+                  class_scores={class_names[i]: scores["cas"][:, i] for i in top}, predictions=results,
+                  ground_truth=gt, attention_threshold=1.0 - pp.alpha_attention)
+    return path
+
+
+def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postprocess) -> dict[str, list[dict]]:
+    """Re-run post-processing on scores saved by ``detect --save-scores`` (no network, no video)."""
+    from .postprocess import load_scores, predict_segments, segments_to_results
+
+    scores_dir = Path(scores_dir)
+    files = sorted(scores_dir.glob("*.npz"))
+    if not files:
+        raise InputError(f"{scores_dir}: no saved scores (*.npz) found")
+    results: dict[str, list[dict]] = {}
+    for f in files:
+        s = load_scores(f)
+        try:
+            names = [str(n) for n in s["class_names"]]
+            fps, sf = float(s["fps"]), int(s["snippet_frames"])
+        except KeyError as e:
+            raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
+        segs = predict_segments(s["cas"], s["attention_bf"], s["attention_time"], s["video_scores"], postprocess)
+        results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf,
+                                              n_snippets=int(s["cas"].shape[0]), duration_s=float(s["duration_s"]))
+    atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",
+                                                       "rescored_from": str(scores_dir),
+                                                       "postprocess": to_dict(postprocess)}))
+    return results

@@ -1,0 +1,258 @@
+"""Decode: resampling rule and frame count, sizes, rotation, odd inputs and every error path."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from refineloc_e2e.decode import DecodeConfig, DecodeWarning, VideoInfo, iter_frames, probe_video
+from refineloc_e2e.errors import ConfigError, DecodeError, InputError
+from refineloc_e2e.snippets import iter_snippets, n_snippets
+
+DATA = Path(__file__).parent / "data"
+LEVEL_STEP = 8  # frame i is filled with gray level LEVEL_STEP * i (recoverable after lossy coding)
+
+
+def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv1", fmt: str | None = None,
+                pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None, noise=False,
+                options=None) -> Path:
+    """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise). ``pts_ms``: VFR timestamps."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
+        if pts_ms is None:
+            s = c.add_stream(codec, rate=fps)
+        else:
+            s = c.add_stream(codec)
+            s.codec_context.time_base = Fraction(1, 1000)
+            s.time_base = Fraction(1, 1000)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        rng = np.random.default_rng(0)
+        packets = []
+        for i in range(n):
+            img = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
+                   else np.full((h, w, 3), LEVEL_STEP * i, np.uint8))
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode()
+        for p in packets:
+            if last_dur_ms is not None and p.pts == pts_ms[-1]:
+                p.duration = last_dur_ms
+            c.mux(p)
+    return Path(path)
+
+
+def source_index(frame: np.ndarray) -> int:
+    """Which source frame an output frame shows (from its gray level)."""
+    return int(round(float(frame.mean()) / LEVEL_STEP))
+
+
+def test_config_validate():
+    DecodeConfig().validate()
+    with pytest.raises(ConfigError, match="fps"):
+        DecodeConfig(fps=0).validate()
+    with pytest.raises(ConfigError, match="crop_size"):
+        DecodeConfig(short_side=128, crop_size=224).validate()
+
+
+@pytest.mark.parametrize("native_fps,n_src", [(10, 5), (30, 30), (30, 31), (25, 7)])
+def test_constant_rate_resampling(tmp_path, native_fps, n_src):
+    path = write_video(tmp_path / "v.mkv", n=n_src, fps=native_fps)
+    frames = list(iter_frames(path))
+    # documented count: N = ceil(n * fps / r); output k shows source floor(k * r / fps)
+    assert len(frames) == math.ceil(Fraction(n_src * 25, native_fps))
+    assert [source_index(f) for f in frames] == [k * native_fps // 25 for k in range(len(frames))]
+
+
+def test_variable_frame_rate(tmp_path):
+    pts_ms = [0, 40, 200, 210, 500]  # irregular; the last frame lasts 100 ms -> end 0.6 s
+    path = write_video(tmp_path / "vfr.mkv", n=5, pts_ms=pts_ms, last_dur_ms=100)
+    got = [source_index(f) for f in iter_frames(path)]
+    assert len(got) == 15  # ceil(0.6 * 25)
+    # output k at 40k ms shows the latest source frame with pts <= 40k ms (k=5 hits 200 ms exactly);
+    # frame 3 (210 ms) replaces frame 2 before any output time reaches it, so frame 2 shows once
+    assert got == [0, 1, 1, 1, 1, 2, 3, 3, 3, 3, 3, 3, 3, 4, 4]
+
+
+def test_msmpeg4_avi_10fps(tmp_path):
+    path = write_video(tmp_path / "v.avi", n=4, fps=10, size=(768, 576), codec="msmpeg4v2")
+    info = probe_video(path)
+    assert (info.width, info.height, info.native_fps, info.codec) == (768, 576, 10.0, "msmpeg4v2")
+    frames = list(iter_frames(path))
+    assert len(frames) == 10  # 0.4 s at 25 fps
+    assert frames[0].shape == (256, 341, 3) and frames[0].dtype == np.uint8  # 768 * 256 / 576 = 341.3
+    assert [source_index(f) for f in frames] == [k * 10 // 25 for k in range(10)]
+
+
+@pytest.mark.parametrize("size,pix_fmt,expected_hw", [
+    ((642, 362), "yuv420p", (256, 454)),  # 642 * 256 / 362 = 453.99
+    ((16, 16), "yuv420p", (256, 256)),
+    ((17, 11), "yuv444p", (256, 396)),  # odd sizes; 17 * 256 / 11 = 395.6
+    ((180, 320), "yuv420p", (455, 256)),  # portrait: width is the short side; 320 * 256 / 180 = 455.1
+])
+def test_output_size(tmp_path, size, pix_fmt, expected_hw):
+    path = write_video(tmp_path / "v.mkv", n=2, size=size, pix_fmt=pix_fmt)
+    frames = list(iter_frames(path, DecodeConfig(short_side=256)))
+    assert {f.shape for f in frames} == {(*expected_hw, 3)}
+
+
+def test_frames_are_rgb(tmp_path):
+    path = tmp_path / "red.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv444p"
+        img = np.zeros((32, 32, 3), np.uint8)
+        img[..., 0] = 200  # red
+        for p in [*s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")), *s.encode()]:
+            c.mux(p)
+    frame = next(iter_frames(path))
+    r, g, b = frame.reshape(-1, 3).mean(0)
+    assert r > 150 and g < 50 and b < 50
+
+
+@pytest.mark.parametrize("rotation,bright_corner", [(90, "bottom_left"), (-90, "top_right"), (0, "top_left")])
+def test_rotation_applied(tmp_path, rotation, bright_corner):
+    path = tmp_path / "rot.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(rotation)
+        img = np.zeros((32, 64, 3), np.uint8)
+        img[:16, :16] = 255  # bright block in the top-left corner of the coded picture
+        for p in [*s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")), *s.encode()]:
+            c.mux(p)
+    assert probe_video(path).rotation_deg == rotation
+    frame = next(iter_frames(path, DecodeConfig(short_side=32)))
+    assert frame.shape == ((32, 64, 3) if rotation == 0 else (64, 32, 3))
+    h, w = frame.shape[:2]
+    corners = {"top_left": frame[:8, :8], "top_right": frame[:8, -8:],
+               "bottom_left": frame[-8:, :8], "bottom_right": frame[-8:, -8:]}
+    for name, patch in corners.items():
+        assert (patch.mean() > 200) == (name == bright_corner), name
+
+
+def test_one_frame_and_shorter_than_snippet(tmp_path):
+    one = write_video(tmp_path / "one.avi", n=1, fps=10, codec="mpeg4")
+    frames = list(iter_frames(one))
+    assert len(frames) == 3  # one frame lasting 0.1 s -> ceil(2.5)
+    assert n_snippets(len(frames), 16) == 1
+    snippets = list(iter_snippets(frames, 16))
+    assert len(snippets) == 1 and snippets[0].shape == (16, *frames[0].shape)
+
+
+def test_repeated_frames_read_only(tmp_path):
+    frames = list(iter_frames(write_video(tmp_path / "v.mkv", n=2, fps=10)))
+    assert frames[0] is frames[1]  # 10 -> 25 fps repeats source frame 0 at k = 0, 1, 2
+    assert not frames[0].flags.writeable
+
+
+def test_streaming_stops_early(tmp_path):
+    gen = iter_frames(write_video(tmp_path / "v.mkv", n=10))
+    next(gen)
+    gen.close()  # closes the container without decoding the rest
+
+
+@pytest.mark.real
+def test_bikes_mp4():
+    path = DATA / "bikes.mp4"
+    info = probe_video(path)
+    assert info == VideoInfo(path=str(path), native_fps=25.0, duration_s=10.0, width=640, height=272,
+                             n_frames_native=250, codec="h264", rotation_deg=0)
+    n = 0
+    for frame in iter_frames(path):
+        assert frame.shape == (256, 602, 3)  # 640 * 256 / 272 = 602.4
+        n += 1
+    assert n == 250
+
+
+@pytest.mark.real
+def test_gif():
+    # PyAV reports GIF timing in 1/100 s; this one has 79 frames of 4/100 s -> exactly 25 fps
+    path = DATA / "v_CricketShot_g04_c01_rgb.gif"
+    info = probe_video(path)
+    assert (info.codec, info.native_fps, info.n_frames_native) == ("gif", 25.0, 79)
+    frames = list(iter_frames(path))
+    assert len(frames) == 79 and frames[0].shape == (256, 256, 3)
+
+
+# ---- errors -------------------------------------------------------------------------------------------
+
+def _first_error(path, cfg=None):
+    with pytest.raises((DecodeError, InputError)) as info:
+        list(iter_frames(path, cfg))
+    assert str(info.value).startswith(str(path))
+    return info.value
+
+
+def test_missing_and_directory(tmp_path):
+    assert isinstance(_first_error(tmp_path / "nope.mp4"), InputError)
+    assert isinstance(_first_error(tmp_path), InputError)
+    with pytest.raises(InputError, match="no such file"):
+        probe_video(tmp_path / "nope.mp4")
+
+
+def test_empty_random_audio_only(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert "empty file" in str(_first_error(empty))
+    rand = tmp_path / "rand.mp4"
+    rand.write_bytes(np.random.default_rng(0).bytes(4096))
+    err = _first_error(rand)
+    assert isinstance(err, DecodeError) and "InvalidDataError" in str(err)
+    assert isinstance(err.__cause__, av.FFmpegError)
+    wav = tmp_path / "audio.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    err = _first_error(wav)
+    assert isinstance(err, DecodeError) and "no video stream" in str(err) and "audio" in str(err)
+    with pytest.raises(DecodeError, match="no video stream"):
+        probe_video(wav)
+
+
+def test_no_decodable_frame(tmp_path):
+    full = write_video(tmp_path / "v.mkv", n=20, noise=True)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[:600])  # headers only
+    assert "no decodable frame" in str(_first_error(cut))
+
+
+def test_truncated_mp4_mid_stream_error(tmp_path):
+    full = write_video(tmp_path / "v.mp4", n=60, size=(64, 64), codec="libx264", noise=True,
+                       options={"movflags": "faststart"})  # index first, so a cut file still opens
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    got = []
+    with pytest.raises(DecodeError, match="decode error after .* partial_ok") as info:
+        for f in iter_frames(cut):
+            got.append(f)
+    assert str(info.value).startswith(str(cut)) and 0 < len(got) < 60
+    with pytest.warns(DecodeWarning, match="rest of the video is dropped"):
+        partial = list(iter_frames(cut, DecodeConfig(partial_ok=True)))
+    assert len(partial) == len(got)
+
+
+def test_silently_truncated_mkv_warns(tmp_path):
+    full = write_video(tmp_path / "v.mkv", n=75, size=(64, 64), noise=True)  # 3 s
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.warns(DecodeWarning, match="may be truncated"):
+        frames = list(iter_frames(cut))
+    assert 0 < len(frames) < 75
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DecodeWarning)
+        assert len(list(iter_frames(full))) == 75  # the intact file does not warn

@@ -233,3 +233,33 @@ def import_wtalc(features_npy, out_dir, quiet):
 
     n = import_wtalc_features(Path(features_npy), Path(out_dir), quiet=quiet)
     click.echo(f"imported {n} videos into {out_dir}", err=True)
+
+
+@main.command()
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
+              help="Feature cache folder to check.")
+def doctor(cache_dir):
+    """Check the installation: versions, devices, TV-L1, weights and their checksums, cache writability."""
+    from .doctor import run_checks
+
+    problems = 0
+    for ok, name, detail in run_checks(Path(cache_dir)):
+        mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+        click.echo(f"[{mark}] {name:<22} {detail}")
+        problems += ok is False
+    if problems:
+        click.echo(f"{problems} problem(s) found", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
+@click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
+              help="tiny: the test suite's smaller run of the same path.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@_errors_to_exit
+def demo(out_dir, size, quiet):
+    """Run the whole tool end to end on bundled real clips + a generated weakly-labelled dataset."""
+    from .demo import run_demo
+
+    run_demo(out_dir, size=size, progress=not quiet, echo=click.echo)

@@ -1,0 +1,68 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from refineloc_e2e.config import from_dict, load_config, parse_overrides, settings_hash
+from refineloc_e2e.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    rate: float = 0.5
+    n: int = 2
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+    tious: list[float] | None = None
+
+
+def test_defaults_and_nested_values():
+    cfg = from_dict(Outer, {"inner": {"n": 5}, "tious": [0.1, 0.5]})
+    assert cfg.inner.n == 5 and cfg.inner.rate == 0.5 and cfg.tious == [0.1, 0.5]
+
+
+def test_int_accepted_for_float():
+    assert from_dict(Inner, {"rate": 1}).rate == 1.0
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"nme": "y"}, "unknown config key 'nme'"),
+    ({"inner": {"rat": 1.0}}, "unknown config key 'inner.rat'"),
+    ({"inner": {"n": 1.5}}, "config key 'inner.n': expected an integer, got 1.5"),
+    ({"flag": "yes"}, "config key 'flag': expected true/false, got 'yes'"),
+    ({"name": 3}, "config key 'name': expected a string, got 3"),
+    ({"tious": "0.5"}, "config key 'tious'"),
+])
+def test_rejects_unknown_keys_and_wrong_types(data, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(Outer, data)
+    assert message in str(e.value)
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: fromfile\ninner:\n  n: 3\n")
+    cfg = load_config(Outer, p, ["inner.rate=0.25", "flag=true"])
+    assert (cfg.name, cfg.inner.n, cfg.inner.rate, cfg.flag) == ("fromfile", 3, 0.25, True)
+
+
+def test_error_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("inner:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'inner.bogus'"):
+        load_config(Outer, p)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_overrides(["novalue"])
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_settings_hash_changes_with_values():
+    assert settings_hash(Outer()) == settings_hash(Outer())
+    assert settings_hash(Outer()) != settings_hash(Outer(inner=Inner(rate=0.6)))

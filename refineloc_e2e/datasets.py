@@ -7,7 +7,8 @@ Every loader returns a :class:`Dataset` with subsets normalised to ``"train"`` /
   27 with several classes) and 212 test videos with action instances (3358 instances, 34 multi-class).
   ``video_test_0001292`` appears only in ``Ambiguous_test.txt``; it is kept as a 213th test video with no
   labels, so the test list is the 213 the community cites. ``video_test_0000270`` has HammerThrow instances
-  up to 713 s although ``video_info.json`` gives it 176 s. Some repositories drop 270, 1292 and 1496
+  up to 713 s although ``video_info.json`` gives it 176 s (test 0000814 and 0001081, validation 0000364 and
+  0000856 also end a little past their duration); segments are kept as given. Some repositories drop 270, 1292 and 1496
   (:data:`THUMOS14_OFTEN_DROPPED_TEST`); all are kept unless ``drop_videos`` names them.
   Every CliffDiving instance also appears in Diving; both labels are kept, as the files say.
 - ActivityNet v1.2 (bundled CSVs): ``training`` -> ``train``, ``validation`` -> ``test``; video ids are
@@ -120,6 +121,8 @@ def load_thumos14(*, root: str | Path | None = None, drop_videos: Iterable[str] 
     root = Path(root) if root is not None else _DATA_DIR / "thumos14"
     info_path = root / "video_info.json"
     info = _read_json(info_path) if info_path.exists() else {}
+    if not isinstance(info, dict):
+        raise DatasetError(f"{info_path}: expected a mapping of video id -> {{duration, fps, ...}}")
     drop = set(drop_videos)
     classes: set[str] = set()
     segs: dict[tuple[str, str], list[Segment]] = {}
@@ -171,7 +174,8 @@ def load_activitynet12(*, data_dir: str | Path | None = None) -> Dataset:
                     continue
                 where = f"{path}:{line_no}"
                 if len(row) != len(ANET_CSV_COLUMNS) or not row[0] or not row[3]:
-                    raise DatasetError(f"{where}: expected {len(ANET_CSV_COLUMNS)} non-empty id/label fields, got {row}")
+                    raise DatasetError(f"{where}: expected {len(ANET_CSV_COLUMNS)} fields with a video id and "
+                                       f"a label, got {row}")
                 s, e = _span(row[1], row[2], where)
                 duration_s, fps = _span(0.0, row[4], where)[1], _span(0.0, row[5], where)[1]
                 if meta.setdefault(row[0], (duration_s, fps)) != (duration_s, fps):
@@ -198,7 +202,8 @@ def _read_json(path: Path) -> Any:
 def load_activitynet_json(path: str | Path) -> Dataset:
     """ActivityNet "database" JSON. Per video: ``subset``, optional ``duration`` (s), ``fps``,
     ``annotations`` [{label, segment: [s, e]}], ``labels`` (weak labels without segments) and
-    ``ambiguous`` ([[s, e], ...]). Optional top level: ``name``, ``classes`` (the full class list)."""
+    ``ambiguous`` ([[s, e], ...]). Optional top level: ``name``, ``classes`` (the full class list; a
+    ``taxonomy`` that is a plain list of names is used the same way)."""
     path = Path(path)
     doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("database"), dict):
@@ -213,11 +218,14 @@ def load_activitynet_json(path: str | Path) -> Dataset:
             continue  # ActivityNet's unlabelled test server split
         if raw_subset not in _JSON_SUBSETS:
             raise DatasetError(f"{where}: subset {raw_subset!r} is not one of {sorted(_JSON_SUBSETS)} or 'testing'")
+        if not isinstance(entry.get("annotations", []), list):
+            raise DatasetError(f"{where}.annotations: expected a list, got {type(entry['annotations']).__name__}")
         segs = []
         for i, ann in enumerate(entry.get("annotations", [])):
             seg = ann.get("segment") if isinstance(ann, dict) else None
             if not isinstance(seg, (list, tuple)) or len(seg) != 2 or not isinstance(ann.get("label"), str):
-                raise DatasetError(f"{where}.annotations[{i}]: need {{'label': str, 'segment': [start, end]}}, got {ann!r}")
+                raise DatasetError(f"{where}.annotations[{i}]: need {{'label': str, 'segment': [start, end]}}, "
+                                   f"got {ann!r}")
             segs.append(Segment(*_span(seg[0], seg[1], f"{where}.annotations[{i}]"), ann["label"]))
         weak = entry.get("labels", [])
         if not isinstance(weak, list) or not all(isinstance(x, str) for x in weak):
@@ -236,7 +244,9 @@ def load_activitynet_json(path: str | Path) -> Dataset:
         if spans:
             ambiguous[vid] = sorted(_span(a[0], a[1], f"{where}.ambiguous") for a in spans)
     found = sorted({lab for v in videos.values() for lab in v.labels})
-    classes = doc.get("classes", found)
+    taxonomy = doc.get("taxonomy")  # ActivityNet's is a list of node objects; a list of names is used as classes
+    names = taxonomy if isinstance(taxonomy, list) and all(isinstance(t, str) for t in taxonomy) else found
+    classes = doc.get("classes", names)
     if not isinstance(classes, list) or not set(found) <= set(classes) or len(set(classes)) != len(classes):
         raise DatasetError(f"{path}: 'classes' must be a list of unique names containing every label "
                            f"(missing: {sorted(set(found) - set(classes)) if isinstance(classes, list) else found})")
@@ -261,8 +271,8 @@ def dataset_to_activitynet_json(ds: Dataset) -> dict:
     back = {"train": "training", "test": "validation"}
     database = {}
     for vid, v in ds.videos.items():
-        entry: dict[str, Any] = {"subset": back[v.subset], "duration": v.duration_s,
-                                 "annotations": [{"label": g.label, "segment": [g.start_s, g.end_s]} for g in v.segments],
+        annotations = [{"label": g.label, "segment": [g.start_s, g.end_s]} for g in v.segments]
+        entry: dict[str, Any] = {"subset": back[v.subset], "duration": v.duration_s, "annotations": annotations,
                                  "labels": list(v.labels)}
         if v.native_fps is not None:
             entry["fps"] = v.native_fps
@@ -276,6 +286,7 @@ def dataset_to_activitynet_json(ds: Dataset) -> dict:
 # sujoyp/wtalc-pytorch: issue #4 "First RGB then FLOW"; issue #5: non-overlapping 16-frame chunks through
 # DeepMind's kinetics-i3d; issue #9: frames extracted at 25 fps (extracted_fps.npy's 10 is for UNT: ignore).
 WTALC_SOURCE = "W-TALC Thumos14reduced-I3D-JOINTFeatures.npy"
+WTALC_ANNOTATIONS = "Thumos14reduced-Annotations"
 WTALC_BACKBONE = {stream: {"weights_id": f"deepmind/kinetics-i3d {stream} (variant not stated by W-TALC)",
                            "init": "Kinetics-400 pre-trained two-stream I3D (ImageNet inflation not stated)"}
                   for stream in ("rgb", "flow")}
@@ -312,7 +323,7 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
     from .features import write_features  # imported here so annotation loading never needs the cache code
 
     features_npy, out_dir = Path(features_npy), Path(out_dir)
-    ann = Path(annotations_dir) if annotations_dir is not None else _DATA_DIR / "thumos14/wtalc/Thumos14reduced-Annotations"
+    ann = Path(annotations_dir) if annotations_dir is not None else _DATA_DIR / "thumos14/wtalc" / WTALC_ANNOTATIONS
     if not features_npy.is_file():
         raise InputError(f"{features_npy}: W-TALC feature file not found")
     names = _decode_names(load_npy_untrusted(ann / "videoname.npy"), ann / "videoname.npy")
@@ -321,11 +332,13 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
     if getattr(rows, "ndim", 1) != 1 or len(rows) != len(names) or len(durations) != len(names):
         raise DatasetError(f"{features_npy}: {len(rows)} feature rows, but {ann} lists {len(names)} videos "
                            f"and {len(durations)} durations (is this the Thumos14reduced file?)")
-    sha = sha256_file(features_npy)
+    source = {"name": WTALC_SOURCE, "path": str(features_npy.resolve()), "size": features_npy.stat().st_size,
+              "sha256": sha256_file(features_npy)}
     for i, (vid, duration_s) in enumerate(zip(names, durations)):
         feats = np.asarray(rows[i])  # [T, 2048]
         if feats.ndim != 2 or feats.shape[1] != 2048 or feats.shape[0] == 0 or feats.dtype.kind != "f":
-            raise DatasetError(f"{features_npy}: row {i} ({vid}) is {feats.dtype}{list(feats.shape)}, expected float[T, 2048]")
+            raise DatasetError(f"{features_npy}: row {i} ({vid}) is {feats.dtype}{list(feats.shape)}, "
+                               f"expected float[T, 2048]")
         expected_t = duration_s * 25.0 / 16.0
         if abs(feats.shape[0] - expected_t) > max(3.0, 0.05 * expected_t):
             raise DatasetError(f"{features_npy}: row {i} ({vid}) has {feats.shape[0]} snippets but its duration "
@@ -334,8 +347,7 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
         if not np.isfinite(feats).all():
             raise DatasetError(f"{features_npy}: row {i} ({vid}) contains NaN or infinite values")
         meta = {"fps": 25.0, "snippet_frames": 16, "dim": 2048, "streams": ["rgb", "flow"],
-                "backbone": WTALC_BACKBONE, "source": WTALC_SOURCE, "source_sha256": sha,
-                "source_row": i, "video_id": vid}
+                "backbone": WTALC_BACKBONE, "source": {**source, "row": i}}
         write_features(out_dir, vid, feats.astype(np.float32), meta)
         if not quiet:
             print(f"\r{features_npy.name}: {i + 1}/{len(names)} videos", end="", file=sys.stderr, flush=True)

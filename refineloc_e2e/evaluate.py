@@ -196,7 +196,8 @@ def format_table(result: EvalResult, *, per_class: bool = False) -> str:
     head = f"{'tIoU':<{name_w}} " + " ".join(f"{t:>6.2f}" for t in result.tious) + f" {'Avg':>6}"
 
     def row(name: str, values: list[float]) -> str:
-        return f"{name:<{name_w}} " + " ".join(f"{100 * x:6.2f}" for x in values) + f" {100 * float(np.mean(values)):6.2f}"
+        cells = " ".join(f"{100 * x:6.2f}" for x in values)
+        return f"{name:<{name_w}} {cells} {100 * float(np.mean(values)):6.2f}"
 
     lines = [head, row("mAP(%)", result.map_per_tiou)]
     if per_class:

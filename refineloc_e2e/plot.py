@@ -15,7 +15,7 @@ from .errors import InputError
 from .fileio import atomic_writer
 from .timebase import snippet_to_seconds
 
-MAX_BARS = 40  # predicted segments drawn (highest scores); the rest are counted in the panel title
+MAX_BARS = 30  # predicted segments drawn (highest scores); the rest are counted in the panel title
 
 
 def _pack_rows(spans: list[tuple[float, float]]) -> list[int]:
@@ -50,7 +50,8 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
 
     attention = np.asarray(fg_attention, dtype=np.float64)  # [T]
     if attention.ndim != 1 or len(attention) == 0:
-        raise InputError(f"plot_timeline({video_id}): fg_attention must be float[T] with T > 0, got shape {attention.shape}")
+        raise InputError(f"plot_timeline({video_id}): fg_attention must be float[T] with T > 0, "
+                         f"got shape {attention.shape}")
     n_snippets = len(attention)
     scores = {c: np.asarray(s, dtype=np.float64) for c, s in class_scores.items()}  # each [T]
     bad = {c: s.shape for c, s in scores.items() if s.shape != (n_snippets,)}
@@ -68,49 +69,56 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     fig = Figure(figsize=(12, 7.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax_att, ax_cls, ax_seg = fig.subplots(3, 1, sharex=True, height_ratios=[1, 1.4, 1.6])
-    fig.suptitle(title or f"{video_id}  ({end_s:.1f} s, {n_snippets} snippets of {snippet_frames} frames at {fps:g} fps)")
+    fig.suptitle(title or f"{video_id}  ({end_s:.1f} s, {n_snippets} snippets of {snippet_frames} frames "
+                          f"at {fps:g} fps)")
 
     ax_att.stairs(attention, edges_s, color="black", linewidth=1.2, label="foreground attention")
+    outside = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "borderaxespad": 0.0}
     if attention_threshold is not None:
         ax_att.axhline(attention_threshold, color="tab:red", linestyle="--", linewidth=1,
                        label=f"threshold {attention_threshold:g}")
     ax_att.set_ylabel("fg attention")
     ax_att.set_ylim(min(0.0, attention.min()) - 0.02, max(1.0, attention.max()) + 0.02)
-    ax_att.legend(loc="upper right", fontsize=8)
+    ax_att.legend(**outside)
 
     for c in top:
         ax_cls.stairs(scores[c], edges_s, color=color[c], linewidth=1.2, label=c)
     ax_cls.set_ylabel("class activation")
+    ax_cls.set_ylim(bottom=min(0.0, min((float(scores[c].min()) for c in top), default=0.0)))
     if top:
-        ax_cls.legend(loc="upper right", fontsize=8, ncol=min(len(top), 3), title=f"top {len(top)} classes",
-                      title_fontsize=8)
+        ax_cls.legend(**outside, title=f"top {len(top)} classes\n(by peak)", title_fontsize=8)
 
     shown = sorted(predictions, key=lambda p: -p["score"])[:MAX_BARS]
-    gt_rows = _pack_rows([(g.start_s, g.end_s) for g in ground_truth or []])
-    pred_rows = _pack_rows([tuple(p["segment"]) for p in shown])
-    n_gt_rows = max(gt_rows, default=-1) + 1
-    ticks, tick_labels = [], []
-    for g, r in zip(ground_truth or [], gt_rows):
-        y = r
-        ax_seg.barh(y, g.end_s - g.start_s, left=g.start_s, height=0.8, color=color[g.label], alpha=0.35,
-                    hatch="//", edgecolor=color[g.label])
-        ax_seg.text(g.start_s, y, f" {g.label}", va="center", fontsize=7, clip_on=True)
-    ticks += list(range(n_gt_rows))
-    tick_labels += ["ground truth"] * n_gt_rows
-    for p, r in zip(shown, pred_rows):
-        y = n_gt_rows + r + (0.5 if n_gt_rows else 0)
-        start, stop = p["segment"]
-        ax_seg.barh(y, stop - start, left=start, height=0.8, color=color[p["label"]], edgecolor="black", linewidth=0.5)
-        ax_seg.text(start, y, f" {p['label']} {p['score']:.2f}", va="center", fontsize=7, clip_on=True)
-    n_pred_rows = max(pred_rows, default=-1) + 1
-    ticks += [n_gt_rows + r + (0.5 if n_gt_rows else 0) for r in range(n_pred_rows)]
-    tick_labels += ["predicted"] * n_pred_rows
+    truth = list(ground_truth or [])
+    lanes = list(dict.fromkeys(sorted({g.label for g in truth}) + sorted({p["label"] for p in shown})))
+    ticks, tick_labels, y = [], [], 0.0  # one lane per class: its ground-truth rows, then its predicted rows
+    for c in lanes:
+        lane_gt, lane_pred = [g for g in truth if g.label == c], [p for p in shown if p["label"] == c]
+        for kind, items in (("GT", lane_gt), ("pred", lane_pred)):
+            spans = [(g.start_s, g.end_s) if kind == "GT" else tuple(g["segment"]) for g in items]
+            rows = _pack_rows(spans)
+            for item, (start, stop), r in zip(items, spans, rows):
+                if kind == "GT":
+                    ax_seg.barh(y + r, stop - start, left=start, height=0.8, color=color[c], alpha=0.35, hatch="//",
+                                edgecolor=color[c])
+                else:
+                    ax_seg.barh(y + r, stop - start, left=start, height=0.8, color=color[c], edgecolor="black",
+                                linewidth=0.5)
+                    ax_seg.text(start, y + r, f" {c} {item['score']:.2f}", va="center", fontsize=7, clip_on=True)
+            n_rows = max(rows, default=-1) + 1
+            if n_rows:
+                ticks.append(y + (n_rows - 1) / 2)
+                tick_labels.append(f"{c} ({kind})")
+            y += n_rows
+        if c != lanes[-1]:
+            ax_seg.axhline(y - 0.5, color="grey", linewidth=0.5)
     ax_seg.set_yticks(ticks, tick_labels, fontsize=8)
-    ax_seg.set_ylim(-0.6, max(n_gt_rows + n_pred_rows + (0.5 if n_gt_rows else 0), 1) - 0.4)
+    ax_seg.set_ylim(-0.6, max(y, 1.0) - 0.4)
     ax_seg.invert_yaxis()
     hidden = len(predictions) - len(shown)
-    ax_seg.set_title(f"segments: {len(predictions)} predicted" + (f" ({hidden} lowest-scoring not drawn)" if hidden else "")
-                     + (f", {len(ground_truth)} ground truth (hatched)" if ground_truth else ""), fontsize=9, loc="left")
+    ax_seg.set_title(f"segments: {len(predictions)} predicted"
+                     + (f" ({hidden} lowest-scoring not drawn)" if hidden else "")
+                     + (f", {len(truth)} ground truth (hatched)" if truth else ""), fontsize=9, loc="left")
     ax_seg.set_xlabel("time (s)")
     ax_seg.set_xlim(0.0, max(end_s, float(edges_s[-1])))
     for ax in (ax_att, ax_cls, ax_seg):

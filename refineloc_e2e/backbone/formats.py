@@ -33,6 +33,7 @@ from .i3d import BRANCHES, MIXED, STEM_UNITS, i3d_state_shapes
 CROSS_MODALITY = "cross-modality-from-rgb"
 OWN_FORMAT = "refineloc-e2e/i3d"
 OWN_FORMAT_VERSION = 1
+_LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # first pickle of a pre-1.6 torch.save file
 # our branch name -> (DeepMind scope(s) inside a Mixed block, piergiaj module name)
 _BRANCH_MAP = {
     "b0_1x1": (("Branch_0/Conv3d_0a_1x1",), "b0"),
@@ -142,6 +143,7 @@ def _flax_tree_to_state(tree: Any, path: str | Path) -> dict[str, Tensor]:
         beta = take(f"{ours}.bn.bias", f"params/{scope}/BatchNorm_0/bias")
         gamma = take(f"{ours}.bn.weight", f"params/{scope}/BatchNorm_0/scale", required=False)
         state[f"{ours}.bn.weight"] = tensor(gamma if gamma is not None else np.ones_like(beta))
+        source.setdefault(f"{ours}.bn.weight", source[f"{ours}.bn.bias"])  # implied scale 1: shape of beta
         state[f"{ours}.bn.bias"] = tensor(beta)
         for stat, ours_stat in (("mean", "running_mean"), ("var", "running_var")):
             value = take(f"{ours}.bn.{ours_stat}", f"batch_stats/{scope}/BatchNorm_0/{stat}")
@@ -240,26 +242,21 @@ def _own_to_state(obj: Any, path: str | Path) -> tuple[dict[str, Tensor], dict[s
 def load_any(path: str | Path) -> tuple[dict[str, Tensor], str]:
     """Load an I3D weights file of any supported format, detected from its contents -> ``(state_dict, format)``.
 
-    Not a zip archive: read as a pickle of arrays (Flax tree) with the restricted unpickler; a legacy
-    (pre-1.6) torch file, or a zip archive, is read with ``weights_only=True`` and is ours if it carries
-    our format tag, else a piergiaj-style state dict.
+    Not a zip archive: read with the restricted unpickler; a Flax tree is loaded as such, a legacy
+    (pre-1.6) torch file (its first pickle is torch's magic number) and a zip archive are read with
+    ``weights_only=True`` and are ours if they carry our format tag, else a piergiaj-style state dict.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    pickle_error: WeightsError | None = None
     if not zipfile.is_zipfile(path):
-        try:
-            tree = restricted_pickle_load(path)
-        except WeightsError as e:  # not a plain pickle of arrays; a legacy torch file still may be
-            pickle_error = e
-        else:
-            if isinstance(tree, dict) and "params" in tree and "batch_stats" in tree:
-                return _flax_tree_to_state(tree, path), "flax-pickle"
-    try:
-        obj = torch_load_untrusted(path)
-    except WeightsError as e:
-        raise (pickle_error or e) from None
+        first = restricted_pickle_load(path)  # a legacy torch file starts with a pickled magic number
+        if isinstance(first, dict) and "params" in first and "batch_stats" in first:
+            return _flax_tree_to_state(first, path), "flax-pickle"
+        if first != _LEGACY_TORCH_MAGIC:
+            raise WeightsError(f"{path}: a pickle, but neither a Flax I3D tree ('params', 'batch_stats') nor a "
+                               f"torch file (got a {type(first).__name__})")
+    obj = torch_load_untrusted(path)
     if isinstance(obj, dict) and obj.get("format") == OWN_FORMAT:
         return _own_to_state(obj, path)[0], "own"
     if isinstance(obj, dict) and obj:

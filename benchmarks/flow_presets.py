@@ -2,8 +2,13 @@
 
 Decodes ``tests/data/bikes.mp4`` through ``decode.iter_frames`` (25 fps, shorter side 256), computes flow on
 ``--pairs`` consecutive frame pairs with each parameter set, and prints ms per pair, the speed-up over
-``paper`` and the mean endpoint error (pixels, raw flow before clipping, over the 224x224 centre crop)
-against ``paper``'s flow.
+``paper`` and the endpoint error (pixels, raw flow before clipping, over the 224x224 centre crop) against
+``paper``'s flow: mean, median and 99th percentile.
+
+Reading the numbers: ``paper`` itself is not converged on fast motion. Tightening only its tolerance
+(epsilon 0.01 -> 0.005) moved its flow by a mean EPE of 0.88 px (median 0.027 px) on 6 pairs of this video,
+at 10x the time; so a mean EPE of a few tenths of a pixel against ``paper`` is within the method's own
+spread, and the median is the fairer summary.
 
     .venv/bin/python benchmarks/flow_presets.py --pairs 40 [--threads 2]
 """
@@ -26,12 +31,13 @@ from refineloc_e2e.decode import DecodeConfig, iter_frames  # noqa: E402
 from refineloc_e2e.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
 from refineloc_e2e.snippets import center_crop  # noqa: E402
 
+# overrides of the "paper" values; "fast" is the current preset
 CANDIDATES = {
     "paper": {},
-    "fast": {},  # the current preset
-    "fast_eps05": dict(nscales=3, warps=3, epsilon=0.05, scale_step=0.5),
-    "s4w3_step05": dict(nscales=4, warps=3, epsilon=0.02, scale_step=0.5),
-    "s3w2_step05": dict(nscales=3, warps=2, epsilon=0.02, scale_step=0.5),
+    "fast": {},
+    "s3w3_e01": dict(nscales=3, warps=3, epsilon=0.01, scale_step=0.5),  # fast with paper's tolerance
+    "s3w2_e02": dict(nscales=3, warps=2, epsilon=0.02, scale_step=0.5),
+    "s3w3_e05": dict(nscales=3, warps=3, epsilon=0.05, scale_step=0.5),
 }
 
 
@@ -64,15 +70,16 @@ def main() -> None:
     ref_ms, ref = run("paper", pairs, crop)
     mag = np.linalg.norm(ref, axis=-1)
     print(f"paper flow magnitude: mean {mag.mean():.2f} px, 99th pct {np.percentile(mag, 99):.2f} px")
-    print(f"{'name':<14}{'ms/pair':>9}{'speed-up':>10}{'EPE px':>9}{'EPE p99':>9}  params")
-    print(f"{'paper':<14}{ref_ms:9.1f}{1.0:10.2f}{0.0:9.3f}{0.0:9.3f}  OpenCV defaults")
+    print(f"{'name':<14}{'ms/pair':>9}{'speed-up':>10}{'EPE mean':>10}{'median':>8}{'p99':>8}  params")
+    print(f"{'paper':<14}{ref_ms:9.1f}{1.0:10.2f}{0.0:10.3f}{0.0:8.3f}{0.0:8.3f}  OpenCV defaults")
     for name in CANDIDATES:
         if name == "paper":
             continue
         ms, flow = run(name, pairs, crop)
         epe = np.linalg.norm(flow - ref, axis=-1)  # [P, crop, crop]
         params = CANDIDATES[name] or "current 'fast' preset"
-        print(f"{name:<14}{ms:9.1f}{ref_ms / ms:10.2f}{epe.mean():9.3f}{np.percentile(epe, 99):9.3f}  {params}")
+        med, p99 = np.median(epe), np.percentile(epe, 99)
+        print(f"{name:<14}{ms:9.1f}{ref_ms / ms:10.2f}{epe.mean():10.3f}{med:8.3f}{p99:8.3f}  {params}")
 
 
 if __name__ == "__main__":

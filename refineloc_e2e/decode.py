@@ -4,17 +4,18 @@ Definitions (copy these into the README):
 
 * **Time origin.** Source frame ``i`` has time ``t_i = (pts_i - pts_0) * time_base`` seconds, measured from
   the first decoded frame (a stream ``start_time`` offset is dropped). A frame without a pts follows the
-  previous one by the previous frame's duration; a pts that goes backwards is clamped to the previous
-  frame's time (the later frame then replaces the earlier one).
+  previous one by the previous frame's duration (else the last gap, else ``1 / native_fps``); a pts that
+  goes backwards is clamped to the previous frame's time (the later frame then replaces the earlier one).
 * **End of the video.** ``end_s = t_last + d_last`` where ``d_last`` is the last frame's own duration if the
   container gives one (> 0), else the last gap between two source frames, else ``1 / native_fps``, else
   ``1 / fps``.
 * **Resampling (nearest previous).** Output frame ``k`` has time ``k / fps`` and shows the latest source frame
   whose time is ``<= k / fps``. Source frames are repeated (upsampling, e.g. 10 -> 25 fps) or dropped
   (downsampling, e.g. 30 -> 25 fps). Output stops at the first ``k`` with ``k / fps >= end_s``, so a video
-  gives ``N = ceil(end_s * fps)`` output frames (exact rational arithmetic; ``N >= 1`` whenever one frame
-  decodes). A constant-rate video of ``n`` frames at ``r`` fps gives ``N = ceil(n * fps / r)``:
-  250 frames at 25 fps -> 250; 5 frames at 10 fps -> 13; 30 frames at 30 fps -> 25.
+  gives ``N = ceil(end_s * fps)`` output frames (exact rational arithmetic on the pts; ``fps`` is taken as
+  the nearest fraction with denominator <= 10**6; ``N >= 1`` whenever one frame decodes). A constant-rate
+  video of ``n`` frames at ``r`` fps gives ``N = ceil(n * fps / r)``: 250 frames at 25 fps -> 250;
+  5 frames at 10 fps -> 13; 30 frames at 30 fps -> 25.
 * **Size.** Each output frame is ``uint8 [H', W', 3]`` RGB, resized with bilinear interpolation (FFmpeg
   swscale) so that the *shorter* side is ``short_side`` and the longer side is
   ``round(short_side * long / short)`` (half up), aspect kept, not cropped (flow uses the full frame).
@@ -111,7 +112,8 @@ def _open(path: str):
         container.close()
         raise DecodeError(f"{path}: no video stream (streams found: {', '.join(kinds)})")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    # no frame threading: with it FFmpeg does not report a corrupt packet to the caller (measured on a cut
+    # H.264 mp4); slice threading (PyAV's default) does. Decoding is cheap next to optical flow.
     return container, stream
 
 
@@ -176,14 +178,18 @@ class _Converter:
 
     def __init__(self, first_frame, stream, short_side: int):
         self.turns = _rotation_quarter_turns(first_frame)
-        sar = stream.codec_context.sample_aspect_ratio
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio  # container's first
         out_w, out_h = _output_size(first_frame.width, first_frame.height, sar, self.turns, short_side)
         # swscale works in coded orientation; rotate after scaling
         self.coded_w, self.coded_h = (out_h, out_w) if self.turns % 2 else (out_w, out_h)
 
-    def __call__(self, frame) -> np.ndarray:
-        rgb = frame.reformat(width=self.coded_w, height=self.coded_h, format="rgb24",
-                             interpolation="BILINEAR").to_ndarray()  # [h, w, 3] uint8
+    def __call__(self, frame, path: str) -> np.ndarray:
+        try:
+            rgb = frame.reformat(width=self.coded_w, height=self.coded_h, format="rgb24",
+                                 interpolation="BILINEAR").to_ndarray()  # [h, w, 3] uint8
+        except av.FFmpegError as e:
+            raise DecodeError(f"{path}: cannot convert a {frame.format.name} frame to RGB "
+                              f"({_av_cause(e)})") from e
         if self.turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=self.turns))  # [H', W', 3], counter-clockwise
         rgb.flags.writeable = False  # a repeated frame is the same array: read-only
@@ -191,18 +197,20 @@ class _Converter:
 
 
 def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
-    """Yield the video's frames resampled to ``cfg.fps``: ``uint8 [H', W', 3]`` RGB, shorter side ``cfg.short_side``.
+    """Yield the video's frames resampled to ``cfg.fps``: RGB ``uint8 [H', W', 3]``, shorter side 256.
 
     See the module docstring for the exact resampling rule and frame count. Streaming: frames are decoded,
-    converted and yielded one by one; a repeated frame is yielded as the same read-only array. Raises ``InputError`` / ``DecodeError`` (messages start with the path).
+    converted and yielded one by one; a repeated frame is yielded as the same read-only array.
+    Raises ``InputError`` / ``DecodeError`` (messages start with the path); may warn ``DecodeWarning``.
     """
     cfg = cfg or DecodeConfig()
     cfg.validate()
     path = _check_path(path)
-    fps = Fraction(cfg.fps)
+    fps = _as_fraction(cfg.fps)
     container, stream = _open(path)
     with container:
         native_fps = _native_fps(stream)
+        default_dur = 1 / Fraction(native_fps) if native_fps else 1 / fps  # seconds, when nothing better
         convert: _Converter | None = None
         pts0 = None  # pts of the first frame, in stream time_base units
         held = None  # latest source frame not yet superseded: (av frame, time_s Fraction, duration_s)
@@ -210,6 +218,7 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
         last_gap = None  # last positive gap between two source frames, seconds
         k = 0  # index of the next output frame
         n_src = 0
+        cut_short = False  # a decode error ended the video early (partial_ok)
         frames = container.decode(stream)
         while True:
             try:
@@ -227,6 +236,7 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
                 warnings.warn(DecodeWarning(
                     f"{path}: decode error after {n_src} frames ({done_s:.2f} s), the rest of the video "
                     f"is dropped ({_av_cause(e)})"), stacklevel=2)
+                cut_short = True
                 break
             n_src += 1
             tb = frame.time_base or stream.time_base
@@ -239,33 +249,42 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
                 if frame.pts is not None and tb:
                     t = Fraction(frame.pts - pts0) * tb
                 else:  # no pts: follow the previous frame by its duration
-                    t = held[1] + (held[2] or last_gap or (1 / Fraction(native_fps) if native_fps else 1 / fps))
+                    t = held[1] + (held[2] or last_gap or default_dur)
                 t = max(t, held[1])  # non-increasing pts: the later frame replaces the earlier one
                 if t > held[1]:
                     last_gap = t - held[1]
                 # every output time k/fps < t shows the held frame
                 while k < t * fps:
                     if held_rgb is None:
-                        held_rgb = convert(held[0])
+                        held_rgb = convert(held[0], path)
                     yield held_rgb
                     k += 1
             held, held_rgb = (frame, t, dur_s), None
         if held is None:
             raise DecodeError(f"{path}: the video stream has no decodable frame")
-        d_last = held[2] or last_gap or (1 / Fraction(native_fps) if native_fps else 1 / fps)
+        d_last = held[2] or last_gap or default_dur
         end_s = held[1] + d_last
         while k < end_s * fps:
             if held_rgb is None:
-                held_rgb = convert(held[0])
+                held_rgb = convert(held[0], path)
             yield held_rgb
             k += 1
         declared = _declared_duration_s(stream, container)
-        if declared is not None and float(end_s) < declared - max(0.5, 0.02 * declared):
+        if not cut_short and declared is not None and float(end_s) < declared - max(0.5, 0.02 * declared):
             warnings.warn(DecodeWarning(
                 f"{path}: decoded {float(end_s):.2f} s of a declared {declared:.2f} s; the file may be "
                 f"truncated"), stacklevel=2)
 
 
+def _as_fraction(x: float) -> Fraction:
+    """A float as the nearest fraction with denominator <= 10**6 (29.97 -> 2997/100, 0.28 -> 7/25)."""
+    return Fraction(x).limit_denominator(1_000_000)
+
+
 def count_output_frames(end_s: float, fps: float) -> int:
-    """``N = ceil(end_s * fps)``: output frames for a video whose last frame ends at ``end_s`` seconds."""
-    return math.ceil(Fraction(end_s) * Fraction(fps))
+    """``N = ceil(end_s * fps)``: output frames for a video whose last frame ends at ``end_s`` seconds.
+
+    Both values are snapped to fractions first (see ``_as_fraction``), so ``count_output_frames(7 / 25, 25)``
+    is 7, not 8. Useful to size a progress bar from ``probe_video(...).duration_s``.
+    """
+    return math.ceil(_as_fraction(end_s) * _as_fraction(fps))

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from refineloc_e2e.decode import DecodeConfig, DecodeWarning, VideoInfo, iter_frames, probe_video
+from refineloc_e2e.decode import (DecodeConfig, DecodeWarning, VideoInfo, count_output_frames, iter_frames,
+                                  probe_video)
 from refineloc_e2e.errors import ConfigError, DecodeError, InputError
 from refineloc_e2e.snippets import iter_snippets, n_snippets
 
@@ -22,7 +23,7 @@ LEVEL_STEP = 8  # frame i is filled with gray level LEVEL_STEP * i (recoverable 
 def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv1", fmt: str | None = None,
                 pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None, noise=False,
                 options=None) -> Path:
-    """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise). ``pts_ms``: VFR timestamps."""
+    """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise); ``pts_ms``: VFR times."""
     w, h = size
     with av.open(str(path), "w", format=fmt, options=options or {}) as c:
         if pts_ms is None:
@@ -70,6 +71,7 @@ def test_constant_rate_resampling(tmp_path, native_fps, n_src):
     frames = list(iter_frames(path))
     # documented count: N = ceil(n * fps / r); output k shows source floor(k * r / fps)
     assert len(frames) == math.ceil(Fraction(n_src * 25, native_fps))
+    assert len(frames) == count_output_frames(n_src / native_fps, 25.0)
     assert [source_index(f) for f in frames] == [k * native_fps // 25 for k in range(len(frames))]
 
 
@@ -105,6 +107,18 @@ def test_output_size(tmp_path, size, pix_fmt, expected_hw):
     assert {f.shape for f in frames} == {(*expected_hw, 3)}
 
 
+def test_sample_aspect_ratio_applied(tmp_path):
+    path = tmp_path / "anamorphic.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(2, 1)  # pixels twice as wide as tall
+        for p in [*s.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")),
+                  *s.encode()]:
+            c.mux(p)
+    assert next(iter_frames(path)).shape == (256, 512, 3)
+
+
 def test_frames_are_rgb(tmp_path):
     path = tmp_path / "red.mkv"
     with av.open(str(path), "w") as c:
@@ -131,7 +145,7 @@ def test_rotation_applied(tmp_path, rotation, bright_corner):
         for p in [*s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")), *s.encode()]:
             c.mux(p)
     assert probe_video(path).rotation_deg == rotation
-    frame = next(iter_frames(path, DecodeConfig(short_side=32)))
+    frame = next(iter_frames(path, DecodeConfig(short_side=32, crop_size=16)))
     assert frame.shape == ((32, 64, 3) if rotation == 0 else (64, 32, 3))
     h, w = frame.shape[:2]
     corners = {"top_left": frame[:8, :8], "top_right": frame[:8, -8:],
@@ -230,22 +244,26 @@ def test_no_decodable_frame(tmp_path):
 
 
 def test_truncated_mp4_mid_stream_error(tmp_path):
-    full = write_video(tmp_path / "v.mp4", n=60, size=(64, 64), codec="libx264", noise=True,
-                       options={"movflags": "faststart"})  # index first, so a cut file still opens
+    # index first, so a cut copy still opens; FFmpeg then fails on the cut packet
+    full = write_video(tmp_path / "v.mp4", n=75, size=(64, 64), codec="libx264", noise=True,
+                       options={"movflags": "faststart"})
     cut = tmp_path / "cut.mp4"
     data = full.read_bytes()
     cut.write_bytes(data[:len(data) // 2])
     got = []
-    with pytest.raises(DecodeError, match="decode error after .* partial_ok") as info:
+    with pytest.raises(DecodeError, match="decode error after .*partial_ok=true") as info:
         for f in iter_frames(cut):
             got.append(f)
-    assert str(info.value).startswith(str(cut)) and 0 < len(got) < 60
+    assert str(info.value).startswith(str(cut)) and isinstance(info.value.__cause__, av.FFmpegError)
+    assert 0 < len(got) < 75
     with pytest.warns(DecodeWarning, match="rest of the video is dropped"):
         partial = list(iter_frames(cut, DecodeConfig(partial_ok=True)))
-    assert len(partial) == len(got)
+    # strict mode raised while the last good frame was still held; partial_ok shows it for its duration
+    assert len(partial) == len(got) + 1
 
 
 def test_silently_truncated_mkv_warns(tmp_path):
+    # FFmpeg decodes this cut file without an error; the length check against the declared duration warns
     full = write_video(tmp_path / "v.mkv", n=75, size=(64, 64), noise=True)  # 3 s
     cut = tmp_path / "cut.mkv"
     data = full.read_bytes()

@@ -34,7 +34,9 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool, l
     if missing and not skip_missing:
         listed = ", ".join(v for v, _ in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise DatasetError(f"{features_dir}: {len(missing)} of {len(dataset.videos)} listed videos have no usable "
-                           f"features: {listed} (extract them, or pass --skip-missing)")
+                           f"features: {listed}; first: {missing[0][1]} (extract them, or pass --skip-missing)")
+    for _, why in missing:
+        log(f"warning: skipped: {why}")
     if missing:
         log(f"warning: skipping {len(missing)} videos without features (--skip-missing)")
     if not features:
@@ -44,17 +46,22 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool, l
 
 
 def _common_meta(metas: dict, features_dir: Path) -> dict:
-    keys = ("dim", "fps", "snippet_frames", "streams")
+    """The feature settings every video shares (what the trained head will demand of detect's features)."""
+    keys = ("dim", "fps", "snippet_frames", "streams", "settings_hash")
     first_vid = next(iter(metas))
-    ref = {k: metas[first_vid].get(k) for k in keys}
-    ref_bb = {s: (b or {}).get("weights_id") for s, b in (metas[first_vid].get("backbone") or {}).items()}
+    first = metas[first_vid]
+    ref = {k: first.get(k) for k in keys}
+    ref_bb = {s: (b or {}).get("weights_id") for s, b in (first.get("backbone") or {}).items()}
     for vid, m in metas.items():
         got = {k: m.get(k) for k in keys}
         bb = {s: (b or {}).get("weights_id") for s, b in (m.get("backbone") or {}).items()}
         if got != ref or bb != ref_bb:
-            raise DatasetError(f"{features_dir}: features of '{vid}' ({got}, backbone {bb}) differ from those of "
-                               f"'{first_vid}' ({ref}, backbone {ref_bb}); extract all videos with one setting")
-    return {**ref, "backbone": metas[first_vid].get("backbone") or {}}
+            diff = "; ".join(f"{k}: {got[k]!r} vs {ref[k]!r}" for k in keys if got[k] != ref[k])
+            if bb != ref_bb:
+                diff = (diff + "; " if diff else "") + f"backbone {bb} vs {ref_bb}"
+            raise DatasetError(f"{features_dir}: features of '{vid}' were extracted with other settings than those "
+                               f"of '{first_vid}' ({diff}); extract all videos with one setting")
+    return {**ref, "backbone": first.get("backbone") or {}, "decode": first.get("decode"), "flow": first.get("flow")}
 
 
 @main.command()
@@ -97,6 +104,11 @@ def train(dataset, annotations, features_dir, data_root, config_path, overrides,
     if data_root is not None:
         _extract_dataset_videos(ds, Path(data_root), features_dir, quiet)
     feats, meta, _ = load_training_features(ds, features_dir, skip_missing=skip_missing)
+    if meta.get("dim") != cfg.head.feature_dim:
+        raise DatasetError(f"{features_dir}: features are {meta.get('dim')}-d (streams {meta.get('streams')}) but "
+                           f"the head expects head.feature_dim={cfg.head.feature_dim} "
+                           f"({cfg_path or 'built-in config'}); extract with matching --streams or pass "
+                           f"--set head.feature_dim={meta.get('dim')}")
     run_dir = Path(run_dir) if run_dir else Path("runs") / (name or ds_key)
     result = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, feature_meta=meta,
                           progress=not quiet, resume=resume)
@@ -155,7 +167,7 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, from_s
         raise InputError("no video given (or use --from-scores DIR)")
     if model_path is None:
         raise InputError("--model is required: a trained head, e.g. runs/thumos14/model.pt")
-    cfg = _load_extract_cfg(config_path, overrides, streams, device, flow_weights)
+    cfg = _detect_extract_cfg(model_path, config_path, overrides, streams, device, flow_weights)
     base_pp = _model_postprocess(model_path)
     pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
     gt = _load_ground_truth(ground_truth) if ground_truth else None
@@ -170,6 +182,22 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, from_s
         click.echo(f"  FAILED {p}: {why}", err=True)
     if not summary.ok:
         sys.exit(1)
+
+
+def _detect_extract_cfg(model_path, config_path, overrides, streams, device, flow_weights):
+    """The model's own extraction settings unless the user gives a config (then they must match it)."""
+    from .detect import extract_config_from_meta
+    from .head import load_head
+
+    if config_path is None and not overrides and streams is None and flow_weights is None:
+        if not Path(model_path).is_file():
+            raise InputError(f"{model_path}: model file not found")
+        cfg = extract_config_from_meta(load_head(model_path).feature_meta)
+        if cfg is not None:
+            if device:
+                cfg.device = device
+            return cfg
+    return _load_extract_cfg(config_path, overrides, streams, device, flow_weights)
 
 
 def _model_postprocess(model_path):
@@ -238,6 +266,7 @@ def import_wtalc(features_npy, out_dir, quiet):
 @main.command()
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
               help="Feature cache folder to check.")
+@_errors_to_exit
 def doctor(cache_dir):
     """Check the installation: versions, devices, TV-L1, weights and their checksums, cache writability."""
     from .doctor import run_checks

@@ -30,6 +30,7 @@ RESULTS_VERSION = "VERSION 1.3"
 def expected_feature_meta(extractor: FeatureExtractor) -> dict[str, Any]:
     cfg = extractor.cfg
     return {
+        "settings_hash": extractor.settings_hash,
         "dim": 1024 * len(cfg.stream_list),
         "fps": cfg.decode.fps,
         "snippet_frames": cfg.decode.snippet_frames,
@@ -39,10 +40,37 @@ def expected_feature_meta(extractor: FeatureExtractor) -> dict[str, Any]:
     }
 
 
+def extract_config_from_meta(meta: dict) -> ExtractConfig | None:
+    """Rebuild the extraction settings recorded in a model's feature metadata (None if they were not recorded,
+    e.g. features imported from W-TALC, or a stream's weights came from a file the manifest does not name)."""
+    from .config import from_dict
+    from .flow import flow_config_from_mapping
+    from .backbone.weights import CROSS_MODALITY
+
+    decode, streams, backbone = meta.get("decode"), meta.get("streams"), meta.get("backbone") or {}
+    if not decode or not streams:
+        return None
+    data: dict[str, Any] = {"decode": decode, "streams": "both" if list(streams) == ["rgb", "flow"] else streams[0]}
+    for s in streams:
+        wid = (backbone.get(s) or {}).get("weights_id") or ""
+        if wid.startswith("file:"):
+            return None
+        data[f"{s}_weights"] = CROSS_MODALITY if wid.startswith(CROSS_MODALITY) else wid
+    if "flow" not in streams and "rgb" in streams:
+        data.pop("flow_weights", None)
+    if "rgb" not in streams:
+        rgb = (backbone.get("flow") or {}).get("weights_id", "")
+        if rgb.startswith(CROSS_MODALITY + ":"):
+            data["rgb_weights"] = rgb.split(":", 1)[1]
+    flow_meta = meta.get("flow") or {}
+    flow_keys = {k: v for k, v in flow_meta.items() if k not in ("method", "implementation", "last_frame")}
+    return from_dict(ExtractConfig, data, base=ExtractConfig(flow=flow_config_from_mapping(flow_keys)))
+
+
 def check_compatible(model_meta: dict, feature_meta: dict, *, model_name: str, feature_name: str) -> None:
     """Raise ``ModelMismatchError`` naming both sides unless the features are what the model was trained on."""
     problems = []
-    for key in ("dim", "fps", "snippet_frames", "streams"):
+    for key in ("dim", "fps", "snippet_frames", "streams", "settings_hash"):
         a, b = model_meta.get(key), feature_meta.get(key)
         if a is not None and b is not None and a != b:
             problems.append(f"{key}: model {a!r} vs features {b!r}")

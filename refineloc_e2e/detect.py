@@ -99,49 +99,63 @@ def results_json(results: dict[str, list[dict]], external: dict[str, Any]) -> di
     return {"version": RESULTS_VERSION, "results": results, "external_data": external}
 
 
-def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_json: str | Path,
-                  extract_cfg: ExtractConfig, cache_dir: str | Path, postprocess=None,
-                  plot_dir: str | Path | None = None, scores_dir: str | Path | None = None,
-                  ground_truth=None, progress: bool = True, extractor: FeatureExtractor | None = None,
-                  log: Callable[[str], None] | None = None) -> DetectSummary:
-    """Detect actions in ``videos`` with the head at ``model_path``; writes ``out_json`` (also on partial failure)."""
+def _load_model(model_path: str | Path):
     from .head import load_head
-    from .postprocess import predict_segments, save_scores, segments_to_results
-    from .train import predict_scores
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"{model_path}: model file not found (train one with `refineloc-e2e train` "
                          f"or pass --model)")
-    loaded = load_head(model_path, device="cpu")
-    extractor = extractor or FeatureExtractor(extract_cfg)
-    check_compatible(loaded.feature_meta, expected_feature_meta(extractor), model_name=str(model_path),
-                     feature_name=f"the extraction settings (streams {extract_cfg.stream_list}, "
-                                  f"{extract_cfg.decode.fps:g} fps, {extract_cfg.decode.snippet_frames}-frame snippets)")
-    pp = postprocess or loaded.postprocess_config
-    model = loaded.model.to(extractor.device).eval()
-    batch = extract_batch(videos, cache_dir, extract_cfg, extractor=extractor, progress=progress, log=log)
-    summary = DetectSummary(failed=list(batch.failed))
-    for source, vid in batch.outputs.items():
+    return load_head(model_path, device="cpu")
+
+
+def _detect_cached(items: Iterable[tuple[str, str]], features_dir: Path, loaded, model_path: Path, device, pp,
+                   plot_dir, scores_dir, ground_truth, summary: DetectSummary, log) -> None:
+    """Head + post-processing for cached feature entries ``(source label, video_id)``; failures recorded."""
+    from .postprocess import predict_segments, save_scores, segments_to_results
+    from .train import predict_scores
+
+    model = loaded.model.to(device).eval()
+    for source, vid in items:
         try:
-            feats, meta = read_features(cache_dir, vid)
+            feats, meta = read_features(features_dir, vid)
             check_compatible(loaded.feature_meta, meta, model_name=str(model_path),
-                             feature_name=str(Path(cache_dir) / f"{vid}.npy"))
-            scores = predict_scores(model, feats, extractor.device)
+                             feature_name=str(Path(features_dir) / f"{vid}.npy"))
+            scores = predict_scores(model, feats, device)
             if scores_dir is not None:
                 save_scores(Path(scores_dir) / f"{vid}.npz", _scores_with_context(scores, loaded.class_names, meta))
             segs = predict_segments(scores["cas"], scores["attention_bf"], scores["attention_time"],
                                     scores["video_scores"], pp)
+            duration_s = meta.get("duration_s")
             summary.results[vid] = segments_to_results(segs, loaded.class_names, fps=meta["fps"],
                                                        snippet_frames=meta["snippet_frames"],
-                                                       n_snippets=meta["n_snippets"], duration_s=meta["duration_s"])
+                                                       n_snippets=meta["n_snippets"], duration_s=duration_s)
             if plot_dir is not None:
                 summary.plots.append(str(_plot(plot_dir, vid, meta, scores, loaded.class_names,
                                                summary.results[vid], pp, ground_truth)))
         except RefineLocError as e:
             log(f"error: {source}: {e}")
             summary.failed.append((source, str(e)))
+
+
+def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_json: str | Path,
+                  extract_cfg: ExtractConfig, cache_dir: str | Path, postprocess=None,
+                  plot_dir: str | Path | None = None, scores_dir: str | Path | None = None,
+                  ground_truth=None, progress: bool = True, extractor: FeatureExtractor | None = None,
+                  log: Callable[[str], None] | None = None) -> DetectSummary:
+    """Detect actions in ``videos`` with the head at ``model_path``; writes ``out_json`` (also on partial failure)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    model_path = Path(model_path)
+    loaded = _load_model(model_path)
+    extractor = extractor or FeatureExtractor(extract_cfg)
+    check_compatible(loaded.feature_meta, expected_feature_meta(extractor), model_name=str(model_path),
+                     feature_name=f"the extraction settings (streams {extract_cfg.stream_list}, "
+                                  f"{extract_cfg.decode.fps:g} fps, {extract_cfg.decode.snippet_frames}-frame snippets)")
+    pp = postprocess or loaded.postprocess_config
+    batch = extract_batch(videos, cache_dir, extract_cfg, extractor=extractor, progress=progress, log=log)
+    summary = DetectSummary(failed=list(batch.failed))
+    _detect_cached(batch.outputs.items(), Path(cache_dir), loaded, model_path, extractor.device, pp, plot_dir,
+                   scores_dir, ground_truth, summary, log)
     external = {
         "tool": f"refineloc-e2e {__version__}",
         "model": {"path": str(model_path), **loaded.extra.get("provenance", {})},
@@ -153,12 +167,37 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
     return summary
 
 
+def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *, model_path: str | Path,
+                    out_json: str | Path, postprocess=None, plot_dir=None, scores_dir=None, ground_truth=None,
+                    device: str = "cpu", log: Callable[[str], None] | None = None) -> DetectSummary:
+    """Detect on already-extracted features (``<id>.npy/.json``, e.g. imported from W-TALC); all ids if None."""
+    from .extract import resolve_device
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    features_dir, model_path = Path(features_dir), Path(model_path)
+    if not features_dir.is_dir():
+        raise InputError(f"{features_dir}: features folder not found")
+    loaded = _load_model(model_path)
+    ids = list(video_ids) if video_ids else sorted(p.stem for p in features_dir.glob("*.json"))
+    if not ids:
+        raise InputError(f"{features_dir}: no feature files (<video_id>.json) found")
+    pp = postprocess or loaded.postprocess_config
+    summary = DetectSummary()
+    _detect_cached(((v, v) for v in ids), features_dir, loaded, model_path, resolve_device(device), pp, plot_dir,
+                   scores_dir, ground_truth, summary, log)
+    external = {"tool": f"refineloc-e2e {__version__}",
+                "model": {"path": str(model_path), **loaded.extra.get("provenance", {})},
+                "features": {"folder": str(features_dir), **loaded.feature_meta}, "postprocess": to_dict(pp)}
+    atomic_write_json(out_json, results_json(summary.results, external))
+    return summary
+
+
 def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], meta: dict) -> dict[str, np.ndarray]:
     out = dict(scores)
     out["class_names"] = np.array(class_names, dtype=str)
     out["fps"] = np.float64(meta["fps"])
     out["snippet_frames"] = np.int64(meta["snippet_frames"])
-    out["duration_s"] = np.float64(meta["duration_s"])
+    out["duration_s"] = np.float64(meta.get("duration_s") or np.nan)
     return out
 
 
@@ -196,7 +235,8 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
         segs = predict_segments(s["cas"], s["attention_bf"], s["attention_time"], s["video_scores"], postprocess)
         results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf,
-                                              n_snippets=int(s["cas"].shape[0]), duration_s=float(s["duration_s"]))
+                                              n_snippets=int(s["cas"].shape[0]),
+                                              duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
     atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",
                                                        "rescored_from": str(scores_dir),
                                                        "postprocess": to_dict(postprocess)}))

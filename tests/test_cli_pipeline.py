@@ -1,0 +1,83 @@
+"""train -> detect --features -> evaluate through the CLI, on generated features in the official layouts."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from refineloc_e2e.cli import main
+from refineloc_e2e.features import write_features
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAST = ["--config", str(CONFIGS / "demo.yaml"), "--set", "head.feature_dim=32", "--set", "train.epochs=2",
+        "--set", "train.n_iterations=1", "--set", "select_iteration=1", "-q"]
+
+
+def _layout(tmp_path: Path, n_train=8, n_test=4, dim=32, skip=()):
+    """features/<id>.npy+.json (as extract writes them) and an ActivityNet-format annotations JSON."""
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(2, dim)).astype(np.float32) * 3
+    db = {}
+    for i in range(n_train + n_test):
+        vid, T, c = f"vid{i:02d}", 30, i % 2
+        x = rng.normal(size=(T, dim)).astype(np.float32)
+        x[10:20] += protos[c]
+        if vid not in skip:
+            write_features(tmp_path / "feats", vid, x, {"fps": 25.0, "snippet_frames": 16, "streams": ["rgb"],
+                                                       "backbone": {}, "duration_s": T * 16 / 25})
+        db[vid] = {"subset": "training" if i < n_train else "validation", "duration": T * 16 / 25,
+                   "annotations": [{"label": f"Class{c}", "segment": [10 * 0.64, 20 * 0.64]}]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"name": "toy", "taxonomy": ["Class0", "Class1"], "database": db}))
+    return ann, tmp_path / "feats"
+
+
+def test_train_detect_evaluate(tmp_path):
+    ann, feats = _layout(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                             "--run-dir", str(tmp_path / "run"), *FAST])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "model.pt").is_file()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [it["iteration"] for it in metrics["iterations"]] == [0, 1]
+    r = runner.invoke(main, ["detect", "--features", str(feats), "--model", str(tmp_path / "run" / "model.pt"),
+                             "-o", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert set(preds["results"]) == {f"vid{i:02d}" for i in range(12)}
+    r = runner.invoke(main, ["evaluate", "--predictions", str(tmp_path / "p.json"), "--ground-truth", str(ann),
+                             "--tiou", "0.3", "--tiou", "0.5", "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0].split() == ["tIoU", "0.30", "0.50", "Avg"]
+    assert json.loads((tmp_path / "e.json").read_text())["tious"] == [0.3, 0.5]
+
+
+def test_train_lists_videos_without_features(tmp_path):
+    ann, feats = _layout(tmp_path, skip=("vid03", "vid10"))
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                  "--run-dir", str(tmp_path / "run"), *FAST])
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"error: {feats}: 2 of 12 listed videos have no usable features: vid03, vid10; "
+                                f"first: {feats / 'vid03.json'}: no feature metadata (features for 'vid03' were "
+                                f"never extracted or their extraction did not finish) (extract them, or pass "
+                                f"--skip-missing)")
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats), "--skip-missing",
+                                  "--run-dir", str(tmp_path / "run"), *FAST])
+    assert r.exit_code == 0, r.output
+    assert "warning: skipping 2 videos without features (--skip-missing)" in r.output
+
+
+def test_detect_refuses_features_of_another_width(tmp_path):
+    ann, feats = _layout(tmp_path)
+    assert CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                     "--run-dir", str(tmp_path / "run"), *FAST]).exit_code == 0
+    write_features(tmp_path / "wide", "w1", np.zeros((5, 64), np.float32),
+                   {"fps": 25.0, "snippet_frames": 16, "streams": ["rgb"], "backbone": {}})
+    r = CliRunner().invoke(main, ["detect", "--features", str(tmp_path / "wide"), "--model",
+                                  str(tmp_path / "run" / "model.pt"), "-o", str(tmp_path / "p.json")])
+    assert r.exit_code == 1
+    assert f"error: w1: {tmp_path / 'run' / 'model.pt'} was trained on other features than " \
+           f"{tmp_path / 'wide' / 'w1.npy'}: dim: model 32 vs features 64" in r.output

@@ -26,6 +26,10 @@ def _errors_to_exit(fn):
             return fn(*args, **kwargs)
         except RefineLocError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; finished work is kept, run the same command again to continue",
+                       err=True)
+            sys.exit(130)
     return wrapper
 
 
@@ -55,7 +59,20 @@ def _extract_options(fn):
                       help="Flow stream weights: manifest name, a file (e.g. flow_imagenet.pt), "
                            "or cross-modality-from-rgb (default).")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(fn)
-    return fn
+    return _workers_option(fn)
+
+
+def _workers_option(fn):
+    """``--workers N``: passed on as the ``workers=N`` override, so commands keep their own signature."""
+    @functools.wraps(fn)
+    def with_workers(*args, workers=None, overrides=(), **kwargs):
+        if workers is not None:
+            overrides = (*overrides, f"workers={workers}")
+        return fn(*args, overrides=overrides, **kwargs)
+
+    return click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Optical-flow processes (default 1 = in this process; the cores you can spare, "
+                             "e.g. 2 on a 2-core machine). Does not change the features.")(with_workers)
 
 
 def _load_extract_cfg(config_path, overrides, streams, device, flow_weights):
@@ -85,12 +102,10 @@ def _announce_flow_init(extractor, quiet: bool) -> None:
 @_errors_to_exit
 def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet):
     """Extract [n_snippets, 2048] = [rgb | flow] I3D features for videos, folders (recursive) or globs."""
-    from .extract import FeatureExtractor, extract_batch
+    from .extract import extract_batch
 
     cfg = _load_extract_cfg(config_path, overrides, streams, device, flow_weights)
-    extractor = FeatureExtractor(cfg)
-    _announce_flow_init(extractor, quiet)
-    summary = extract_batch(inputs, out_dir, cfg, extractor=extractor, progress=not quiet)
+    summary = extract_batch(inputs, out_dir, cfg, progress=not quiet)  # models load on first need
     click.echo(summary.format(), err=True)
     if not summary.ok:
         sys.exit(1)

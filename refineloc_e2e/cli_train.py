@@ -139,6 +139,8 @@ def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Write one timeline PNG per video.")
 @click.option("--save-scores", "scores_dir", type=click.Path(file_okay=False), default=None,
               help="Save the head's raw per-snippet scores (.npz) for re-running post-processing.")
+@click.option("--features", "features_dir", type=click.Path(file_okay=False), default=None,
+              help="Run on already-extracted features in this folder; VIDEOS are then video ids (default: all).")
 @click.option("--from-scores", "from_scores", type=click.Path(file_okay=False), default=None,
               help="Re-run post-processing on saved scores instead of running the network.")
 @click.option("--ground-truth", default=None, help="thumos14-test | thumos14-val | FILE.json: draw true segments in plots.")
@@ -147,12 +149,12 @@ def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool
 @click.option("--top-k", type=int, default=None, help="How many top video-level classes to localise.")
 @_extract_options
 @_errors_to_exit
-def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, from_scores, ground_truth,
+def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, ground_truth,
            alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights, quiet):
     """Videos in, labelled time segments out (ActivityNet results JSON)."""
     import dataclasses
 
-    from .detect import detect_videos, redetect_from_scores
+    from .detect import detect_features, detect_videos, redetect_from_scores
     from .extract import FeatureExtractor
     from .postprocess import PostprocessConfig
 
@@ -163,10 +165,19 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, from_s
         res = redetect_from_scores(from_scores, out_json, pp)
         click.echo(f"wrote {out_json}: {sum(map(len, res.values()))} segments in {len(res)} videos", err=True)
         return
-    if not videos:
-        raise InputError("no video given (or use --from-scores DIR)")
     if model_path is None:
         raise InputError("--model is required: a trained head, e.g. runs/thumos14/model.pt")
+    if features_dir:
+        gt = _load_ground_truth(ground_truth) if ground_truth else None
+        base_pp = _model_postprocess(model_path)
+        pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
+        summary = detect_features(features_dir, list(videos) or None, model_path=model_path, out_json=out_json,
+                                  postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
+                                  device=device or "auto")
+        _report_detect(out_json, summary)
+        return
+    if not videos:
+        raise InputError("no video given (or use --features DIR or --from-scores DIR)")
     cfg = _detect_extract_cfg(model_path, config_path, overrides, streams, device, flow_weights)
     base_pp = _model_postprocess(model_path)
     pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
@@ -176,6 +187,10 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, from_s
     summary = detect_videos(videos, model_path=model_path, out_json=out_json, extract_cfg=cfg, cache_dir=cache_dir,
                             postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
                             progress=not quiet, extractor=extractor)
+    _report_detect(out_json, summary)
+
+
+def _report_detect(out_json, summary) -> None:
     n = sum(len(v) for v in summary.results.values())
     click.echo(f"wrote {out_json}: {n} segments in {len(summary.results)} videos; failed {len(summary.failed)}", err=True)
     for p, why in summary.failed:

@@ -86,6 +86,8 @@ class VideoInfo:
 
 def _check_path(path) -> str:
     path = os.fspath(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)")
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -94,11 +96,17 @@ def _check_path(path) -> str:
         raise InputError(f"{path}: not a regular file")
     if os.path.getsize(path) == 0:
         raise DecodeError(f"{path}: empty file (0 bytes), not a video")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable (permission denied)")
     return path
 
 
 def _av_cause(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    # FFmpegError's str() repeats the file name ("[Errno N] Invalid data ...: 'x.mp4'"); the message
+    # already starts with the path, so keep the cause only
+    text = getattr(e, "strerror", None) or str(e)
+    return f"{type(e).__name__}: {text}"
+
 
 
 def _open(path: str):
@@ -106,7 +114,12 @@ def _open(path: str):
     try:
         container = av.open(path, metadata_errors="replace")
     except av.FFmpegError as e:
-        raise DecodeError(f"{path}: cannot open as a video container ({_av_cause(e)})") from e
+        raise DecodeError(f"{path}: cannot open as a video container ({_av_cause(e)}); truncated, "
+                          f"corrupt or not a video file") from e
+    fmt = container.format.name
+    if fmt.startswith("image2") or fmt.endswith("_pipe"):
+        container.close()
+        raise DecodeError(f"{path}: is a still image ({fmt}), not a video")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()

@@ -75,10 +75,13 @@ def _weights() -> Iterator[Check]:
         if not w.get("present"):
             hint = "refineloc-e2e weights fetch " + w["name"] if w.get("fetchable") else "bring your own file"
             yield None, name, f"not present ({hint})"
+        elif w.get("sha256_ok") is None:  # a user file not registered yet: nothing to compare with
+            yield None, name, f"{w.get('status', 'present, no recorded sha256')} ({w.get('path')})"
         elif w.get("sha256_ok"):
             yield True, name, f"present, sha256 ok ({w.get('path')})"
         else:
-            yield False, name, f"present but sha256 MISMATCH ({w.get('path')}): delete it and fetch again"
+            again = "fetch it again" if w.get("fetchable") else "register the right file again"
+            yield False, name, f"present but sha256 MISMATCH ({w.get('path')}): delete it and {again}"
 
 
 def _writable(cache_dir: Path) -> Check:

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CacheError
-from .fileio import atomic_save_npy, atomic_write_json, sha256_file
+from .fileio import atomic_save_npy, atomic_write_json, remove_stale_temps, sha256_file
 
 FORMAT_VERSION = 1
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._\-]+")
@@ -85,7 +85,12 @@ def read_features(features_dir: str | Path, video_id: str, *, verify: bool = Tru
         array = np.load(npy_path, allow_pickle=False)
     except FileNotFoundError:
         raise CacheError(f"{npy_path}: feature array missing (metadata {json_path.name} exists); re-extract") from None
-    except (OSError, ValueError, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise CacheError(f"{npy_path}: holds pickled Python objects, refused (feature files are plain "
+                             f"float32 arrays; loading pickles could run code); re-extract") from None
+        raise CacheError(f"{npy_path}: truncated or corrupt feature array ({e}); re-extract") from None
+    except (OSError, EOFError) as e:
         raise CacheError(f"{npy_path}: truncated or corrupt feature array ({e}); re-extract") from None
     expected = (meta.get("n_snippets"), meta.get("dim"))
     if array.ndim != 2 or tuple(array.shape) != expected:
@@ -108,28 +113,43 @@ def source_identity(path: str | Path, *, with_sha256: bool = True) -> dict[str, 
     return ident
 
 
-def is_up_to_date(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> bool:
-    """True if a valid entry exists for this very source content and these settings.
+def entry_problem(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> str | None:
+    """None if a valid entry exists for this very source content and these settings, else why not.
 
-    Size and mtime equal -> same content (no re-hash); otherwise the content sha256 decides, so a touched
-    but unchanged file is not re-extracted.
+    Valid: current format, the array loads with the shape and checksum its metadata records (so a
+    truncated or corrupt ``.npy`` is re-extracted, never skipped), the same ``settings_hash``, and the
+    same source: size and mtime equal -> same content (no re-hash); otherwise the content sha256
+    decides, so a touched but unchanged file is not re-extracted. ``"missing"`` when there is no entry.
     """
+    _, json_path = feature_paths(features_dir, video_id)
+    if not json_path.exists():
+        return "missing"
     try:
-        meta = read_meta(features_dir, video_id)
-    except CacheError:
-        return False
-    npy_path, _ = feature_paths(features_dir, video_id)
-    if meta.get("settings_hash") != settings_hash or not npy_path.is_file():
-        return False
-    if npy_path.stat().st_size < 128:
-        return False
+        _, meta = read_features(features_dir, video_id)
+    except CacheError as e:
+        return f"cached entry unusable: {e}"
+    if meta.get("settings_hash") != settings_hash:
+        return "cached with other settings"
     old = meta.get("source", {})
     now = source_identity(source, with_sha256=False)
     if old.get("size") != now["size"]:
-        return False
-    if old.get("mtime_ns") == now["mtime_ns"]:
-        return True
-    return old.get("sha256") == sha256_file(source)
+        return "source video changed"
+    if old.get("mtime_ns") == now["mtime_ns"] or old.get("sha256") == sha256_file(source):
+        return None
+    return "source video changed"
+
+
+def is_up_to_date(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> bool:
+    """True if a valid entry exists for this very source content and these settings (see :func:`entry_problem`)."""
+    return entry_problem(features_dir, video_id, source=source, settings_hash=settings_hash) is None
+
+
+def remove_stale_entry_temps(features_dir: str | Path, video_id: str, *, older_than: float) -> list[Path]:
+    """Remove temp files of ``video_id``'s ``.npy``/``.json`` left by killed writers (call under its VideoLock)."""
+    removed = []
+    for path in feature_paths(features_dir, video_id):
+        removed += remove_stale_temps(path, older_than=older_than)
+    return removed
 
 
 def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
@@ -143,9 +163,11 @@ def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
         if len(group) == 1:
             ids[group[0]] = stem
             continue
-        for p in group:
-            h = hashlib.sha1(str(p.resolve().parent).encode()).hexdigest()[:8]
-            ids[p] = f"{stem}-{h}"
+        parents = [str(p.resolve().parent) for p in group]
+        same_folder = len(set(parents)) < len(parents)  # e.g. 'a b.mp4' and 'a_b.mp4' both sanitise to 'a_b'
+        for p, parent in zip(group, parents):
+            key = str(p.resolve()) if same_folder else parent
+            ids[p] = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     return ids
 
 

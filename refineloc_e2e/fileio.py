@@ -2,16 +2,19 @@
 
 Everything written by the tool goes through :func:`atomic_write_bytes` / :func:`atomic_save_npy` /
 :func:`atomic_write_json` (temp file in the same folder + fsync + ``os.replace``), so a reader never
-sees half a file, whatever kills the writer.
+sees half a file, whatever kills the writer. The temp file is ``.<name>.<pid>-<random>.tmp``: a writer
+killed with SIGKILL leaves it behind, and :func:`remove_stale_temps` removes it once its process is gone.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,17 +47,25 @@ def verify_sha256(path: str | Path, expected: str) -> str:
     return got
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temp file beside ``path``; on success fsync and rename over ``path``; on error remove it.
 
-    Raises ``RefineLocError`` naming ``path`` on OS errors (disk full, permission denied, ...).
+    The result gets the usual ``0o666 & ~umask`` permissions (not mkstemp's 0o600), so a shared cache
+    stays readable. Raises ``RefineLocError`` naming ``path`` on OS errors (disk full, permission denied, ...).
     """
     path = Path(path)
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -62,10 +73,51 @@ def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as e:
-        raise RefineLocError(f"{path}: cannot write ({e.strerror or e})") from e
+        hint = "; free some disk space and run again" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise RefineLocError(f"{path}: cannot write ({e.strerror or e}){hint}") from e
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temps(path: str | Path, *, older_than: float) -> list[Path]:
+    """Remove temp files that killed writers of ``path`` left beside it; returns what was removed.
+
+    A temp file ``.<name>.<pid>-<random>.tmp`` is stale when its writer process no longer exists on this
+    machine and it was last modified before ``older_than`` (a ``time.time()``, e.g. the start of this
+    run), so a concurrent writer's file is never touched. Callers that serialise writers of ``path``
+    with a lock (the feature cache does) are safe even on a shared folder.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)-[^/]*" + re.escape(TMP_SUFFIX) + "$")
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        m = pattern.match(name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        tmp = path.parent / name
+        try:
+            if tmp.stat().st_mtime >= older_than:
+                continue
+            tmp.unlink()
+        except FileNotFoundError:  # another run removed it first
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -155,4 +207,15 @@ def torch_load_untrusted(path: str | Path, map_location: str = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         raise WeightsError(f"{path}: refused or failed to load as a weights-only torch file: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                           f"{_torch_load_cause(e)}") from None
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _torch_load_cause(e: BaseException) -> str:
+    """The informative line of a torch.load error (its weights_only banner suggests weights_only=False,
+    which would run the file's code: never show that as the cause)."""
+    lines = [x.strip() for x in str(e).splitlines()]
+    useful = [x for x in lines if x and not x.startswith(_TORCH_BOILERPLATE)]
+    return useful[0] if useful else type(e).__name__

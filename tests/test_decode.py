@@ -17,39 +17,7 @@ from refineloc_e2e.errors import ConfigError, DecodeError, InputError
 from refineloc_e2e.snippets import iter_snippets, n_snippets
 
 DATA = Path(__file__).parent / "data"
-LEVEL_STEP = 8  # frame i is filled with gray level LEVEL_STEP * i (recoverable after lossy coding)
-
-
-def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv1", fmt: str | None = None,
-                pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None, noise=False,
-                options=None) -> Path:
-    """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise); ``pts_ms``: VFR times."""
-    w, h = size
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        if pts_ms is None:
-            s = c.add_stream(codec, rate=fps)
-        else:
-            s = c.add_stream(codec)
-            s.codec_context.time_base = Fraction(1, 1000)
-            s.time_base = Fraction(1, 1000)
-        s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        if rotation is not None:
-            s.set_display_rotation(rotation)
-        rng = np.random.default_rng(0)
-        packets = []
-        for i in range(n):
-            img = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise
-                   else np.full((h, w, 3), LEVEL_STEP * i, np.uint8))
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if pts_ms is not None:
-                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
-            packets += s.encode(frame)
-        packets += s.encode()
-        for p in packets:
-            if last_dur_ms is not None and p.pts == pts_ms[-1]:
-                p.duration = last_dur_ms
-            c.mux(p)
-    return Path(path)
+from conftest import LEVEL_STEP, write_video  # noqa: E402  (shared generated-video writer)
 
 
 def source_index(frame: np.ndarray) -> int:

@@ -13,13 +13,7 @@ from refineloc_e2e.head import (HeadConfig, build_head, compute_scores, label_ta
 from refineloc_e2e.postprocess import PostprocessConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: two torch threads on a loaded 2-core box are ~40x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _head(D=16, N=3, **kw):

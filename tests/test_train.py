@@ -22,13 +22,7 @@ META = {"dim": 32, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: two torch threads on a loaded 2-core box are ~40x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(rng, *shape):

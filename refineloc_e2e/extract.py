@@ -1,9 +1,11 @@
 """Videos -> cached two-stream I3D features ``[n_snippets, 2048] = [rgb | flow]``.
 
-One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame RGB and TV-L1 flow
-(``flow.iter_flow``, one field per frame) -> 16-frame snippets (tail padded by repeating the last frame)
--> centre crop 224 -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
-Everything streams: at most ``batch_snippets`` snippets of frames are in memory, whatever the length.
+One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame the RGB centre crop 224 and one
+TV-L1 flow field (``pipeline.ChunkedFlow``: on the whole frame, or the crop plus a margin, in chunks of 16
+frame pairs, in worker processes when ``workers > 1``) -> 16-frame snippets (tail padded by repeating the
+last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
+Everything streams: per stream at most ``batch_snippets`` snippets of frames are in memory, plus the flow
+chunks in flight (``2 * workers``), whatever the length.
 
 A batch of videos: each video is looked up in the feature cache (``features.py``) first; a failure is
 recorded with its reason and the batch goes on; the summary lists extracted / skipped / failed.
@@ -15,10 +17,10 @@ import dataclasses
 import glob
 import os
 import sys
-from collections import deque
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -27,10 +29,11 @@ from . import __version__
 from .config import from_dict, read_yaml, deep_merge, parse_overrides, settings_hash, to_dict
 from .decode import DecodeConfig, iter_frames, probe_video
 from .errors import ConfigError, InputError, RefineLocError
-from .features import (FORMAT_VERSION, VideoLock, assign_video_ids, disambiguated_id, is_up_to_date,
-                       owner_conflict, source_identity, write_features)
-from .flow import FlowConfig, flow_config, flow_config_from_mapping, iter_flow
-from .snippets import center_crop, n_snippets, normalize_rgb
+from .features import (FORMAT_VERSION, VideoLock, assign_video_ids, disambiguated_id, owner_conflict,
+                       source_identity, write_features)
+from .flow import FlowConfig, flow_config, flow_config_from_mapping, to_gray
+from .pipeline import REGIONS, ChunkedFlow, FlowPool, flow_window
+from .snippets import center_crop, n_snippets
 from .timebase import snippet_to_seconds
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -45,14 +48,31 @@ class ExtractConfig:
     streams: str = "both"                          # rgb | flow | both; features are [rgb | flow] in that order
     rgb_weights: str = "i3d-kinetics400-rgb"        # manifest name or path (see weights/manifest.json)
     flow_weights: str = "cross-modality-from-rgb"   # manifest name, path, or the named init method
-    batch_snippets: int = 8                         # snippets per I3D forward
+    batch_snippets: int = 8                         # snippets per I3D forward (32+ on a GPU)
     device: str = "auto"                            # auto | cpu | cuda | cuda:N
+    flow_region: str = "full"                       # full: TV-L1 on the whole frame (published); crop: crop + margin
+    flow_margin_px: int = 32                        # flow_region=crop: context kept on each side of the crop
+    precision: str = "fp32"                         # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
+    workers: int = 1                                # flow processes (1: in this process); same numbers for any N
+    channels_last: bool = True                      # channels_last_3d I3D (speed only)
+    torch_compile: bool = False                     # torch.compile the I3D streams (speed only; slow first call)
 
     def validate(self) -> None:
         if self.streams not in ("rgb", "flow", "both"):
             raise ConfigError(f"config key 'streams': expected rgb, flow or both, got {self.streams!r}")
         if self.batch_snippets < 1:
             raise ConfigError(f"config key 'batch_snippets': must be >= 1, got {self.batch_snippets}")
+        if self.flow_region not in REGIONS:
+            raise ConfigError(f"config key 'flow_region': expected crop or full, got {self.flow_region!r}")
+        if self.flow_margin_px < 0:
+            raise ConfigError(f"config key 'flow_margin_px': must be >= 0, got {self.flow_margin_px}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {self.precision!r}")
+        if self.workers < 1:
+            raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")
+        if self.workers > 1 and self.flow.use_initial_flow:
+            raise ConfigError("config key 'workers': flow.use_initial_flow chains each frame pair to the "
+                              "previous one, so flow cannot be split over workers; use workers=1")
 
     @property
     def stream_list(self) -> list[str]:
@@ -108,8 +128,10 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple
             found, errs = _walk_videos(p)
             failures.extend(errs)
             videos.extend(found)
+            if not found and not errs:
+                failures.append((s, "folder holds no video file (none with a video extension such as .mp4)"))
         elif p.is_symlink() and not p.exists():
-            failures.append((s, "broken symbolic link"))
+            failures.append((s, f"broken symbolic link (its target {os.readlink(p)} does not exist)"))
         elif not p.exists():
             failures.append((s, "no such file or directory"))
         else:
@@ -140,90 +162,170 @@ def _walk_videos(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 
 class FeatureExtractor:
-    """Holds the I3D streams for one configuration; ``extract(path)`` -> (features, metadata)."""
+    """Holds the I3D streams for one configuration; ``extract(path)`` -> (features, metadata).
+
+    With ``cfg.workers > 1`` it also holds a pool of flow processes (started on first use, reused across
+    videos): call ``close()`` or use it as a context manager to stop them early. ``stage_s`` holds the
+    seconds per stage of the last ``extract`` call: ``decode``, ``flow`` (TV-L1 compute, summed over workers),
+    ``flow_wait`` (this process blocked on workers), ``i3d_rgb``, ``i3d_flow``.
+    """
 
     def __init__(self, cfg: ExtractConfig, *, models: dict[str, tuple[torch.nn.Module, dict]] | None = None):
         from .backbone.weights import build_i3d
 
+        cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"config key 'precision': fp16 needs a CUDA device, got device {self.device}; "
+                              f"use fp32 or bf16")
         self.models: dict[str, torch.nn.Module] = {}
         self.provenance: dict[str, dict] = {}
+        self._forward: dict[str, Callable] = {}
         for stream in cfg.stream_list:
             if models is not None and stream in models:
                 model, prov = models[stream]
             else:
                 spec = cfg.rgb_weights if stream == "rgb" else cfg.flow_weights
                 model, prov = build_i3d(stream, spec, self.device, rgb_spec=cfg.rgb_weights)
-            self.models[stream] = model.to(self.device).eval()
+            model = model.to(self.device).eval()
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last_3d)
+            self.models[stream] = model
+            self._forward[stream] = torch.compile(model, dynamic=True) if cfg.torch_compile else model
             self.provenance[stream] = prov
         self.settings = self._settings()
         self.settings_hash = settings_hash(self.settings)
+        self.stage_s: dict[str, float] = {}
+        self._pool: FlowPool | None = None
 
     def _settings(self) -> dict[str, Any]:
-        """Every setting that changes the numbers (hashed into the cache key)."""
+        """Every setting that changes the numbers (hashed into the cache key); not workers, batch, memory format."""
         s: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "decode": dataclasses.asdict(self.cfg.decode),
             "streams": self.cfg.stream_list,
             "weights": {k: {"sha256": v.get("sha256"), "init": v.get("init")} for k, v in self.provenance.items()},
+            "precision": self.cfg.precision,
         }
         if "flow" in self.cfg.stream_list:
-            s["flow"] = dataclasses.asdict(self.cfg.flow)
+            s["flow"] = {**dataclasses.asdict(self.cfg.flow), **self._flow_region()}
         return s
+
+    def _flow_region(self) -> dict[str, Any]:
+        return {"region": self.cfg.flow_region,
+                "region_margin_px": self.cfg.flow_margin_px if self.cfg.flow_region == "crop" else None}
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the flow worker processes, if any (a later ``extract`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.close(wait=wait)
+            self._pool = None
+
+    def __enter__(self) -> FeatureExtractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _flow_pool(self) -> FlowPool | None:
+        if self.cfg.workers < 2:
+            return None
+        if self._pool is None or not self._pool.alive:
+            self._pool = FlowPool(self.cfg.flow, self.cfg.workers)
+        return self._pool
 
     @torch.inference_mode()
     def _embed(self, stream: str, clips: list[np.ndarray]) -> np.ndarray:
+        """I3D features of snippets: ``uint8 [T, H, W, 3]`` RGB or ``float32 [T, H, W, 2]`` flow -> ``[B, 1024]``.
+
+        Normalisation (RGB ``x / 127.5 - 1``, bitwise as ``snippets.normalize_rgb``) happens on the device.
+        """
+        t0 = time.perf_counter()
         x = torch.from_numpy(np.stack(clips))  # (B, T, H, W, C)
-        x = x.permute(0, 4, 1, 2, 3).contiguous().to(self.device)  # (B, C, T, H, W)
-        feats, _ = self.models[stream](x)  # (B, 1024)
-        return feats.float().cpu().numpy()
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device)
+        if stream == "rgb":
+            x = x.float() / 127.5 - 1.0  # (B, T, H, W, 3) in [-1, 1]
+        x = x.permute(0, 4, 1, 2, 3)  # (B, C, T, H, W), channels_last_3d strides
+        x = x.contiguous(memory_format=torch.channels_last_3d if self.cfg.channels_last
+                         else torch.contiguous_format)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            feats, _ = self._forward[stream](x)  # (B, 1024)
+        out = feats.float().cpu().numpy()  # (B, 1024)
+        self.stage_s[f"i3d_{stream}"] = self.stage_s.get(f"i3d_{stream}", 0.0) + time.perf_counter() - t0
+        return out
 
     def extract(self, path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Features ``float32 [n_snippets, 1024 * n_streams]`` for one video, and its metadata."""
+        """Features ``float32 [n_snippets, 1024 * n_streams]`` for one video, and its metadata.
+
+        Streams: RGB snippets are embedded as soon as ``batch_snippets`` are complete, flow snippets as
+        their fields come back (from workers when ``workers > 1``, while decoding and RGB go on); memory
+        holds at most ``batch_snippets`` snippets per stream plus the flow chunks in flight.
+        """
         path = Path(path)
         info = probe_video(path)
-        dcfg, S = self.cfg.decode, self.cfg.decode.snippet_frames
-        want_flow = "flow" in self.cfg.stream_list
-        buffers: dict[str, list[np.ndarray]] = {s: [] for s in self.cfg.stream_list}
-        pending: dict[str, list[np.ndarray]] = {s: [] for s in self.cfg.stream_list}
-        outputs: dict[str, list[np.ndarray]] = {s: [] for s in self.cfg.stream_list}
-        n_frames = 0
+        dcfg, S, crop = self.cfg.decode, self.cfg.decode.snippet_frames, self.cfg.decode.crop_size
+        streams = self.cfg.stream_list
+        buffers: dict[str, list[np.ndarray]] = {s: [] for s in streams}  # frames of the open snippet
+        pending: dict[str, list[np.ndarray]] = {s: [] for s in streams}  # complete snippets, not yet embedded
+        outputs: dict[str, list[np.ndarray]] = {s: [] for s in streams}  # [b, 1024] blocks, in order
+        self.stage_s = {"decode": 0.0, **({"flow": 0.0, "flow_wait": 0.0} if "flow" in streams else {}),
+                        **{f"i3d_{s}": 0.0 for s in streams}}
 
-        def flush(force: bool) -> None:
-            for s in self.cfg.stream_list:
-                if pending[s] and (force or len(pending[s]) >= self.cfg.batch_snippets):
-                    outputs[s].append(self._embed(s, pending[s]))
-                    pending[s] = []
-
-        def push(rgb: np.ndarray, flow_field: np.ndarray | None) -> None:
-            if "rgb" in buffers:
-                buffers["rgb"].append(rgb)
-            if flow_field is not None:
-                buffers["flow"].append(flow_field)
-            if len(buffers[self.cfg.stream_list[0]]) == S:
-                close_snippet()
-
-        def close_snippet() -> None:
-            for s in self.cfg.stream_list:
-                frames = buffers[s]
-                while len(frames) < S:  # tail: repeat the last frame (see snippets.n_snippets)
-                    frames.append(frames[-1])
-                clip = np.stack(frames)  # (S, H, W, C)
-                clip = center_crop(clip, dcfg.crop_size)
-                pending[s].append(normalize_rgb(clip) if s == "rgb" else clip.astype(np.float32))
+        def add(s: str, frames: Iterable[np.ndarray], *, last: bool = False) -> None:
+            for f in frames:
+                buffers[s].append(f)
+                if len(buffers[s]) == S:
+                    pending[s].append(np.stack(buffers[s]))  # (S, crop, crop, C)
+                    buffers[s] = []
+            if last and buffers[s]:  # tail: repeat the last frame (see snippets.n_snippets)
+                buffers[s] += [buffers[s][-1]] * (S - len(buffers[s]))
+                pending[s].append(np.stack(buffers[s]))  # (S, crop, crop, C)
                 buffers[s] = []
-            flush(force=False)
+            if pending[s] and (last or len(pending[s]) >= self.cfg.batch_snippets):
+                outputs[s].append(self._embed(s, pending[s]))  # (b, 1024)
+                pending[s] = []
 
-        for rgb, flow_field in _frames_with_flow(iter_frames(path, dcfg), self.cfg.flow if want_flow else None):
-            n_frames += 1
-            push(rgb, flow_field)
-        if n_frames == 0:
-            raise InputError(f"{path}: no frames could be decoded")
-        if buffers[self.cfg.stream_list[0]]:
-            close_snippet()
-        flush(force=True)
-        per_stream = [np.concatenate(outputs[s], axis=0) for s in self.cfg.stream_list]
+        flow: ChunkedFlow | None = None
+        frames = iter_frames(path, dcfg)
+        n_frames = 0
+        try:
+            while True:
+                t0 = time.perf_counter()
+                rgb = next(frames, None)  # (H, W, 3) uint8
+                self.stage_s["decode"] += time.perf_counter() - t0
+                if rgb is None:
+                    break
+                if n_frames == 0 and "flow" in streams:
+                    window = flow_window(rgb.shape[0], rgb.shape[1], crop, self.cfg.flow_region,
+                                         self.cfg.flow_margin_px)
+                    flow = ChunkedFlow(self.cfg.flow, window, source=str(path), chunk_pairs=S,
+                                       pool=self._flow_pool())
+                n_frames += 1
+                if "rgb" in streams:
+                    add("rgb", [center_crop(rgb, crop)])  # (crop, crop, 3) view
+                if flow is not None:
+                    gray = np.ascontiguousarray(to_gray(flow.window.region_of(rgb)))  # (h, w) uint8
+                    add("flow", flow.push(gray))
+            if n_frames == 0:
+                raise InputError(f"{path}: no frames could be decoded")
+            if flow is not None:
+                add("flow", flow.finish(), last=True)
+            if "rgb" in streams:
+                add("rgb", [], last=True)
+        except BaseException as e:
+            if flow is not None:
+                flow.cancel()
+            if isinstance(e, KeyboardInterrupt):
+                self.close(wait=False)  # do not wait for the workers' running chunks
+            raise
+        finally:
+            if flow is not None:
+                self.stage_s["flow"], self.stage_s["flow_wait"] = flow.compute_s, flow.wait_s
+        per_stream = [np.concatenate(outputs[s], axis=0) for s in streams]
         features = np.concatenate(per_stream, axis=1).astype(np.float32)  # (T, 1024 * n_streams)
         T = n_snippets(n_frames, S)
         if features.shape[0] != T:
@@ -251,38 +353,23 @@ class FeatureExtractor:
                              **self.provenance[s]} for s in self.cfg.stream_list},
             "decode": dataclasses.asdict(dcfg),
             "flow": ({"method": "tvl1", "implementation": "cv2.optflow.DualTVL1OpticalFlow",
-                      "last_frame": "repeats the previous frame's field", **dataclasses.asdict(self.cfg.flow)}
+                      "last_frame": "repeats the previous frame's field", **dataclasses.asdict(self.cfg.flow),
+                      **self._flow_region()}
                      if "flow" in self.cfg.stream_list else None),
+            "precision": self.cfg.precision,
             "rgb_input": "RGB, shorter side resized (bilinear), centre crop, x / 127.5 - 1",
             "settings_hash": self.settings_hash,
             "package_version": __version__,
         }
 
 
-def _frames_with_flow(frames: Iterator[np.ndarray], flow_cfg: FlowConfig | None
-                      ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Pair each decoded frame with its flow field (flow of frame i needs frame i+1: at most 2 frames buffered)."""
-    if flow_cfg is None:
-        for f in frames:
-            yield f, None
-        return
-    held: deque[np.ndarray] = deque()
-
-    def tap() -> Iterator[np.ndarray]:
-        for f in frames:
-            held.append(f)
-            yield f
-
-    for field_ in iter_flow(tap(), flow_cfg):
-        yield held.popleft(), field_
-
-
 @dataclass
 class BatchSummary:
     extracted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, cause)
     outputs: dict[str, str] = field(default_factory=dict)  # source path -> video_id
+    loaded_models: bool = False  # False when every video was skipped or failed before extraction
 
     @property
     def ok(self) -> bool:
@@ -294,12 +381,61 @@ class BatchSummary:
         return "\n".join(lines)
 
 
+def _settings_memo_path(out_dir: Path, cfg: ExtractConfig) -> Path | None:
+    """Where the settings hash of ``cfg`` is remembered, keyed by the config and the weights' sha256.
+
+    The real hash comes from the built extractor (its provenance); remembering it lets a rerun that only
+    skips decide "up to date" without loading any model. None if a weights spec cannot be resolved cheaply.
+    """
+    from .backbone.weights import expected_sha256, load_manifest
+    from .fileio import sha256_file
+
+    entries = load_manifest()
+    shas = {}
+    for key in ("rgb_weights", "flow_weights"):
+        spec = getattr(cfg, key)
+        if spec in entries:
+            shas[key] = expected_sha256(entries[spec])
+        elif Path(spec).expanduser().is_file():
+            shas[key] = sha256_file(Path(spec).expanduser())
+        else:
+            shas[key] = spec  # a named initialisation (cross-modality-from-rgb): the spec is its identity
+        if shas[key] is None:
+            return None
+    key = settings_hash({"config": to_dict(cfg), "weights_sha256": shas, "format_version": FORMAT_VERSION,
+                         "package_version": __version__})
+    return out_dir / ".settings" / f"{key}.json"
+
+
+def _read_memo(path: Path | None) -> str | None:
+    import json
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("settings_hash")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable memo: the extractor is built and the memo rewritten
+    return value if isinstance(value, str) else None
+
+
 def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
                   extractor: FeatureExtractor | None = None, progress: bool = True,
                   log: Callable[[str], None] | None = None) -> BatchSummary:
-    """Extract every input video into ``out_dir``; failures are recorded, never raised (except set-up errors)."""
+    """Extract every input video into ``out_dir``; per-video failures are recorded and logged as
+    ``error: <path>: <cause>``, never raised. Set-up errors (output folder, weights) raise.
+
+    Without ``extractor`` the I3D models are built on first need, so a rerun that only skips loads none.
+    Each video is handled under its :class:`VideoLock` (concurrent runs compute it once); temp files
+    of killed writers of that video are removed first; a cached entry is reused only if it loads with
+    its recorded shape and checksum, for the same source content and settings (``entry_problem``).
+    """
     from tqdm import tqdm
 
+    from .features import entry_problem, feature_paths, remove_stale_entry_temps
+    from .fileio import atomic_write_json
+
+    started = time.time()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
     summary = BatchSummary()
@@ -315,10 +451,30 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
         raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror})") from None
     if not os.access(out_dir, os.W_OK):
         raise InputError(f"{out_dir}: output folder is not writable")
-    extractor = extractor or FeatureExtractor(cfg)
+    memo = None if extractor is not None else _settings_memo_path(out_dir, cfg)
+    state: dict[str, Any] = {"extractor": extractor,
+                             "hash": extractor.settings_hash if extractor is not None else _read_memo(memo)}
+
+    def get_extractor() -> FeatureExtractor:
+        if state["extractor"] is None:
+            ex = FeatureExtractor(cfg)  # set-up errors (weights missing, bad checksum, ...) propagate
+            prov = ex.provenance.get("flow")
+            if prov is not None:
+                log(f"flow stream initialised from: {prov.get('weights_id')} ({prov.get('init')})")
+            if memo is not None:
+                atomic_write_json(memo, {"settings_hash": ex.settings_hash, "settings": ex.settings})
+            state["extractor"], state["hash"] = ex, ex.settings_hash
+            summary.loaded_models = True
+        return state["extractor"]
+
     ids = assign_video_ids(videos)
-    deferred: list[Path] = []
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)
+
+    def fail(video: Path, e: Exception) -> None:
+        msg = str(e) if isinstance(e, RefineLocError) else str(getattr(e, "strerror", None) or e)
+        line = msg if msg.startswith(f"{video}: ") else f"{video}: {msg}"
+        log(f"error: {line}")
+        summary.failed.append((str(video), line[len(f"{video}: "):]))
 
     def process(video: Path, blocking: bool) -> bool:
         vid = ids[video]
@@ -328,35 +484,39 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
         if not lock.acquire(blocking=blocking):
             return False
         try:
-            if is_up_to_date(out_dir, vid, source=video, settings_hash=extractor.settings_hash):
-                summary.skipped.append(str(video))
-            else:
+            has_entry = feature_paths(out_dir, vid)[1].exists()
+            if has_entry and state["hash"] is None:
+                get_extractor()  # no remembered settings hash: the models tell it (set-up errors propagate)
+            try:
+                remove_stale_entry_temps(out_dir, vid, older_than=started)
+                problem = (entry_problem(out_dir, vid, source=video, settings_hash=state["hash"])
+                           if has_entry else "missing")
+                if problem is None:
+                    summary.skipped.append(str(video))
+                    summary.outputs[str(video)] = vid
+                    return True
+                if problem.startswith("cached entry unusable"):
+                    log(f"note: {video}: re-extracting ({problem})")
+                probe_video(video)  # cheap; a bad file fails here, before any model is loaded
+            except (RefineLocError, OSError) as e:
+                fail(video, e)
+                return True
+            ex = get_extractor()
+            try:
                 bar.set_postfix_str(video.name[-40:])
-                feats, meta = extractor.extract(video)
+                feats, meta = ex.extract(video)
                 write_features(out_dir, vid, feats, meta)
                 summary.extracted.append(str(video))
-            summary.outputs[str(video)] = vid
-        except RefineLocError as e:
-            log(f"error: {e}")
-            summary.failed.append((str(video), _reason(e, video)))
-        except OSError as e:
-            log(f"error: {video}: {e.strerror or e}")
-            summary.failed.append((str(video), str(e.strerror or e)))
+                summary.outputs[str(video)] = vid
+            except (RefineLocError, OSError) as e:
+                fail(video, e)
+            return True
         finally:
             lock.release()
-        bar.update(1)
-        return True
+            bar.update(1)
 
-    for video in videos:
-        if not process(video, blocking=False):
-            deferred.append(video)  # another process holds it: come back when it is done
-    for video in deferred:
+    deferred = [v for v in videos if not process(v, blocking=False)]  # held by another process
+    for video in deferred:  # come back when the other process is done: then usually up to date
         process(video, blocking=True)
     bar.close()
     return summary
-
-
-def _reason(e: Exception, video: Path) -> str:
-    msg = str(e)
-    prefix = f"{video}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg

@@ -21,7 +21,7 @@ LEVEL_STEP = 8  # write_video: frame i is uniform gray LEVEL_STEP * i (recoverab
 
 def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv1", fmt: str | None = None,
                 pix_fmt: str = "yuv420p", pts_ms=None, last_dur_ms=None, rotation=None, noise=False,
-                options=None, seed: int = 0) -> Path:
+                options=None, seed: int = 0, codec_options=None) -> Path:
     """Write ``n`` frames; frame i is uniform gray ``LEVEL_STEP * i`` (or noise); ``pts_ms``: VFR times."""
     w, h = size
     with av.open(str(path), "w", format=fmt, options=options or {}) as c:
@@ -32,6 +32,8 @@ def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv
             s.codec_context.time_base = Fraction(1, 1000)
             s.time_base = Fraction(1, 1000)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if codec_options:
+            s.options = dict(codec_options)
         if rotation is not None:
             s.set_display_rotation(rotation)
         rng = np.random.default_rng(seed)
@@ -53,7 +55,8 @@ def write_video(path, *, n: int, fps: int = 25, size=(32, 24), codec: str = "ffv
 
 def write_test_video(path, *, n: int, codec: str = "libx264", **kw) -> Path:
     """Seeded noise frames (I3D sees texture, not flat grey), H.264 by default; see :func:`write_video`."""
-    return write_video(path, n=n, codec=codec, noise=True, **kw)
+    kw.setdefault("noise", True)
+    return write_video(path, n=n, codec=codec, **kw)
 
 
 @pytest.fixture

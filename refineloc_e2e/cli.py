@@ -7,7 +7,6 @@ a batch in which some inputs failed exits with status 1 after finishing the othe
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def _announce_flow_init(extractor, quiet: bool) -> None:
 @_errors_to_exit
 def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet):
     """Extract [n_snippets, 2048] = [rgb | flow] I3D features for videos, folders (recursive) or globs."""
-    from .extract import extract_batch
+    from .batch import extract_batch
 
     cfg = _load_extract_cfg(config_path, overrides, streams, device, flow_weights)
     summary = extract_batch(inputs, out_dir, cfg, progress=not quiet)  # models load on first need

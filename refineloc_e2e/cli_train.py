@@ -117,7 +117,8 @@ def train(dataset, annotations, features_dir, data_root, config_path, overrides,
 
 
 def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool) -> None:
-    from .extract import VIDEO_EXTENSIONS, extract_batch, load_extract_config
+    from .batch import VIDEO_EXTENSIONS, extract_batch
+    from .extract import load_extract_config
 
     if not data_root.is_dir():
         raise InputError(f"{data_root}: --data-root is not a folder")

@@ -48,7 +48,8 @@ def run_demo(out_dir: str | Path, *, size: str = "default", progress: bool = Tru
     from .datasets import load_dataset
     from .detect import detect_videos
     from .evaluate import default_tious, evaluate, format_table
-    from .extract import FeatureExtractor, extract_batch, load_extract_config
+    from .batch import extract_batch
+    from .extract import FeatureExtractor, load_extract_config
     from .synthetic import SyntheticSpec, generate_dataset
     from .train import load_run_config, run_training
     from .cli_train import load_training_features

@@ -20,7 +20,8 @@ import numpy as np
 from . import __version__
 from .config import to_dict
 from .errors import CacheError, InputError, ModelMismatchError, RefineLocError
-from .extract import ExtractConfig, FeatureExtractor, extract_batch
+from .batch import extract_batch
+from .extract import ExtractConfig, FeatureExtractor
 from .features import read_features
 from .fileio import atomic_write_json
 

@@ -1,4 +1,4 @@
-"""Videos -> cached two-stream I3D features ``[n_snippets, 2048] = [rgb | flow]``.
+"""One video -> two-stream I3D features ``[n_snippets, 2048] = [rgb | flow]``.
 
 One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame the RGB centre crop 224 and one
 TV-L1 flow field (``pipeline.ChunkedFlow``: on the whole frame, or the crop plus a margin, in chunks of 16
@@ -7,16 +7,12 @@ last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and st
 Everything streams: per stream at most ``batch_snippets`` snippets of frames are in memory, plus the flow
 chunks in flight (``2 * workers``), whatever the length.
 
-A batch of videos: each video is looked up in the feature cache (``features.py``) first; a failure is
-recorded with its reason and the batch goes on; the summary lists extracted / skipped / failed.
+Batches of videos and the cache logic live in ``batch.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +22,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import from_dict, read_yaml, deep_merge, parse_overrides, settings_hash, to_dict
+from .config import from_dict, read_yaml, deep_merge, parse_overrides, settings_hash
 from .decode import DecodeConfig, iter_frames, probe_video
 from .errors import ConfigError, InputError, RefineLocError
-from .features import (FORMAT_VERSION, VideoLock, assign_video_ids, disambiguated_id, owner_conflict,
-                       source_identity, write_features)
+from .features import FORMAT_VERSION, source_identity
 from .flow import FlowConfig, flow_config, flow_config_from_mapping, to_gray
 from .pipeline import REGIONS, ChunkedFlow, FlowPool, flow_window
 from .snippets import center_crop, n_snippets
 from .timebase import snippet_to_seconds
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".3gp", ".ts", ".mts", ".ogv"}
 STREAMS = ("rgb", "flow")
 
 
@@ -104,61 +97,6 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device(spec)
     except RuntimeError:
         raise ConfigError(f"device '{spec}' is not a valid torch device (use auto, cpu or cuda)") from None
-
-
-def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand files, folders (recursively, video extensions only) and globs, in a stable order.
-
-    Returns ``(videos, failures)``; a missing path or unreadable folder is a failure, not an exception.
-    """
-    videos: list[Path] = []
-    failures: list[tuple[str, str]] = []
-    for item in inputs:
-        s = str(item)
-        p = Path(s)
-        if any(c in s for c in "*?[") and not p.exists():
-            matches = sorted(glob.glob(s, recursive=True))
-            if not matches:
-                failures.append((s, "no file matches this pattern"))
-            videos.extend(Path(m) for m in matches if Path(m).is_file())
-        elif p.is_dir():
-            if not os.access(p, os.R_OK | os.X_OK):
-                failures.append((s, "directory is not readable (permission denied)"))
-                continue
-            found, errs = _walk_videos(p)
-            failures.extend(errs)
-            videos.extend(found)
-            if not found and not errs:
-                failures.append((s, "folder holds no video file (none with a video extension such as .mp4)"))
-        elif p.is_symlink() and not p.exists():
-            failures.append((s, f"broken symbolic link (its target {os.readlink(p)} does not exist)"))
-        elif not p.exists():
-            failures.append((s, "no such file or directory"))
-        else:
-            videos.append(p)
-    seen: set[Path] = set()
-    unique = []
-    for v in videos:
-        key = v.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(v)
-    return unique, failures
-
-
-def _walk_videos(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    found: list[Path] = []
-    errs: list[tuple[str, str]] = []
-
-    def onerror(e: OSError) -> None:
-        errs.append((str(e.filename), f"directory is not readable ({e.strerror})"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    return found, errs
 
 
 class FeatureExtractor:
@@ -362,161 +300,3 @@ class FeatureExtractor:
             "package_version": __version__,
         }
 
-
-@dataclass
-class BatchSummary:
-    extracted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, cause)
-    outputs: dict[str, str] = field(default_factory=dict)  # source path -> video_id
-    loaded_models: bool = False  # False when every video was skipped or failed before extraction
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def format(self) -> str:
-        lines = [f"extracted {len(self.extracted)}, skipped (up to date) {len(self.skipped)}, failed {len(self.failed)}"]
-        lines += [f"  FAILED {p}: {why}" for p, why in self.failed]
-        return "\n".join(lines)
-
-
-def _settings_memo_path(out_dir: Path, cfg: ExtractConfig) -> Path | None:
-    """Where the settings hash of ``cfg`` is remembered, keyed by the config and the weights' sha256.
-
-    The real hash comes from the built extractor (its provenance); remembering it lets a rerun that only
-    skips decide "up to date" without loading any model. None if a weights spec cannot be resolved cheaply.
-    """
-    from .backbone.weights import expected_sha256, load_manifest
-    from .fileio import sha256_file
-
-    entries = load_manifest()
-    shas = {}
-    for key in ("rgb_weights", "flow_weights"):
-        spec = getattr(cfg, key)
-        if spec in entries:
-            shas[key] = expected_sha256(entries[spec])
-        elif Path(spec).expanduser().is_file():
-            shas[key] = sha256_file(Path(spec).expanduser())
-        else:
-            shas[key] = spec  # a named initialisation (cross-modality-from-rgb): the spec is its identity
-        if shas[key] is None:
-            return None
-    key = settings_hash({"config": to_dict(cfg), "weights_sha256": shas, "format_version": FORMAT_VERSION,
-                         "package_version": __version__})
-    return out_dir / ".settings" / f"{key}.json"
-
-
-def _read_memo(path: Path | None) -> str | None:
-    import json
-
-    if path is None or not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("settings_hash")
-    except (OSError, ValueError, AttributeError):
-        return None  # unreadable memo: the extractor is built and the memo rewritten
-    return value if isinstance(value, str) else None
-
-
-def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
-                  extractor: FeatureExtractor | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> BatchSummary:
-    """Extract every input video into ``out_dir``; per-video failures are recorded and logged as
-    ``error: <path>: <cause>``, never raised. Set-up errors (output folder, weights) raise.
-
-    Without ``extractor`` the I3D models are built on first need, so a rerun that only skips loads none.
-    Each video is handled under its :class:`VideoLock` (concurrent runs compute it once); temp files
-    of killed writers of that video are removed first; a cached entry is reused only if it loads with
-    its recorded shape and checksum, for the same source content and settings (``entry_problem``).
-    """
-    from tqdm import tqdm
-
-    from .features import entry_problem, feature_paths, remove_stale_entry_temps
-    from .fileio import atomic_write_json
-
-    started = time.time()
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    out_dir = Path(out_dir)
-    summary = BatchSummary()
-    videos, failures = collect_inputs(inputs)
-    for p, why in failures:
-        log(f"error: {p}: {why}")
-    summary.failed.extend(failures)
-    if not videos:
-        return summary
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"{out_dir}: output folder is not writable")
-    memo = None if extractor is not None else _settings_memo_path(out_dir, cfg)
-    state: dict[str, Any] = {"extractor": extractor,
-                             "hash": extractor.settings_hash if extractor is not None else _read_memo(memo)}
-
-    def get_extractor() -> FeatureExtractor:
-        if state["extractor"] is None:
-            ex = FeatureExtractor(cfg)  # set-up errors (weights missing, bad checksum, ...) propagate
-            prov = ex.provenance.get("flow")
-            if prov is not None:
-                log(f"flow stream initialised from: {prov.get('weights_id')} ({prov.get('init')})")
-            if memo is not None:
-                atomic_write_json(memo, {"settings_hash": ex.settings_hash, "settings": ex.settings})
-            state["extractor"], state["hash"] = ex, ex.settings_hash
-            summary.loaded_models = True
-        return state["extractor"]
-
-    ids = assign_video_ids(videos)
-    bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)
-
-    def fail(video: Path, e: Exception) -> None:
-        msg = str(e) if isinstance(e, RefineLocError) else str(getattr(e, "strerror", None) or e)
-        line = msg if msg.startswith(f"{video}: ") else f"{video}: {msg}"
-        log(f"error: {line}")
-        summary.failed.append((str(video), line[len(f"{video}: "):]))
-
-    def process(video: Path, blocking: bool) -> bool:
-        vid = ids[video]
-        if owner_conflict(out_dir, vid, video):
-            vid = disambiguated_id(vid, video)
-        lock = VideoLock.for_video(out_dir, vid)
-        if not lock.acquire(blocking=blocking):
-            return False
-        try:
-            has_entry = feature_paths(out_dir, vid)[1].exists()
-            if has_entry and state["hash"] is None:
-                get_extractor()  # no remembered settings hash: the models tell it (set-up errors propagate)
-            try:
-                remove_stale_entry_temps(out_dir, vid, older_than=started)
-                problem = (entry_problem(out_dir, vid, source=video, settings_hash=state["hash"])
-                           if has_entry else "missing")
-                if problem is None:
-                    summary.skipped.append(str(video))
-                    summary.outputs[str(video)] = vid
-                    return True
-                if problem.startswith("cached entry unusable"):
-                    log(f"note: {video}: re-extracting ({problem})")
-                probe_video(video)  # cheap; a bad file fails here, before any model is loaded
-            except (RefineLocError, OSError) as e:
-                fail(video, e)
-                return True
-            ex = get_extractor()
-            try:
-                bar.set_postfix_str(video.name[-40:])
-                feats, meta = ex.extract(video)
-                write_features(out_dir, vid, feats, meta)
-                summary.extracted.append(str(video))
-                summary.outputs[str(video)] = vid
-            except (RefineLocError, OSError) as e:
-                fail(video, e)
-            return True
-        finally:
-            lock.release()
-            bar.update(1)
-
-    deferred = [v for v in videos if not process(v, blocking=False)]  # held by another process
-    for video in deferred:  # come back when the other process is done: then usually up to date
-        process(video, blocking=True)
-    bar.close()
-    return summary

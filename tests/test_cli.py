@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL_EXTRACT
-from refineloc_e2e import extract as extract_mod
+from refineloc_e2e import batch as batch_mod
 from refineloc_e2e.cli import main
 
 
@@ -56,7 +56,7 @@ def test_extract_input_errors_exact(tmp_path, monkeypatch):
     real_access = os.access
     # the tests run as root, for whom chmod 000 changes nothing: deny the folder as an unprivileged user sees it
     os.chmod("locked", 0)
-    monkeypatch.setattr(extract_mod.os, "access", lambda p, m, *a, **k: False if str(p) == "locked"
+    monkeypatch.setattr(batch_mod.os, "access", lambda p, m, *a, **k: False if str(p) == "locked"
                         else real_access(p, m, *a, **k))
     try:
         result = run("extract", "missing.mp4", "notes.txt", "zero.mp4", "locked", "empty", "x.mp4", "link.mp4",

@@ -24,10 +24,11 @@ import torch
 from click.testing import CliRunner
 
 from conftest import SMALL_EXTRACT, write_test_video
-from refineloc_e2e import extract as extract_mod
+from refineloc_e2e import batch as batch_mod
 from refineloc_e2e import fileio
 from refineloc_e2e.cli import main
-from refineloc_e2e.extract import extract_batch, load_extract_config
+from refineloc_e2e.batch import extract_batch
+from refineloc_e2e.extract import load_extract_config
 from refineloc_e2e.features import FORMAT_VERSION, read_features, source_identity, write_features
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
@@ -177,7 +178,7 @@ def test_corpus_through_extract(corpus, real_weights, monkeypatch):
     d, valid = corpus
     monkeypatch.chdir(d)
     builds = []
-    real_cls = extract_mod.FeatureExtractor
+    real_cls = batch_mod.FeatureExtractor
 
     class Counting(real_cls):
         def __init__(self, *a, **k):

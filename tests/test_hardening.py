@@ -185,7 +185,7 @@ def test_corpus_through_extract(corpus, real_weights, monkeypatch):
             builds.append(1)
             super().__init__(*a, **k)
 
-    monkeypatch.setattr(extract_mod, "FeatureExtractor", Counting)
+    monkeypatch.setattr(batch_mod, "FeatureExtractor", Counting)
     args = ["extract", "zero.mp4", "half.mp4", "random.mp4", "audio.mp4", "still.mp4", "x.mp4", "broken.mp4",
             *valid, "-o", "feats", *SMALL_EXTRACT]
     r = run(*args)

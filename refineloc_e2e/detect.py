@@ -113,7 +113,7 @@ def _load_model(model_path: str | Path):
 def _detect_cached(items: Iterable[tuple[str, str]], features_dir: Path, loaded, model_path: Path, device, pp,
                    plot_dir, scores_dir, ground_truth, summary: DetectSummary, log) -> None:
     """Head + post-processing for cached feature entries ``(source label, video_id)``; failures recorded."""
-    from .postprocess import predict_segments, save_scores, segments_to_results
+    from .postprocess import predict_segments_from_scores, save_scores, segments_to_results
     from .train import predict_scores
 
     model = loaded.model.to(device).eval()
@@ -125,8 +125,7 @@ def _detect_cached(items: Iterable[tuple[str, str]], features_dir: Path, loaded,
             scores = predict_scores(model, feats, device)
             if scores_dir is not None:
                 save_scores(Path(scores_dir) / f"{vid}.npz", _scores_with_context(scores, loaded.class_names, meta))
-            segs = predict_segments(scores["cas"], scores["attention_bf"], scores["attention_time"],
-                                    scores["video_scores"], pp)
+            segs = predict_segments_from_scores(scores, pp)
             duration_s = meta.get("duration_s")
             summary.results[vid] = segments_to_results(segs, loaded.class_names, fps=meta["fps"],
                                                        snippet_frames=meta["snippet_frames"],
@@ -220,7 +219,7 @@ def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -
 
 def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postprocess) -> dict[str, list[dict]]:
     """Re-run post-processing on scores saved by ``detect --save-scores`` (no network, no video)."""
-    from .postprocess import load_scores, predict_segments, segments_to_results
+    from .postprocess import load_scores, predict_segments_from_scores, segments_to_results
 
     scores_dir = Path(scores_dir)
     files = sorted(scores_dir.glob("*.npz"))
@@ -234,7 +233,7 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
             fps, sf = float(s["fps"]), int(s["snippet_frames"])
         except KeyError as e:
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
-        segs = predict_segments(s["cas"], s["attention_bf"], s["attention_time"], s["video_scores"], postprocess)
+        segs = predict_segments_from_scores(s, postprocess)
         results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf,
                                               n_snippets=int(s["cas"].shape[0]),
                                               duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))

@@ -31,8 +31,16 @@ class HeadConfig:
     feature_dim: int = 2048  # D: per-snippet feature size (I3D rgb|flow = 2 x 1024; paper 3.1)
     n_layers: int = 2  # L FC layers per MLP, each hidden width half the previous (paper 4.2: L = 2)
     dropout: float = 0.0  # dropout after each hidden ReLU; 0 = paper / released code (no regularisation)
+    # what eq. 2's softmax over time is taken of: "probability" = the foreground probability of eq. 1, as the
+    # paper writes it; "logit" = the foreground log-odds (A_fg - A_bg). With "probability" the time weights
+    # span at most a factor e and the gradient vanishes once p_fg saturates, so the attention can collapse
+    # (conventions.md, "attention level drift"); "logit" keeps a full-range, non-saturating signal.
+    attention_time_input: str = "probability"
 
     def validate(self) -> None:
+        if self.attention_time_input not in ("probability", "logit"):
+            raise ConfigError(f"config key 'head.attention_time_input' must be probability or logit, "
+                              f"got {self.attention_time_input!r}")
         if self.feature_dim < 1:
             raise ConfigError(f"config key 'head.feature_dim' must be >= 1, got {self.feature_dim}")
         if self.n_layers < 1:
@@ -81,7 +89,11 @@ class WSTALHead(nn.Module):
         att = features.new_zeros(B, T, 2)  # (B, T, 2)
         cas[mask] = self.classifier(x)  # (n_valid, N)
         att[mask] = self.attention(x)  # (n_valid, 2)
-        return {"cas_logits": cas, "attention_logits": att}
+        if self.cfg.attention_time_input == "logit":
+            time_input = att[..., 1] - att[..., 0]  # (B, T) foreground log-odds
+        else:
+            time_input = torch.softmax(att, dim=-1)[..., 1]  # (B, T) eq. 1 foreground probability
+        return {"cas_logits": cas, "attention_logits": att, "attention_time_input": time_input}
 
 
 def build_head(cfg: HeadConfig, n_classes: int) -> WSTALHead:
@@ -91,9 +103,13 @@ def build_head(cfg: HeadConfig, n_classes: int) -> WSTALHead:
     return WSTALHead(cfg, n_classes)
 
 
-def _log_attention_time(attention_bf: Tensor, mask: Tensor) -> Tensor:
-    """log of eq. 2: log-softmax over time of the foreground PROBABILITY, padded snippets at -inf. [B, T]."""
-    fg = attention_bf[..., 1].masked_fill(~mask, float("-inf"))  # (B, T)
+def _log_attention_time(raw: dict[str, Tensor], mask: Tensor) -> Tensor:
+    """log of eq. 2: log-softmax over time of the foreground PROBABILITY (or log-odds, see
+    ``HeadConfig.attention_time_input``), padded snippets at -inf. [B, T]."""
+    fg = raw.get("attention_time_input")
+    if fg is None:  # raw outputs from before the option existed: the paper's form
+        fg = torch.softmax(raw["attention_logits"], dim=-1)[..., 1]
+    fg = fg.masked_fill(~mask, float("-inf"))  # (B, T)
     return torch.log_softmax(fg, dim=1)  # (B, T)
 
 
@@ -108,17 +124,17 @@ def compute_scores(raw: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
     """
     cas = torch.softmax(raw["cas_logits"], dim=-1)  # (B, T, N)
     attention_bf = torch.softmax(raw["attention_logits"], dim=-1)  # (B, T, 2)
-    attention_time = _log_attention_time(attention_bf, mask).exp()  # (B, T), exactly 0 where padded
+    attention_time = _log_attention_time(raw, mask).exp()  # (B, T), exactly 0 where padded
     video_scores = torch.einsum("bt,btn->bn", attention_time, cas)  # (B, N)
+    logodds = raw["attention_logits"][..., 1] - raw["attention_logits"][..., 0]  # (B, T)
     return {"cas": cas, "attention_bf": attention_bf, "attention_time": attention_time,
-            "video_scores": video_scores}
+            "video_scores": video_scores, "attention_logodds": logodds}
 
 
 def log_video_scores(raw: dict[str, Tensor], mask: Tensor) -> Tensor:
     """log y-hat, computed stably as logsumexp_t(log A_time(t) + log C-bar(t, n)). Tensor[B, N]."""
     log_cas = torch.log_softmax(raw["cas_logits"], dim=-1)  # (B, T, N)
-    attention_bf = torch.softmax(raw["attention_logits"], dim=-1)  # (B, T, 2)
-    log_time = _log_attention_time(attention_bf, mask)  # (B, T), -inf where padded
+    log_time = _log_attention_time(raw, mask)  # (B, T), -inf where padded
     return torch.logsumexp(log_time.unsqueeze(-1) + log_cas, dim=1)  # (B, N)
 
 

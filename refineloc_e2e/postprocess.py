@@ -29,8 +29,14 @@ class PostprocessConfig:
     top_k: int = 2  # segments only for the top-k classes of y-hat (paper 4.2)
     max_gap: int = 1  # join kept runs separated by at most this many filtered-out snippets (paper 3.1)
     inflate_snippets: int = 2  # grow each segment by this many snippets at both ends (paper 3.1)
+    # "none": alpha_attention applies to eq. 1's background probability (paper). "minmax": to 1 - the
+    # foreground log-odds min-max scaled to [0, 1] within the video (ours: robust to the attention's free
+    # absolute level, conventions.md "attention level drift"; needs the log-odds in the saved scores).
+    attention_norm: str = "none"
 
     def validate(self) -> None:
+        if self.attention_norm not in ("none", "minmax"):
+            raise ConfigError(f"config key 'attention_norm' must be none or minmax, got {self.attention_norm!r}")
         for key in ("alpha_attention", "alpha_class"):
             v = getattr(self, key)
             if not 0.0 <= v <= 1.0:
@@ -65,16 +71,39 @@ def top_classes(video_scores: np.ndarray, k: int) -> np.ndarray:
     return order[:k]
 
 
+def background_score(attention_bf: np.ndarray, cfg: PostprocessConfig,
+                     attention_logodds: np.ndarray | None = None) -> np.ndarray:
+    """float[T] compared with ``alpha_attention``: eq. 1's background probability, or (``attention_norm:
+    minmax``) 1 - the foreground log-odds min-max scaled within the video (a constant video scores 0)."""
+    if cfg.attention_norm == "none":
+        return np.asarray(attention_bf)[:, 0]
+    if attention_logodds is None:
+        p = np.clip(np.asarray(attention_bf, dtype=np.float64), 1e-300, None)
+        attention_logodds = np.log(p[:, 1]) - np.log(p[:, 0])
+    lo = np.asarray(attention_logodds, dtype=np.float64)
+    span = lo.max() - lo.min()
+    fg = (lo - lo.min()) / span if span > 0 else np.ones_like(lo)
+    return 1.0 - fg
+
+
+def predict_segments_from_scores(scores, cfg: PostprocessConfig,
+                                 class_indices: np.ndarray | list[int] | None = None) -> list[SnippetSegment]:
+    """:func:`predict_segments` on a scores mapping (as ``predict_scores`` returns or ``load_scores`` reads)."""
+    return predict_segments(scores["cas"], scores["attention_bf"], scores["attention_time"], scores["video_scores"],
+                            cfg, class_indices, attention_logodds=scores.get("attention_logodds"))
+
+
 def predict_segments(cas: np.ndarray, attention_bf: np.ndarray, attention_time: np.ndarray,
                      video_scores: np.ndarray, cfg: PostprocessConfig,
-                     class_indices: np.ndarray | list[int] | None = None) -> list[SnippetSegment]:
+                     class_indices: np.ndarray | list[int] | None = None, *,
+                     attention_logodds: np.ndarray | None = None) -> list[SnippetSegment]:
     """Segments of one video.
 
     cas float[T, N] (softmax over classes), attention_bf float[T, 2] (0 = background, 1 = foreground),
     attention_time float[T] (eq. 2), video_scores float[N] (y-hat). ``class_indices`` replaces the
     top-k classes of y-hat when given (e.g. the known weak labels of a training video).
 
-    1. drop snippets whose background attention exceeds ``alpha_attention``;
+    1. drop snippets whose background attention exceeds ``alpha_attention`` (see :func:`background_score`);
     2. for each top-k class n keep the non-dropped snippets with ``cas[t, n] >= alpha_class``;
     3. join kept snippets separated by at most ``max_gap`` non-kept snippets into segments (t1..t2);
     4. score = mean_{t1<=t<=t2}(attention_time[t] + cas[t, n]) + y-hat[n]  (eq. 3);
@@ -88,7 +117,7 @@ def predict_segments(cas: np.ndarray, attention_bf: np.ndarray, attention_time: 
     if attention_bf.shape != (T, 2) or attention_time.shape != (T,) or video_scores.shape != (N,):
         raise ValueError(f"score shapes disagree: cas {cas.shape}, attention_bf {attention_bf.shape}, "
                          f"attention_time {attention_time.shape}, video_scores {video_scores.shape}")
-    not_dropped = attention_bf[:, 0] <= cfg.alpha_attention  # (T,)
+    not_dropped = background_score(attention_bf, cfg, attention_logodds) <= cfg.alpha_attention  # (T,)
     classes = top_classes(video_scores, cfg.top_k) if class_indices is None else np.asarray(class_indices)
     out: list[SnippetSegment] = []
     for n in classes:

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigError
-from .postprocess import PostprocessConfig, coverage, predict_segments
+from .postprocess import PostprocessConfig, coverage, predict_segments_from_scores
 from .timebase import seconds_to_snippet
 
 GENERATORS = ("uniform_random", "distribution_aware", "class_activation", "attention", "segment_prediction")
@@ -101,8 +101,7 @@ def attention(attention_bf: np.ndarray, attention_time: np.ndarray, threshold: f
 def segment_prediction(scores: Mapping[str, np.ndarray], cfg: PostprocessConfig,
                        class_indices: Sequence[int] | None = None) -> np.ndarray:
     """fg iff covered by a segment of :func:`postprocess.predict_segments` (with ``cfg``'s thresholds)."""
-    segs = predict_segments(scores["cas"], scores["attention_bf"], scores["attention_time"],
-                            scores["video_scores"], cfg, class_indices=class_indices)
+    segs = predict_segments_from_scores(scores, cfg, class_indices=class_indices)
     return coverage(segs, len(scores["attention_time"])).astype(np.uint8)
 
 

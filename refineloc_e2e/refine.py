@@ -216,7 +216,8 @@ def predict_batch(head: WSTALHead, features: list[np.ndarray] | list[Tensor], de
             out.append({"cas": scores["cas"][b, :t].cpu().numpy(),
                         "attention_bf": scores["attention_bf"][b, :t].cpu().numpy(),
                         "attention_time": scores["attention_time"][b, :t].cpu().numpy(),
-                        "video_scores": scores["video_scores"][b].cpu().numpy()})
+                        "video_scores": scores["video_scores"][b].cpu().numpy(),
+                        "attention_logodds": scores["attention_logodds"][b, :t].cpu().numpy()})
     return out
 
 

@@ -29,7 +29,7 @@ from .config import load_config, settings_hash, to_dict
 from .errors import ConfigError, DatasetError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_writer
 from .head import HeadConfig, load_head, save_head
-from .postprocess import PostprocessConfig, predict_segments, segments_to_results
+from .postprocess import PostprocessConfig, predict_segments_from_scores, segments_to_results
 from .pseudo import (PseudoConfig, foreground_fraction, generate, pseudo_stats, sample_mask,
                      truth_labels, video_rng)
 from .pseudo import class_weights as pseudo_class_weights
@@ -144,8 +144,7 @@ def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_me
     scores = predict_batch(head, [feats[v.video_id] for v in test_videos], device, cfg.train.batch_size)
     predictions = {}
     for v, s in zip(test_videos, scores):
-        segs = predict_segments(s["cas"], s["attention_bf"], s["attention_time"], s["video_scores"],
-                                cfg.postprocess)
+        segs = predict_segments_from_scores(s, cfg.postprocess)
         predictions[v.video_id] = segments_to_results(
             segs, dataset.classes, fps=feature_meta["fps"], snippet_frames=feature_meta["snippet_frames"],
             n_snippets=len(s["attention_time"]), duration_s=v.duration_s)

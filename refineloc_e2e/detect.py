@@ -10,6 +10,7 @@ scores, so thresholds can be tuned without the network.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ def extract_config_from_meta(meta: dict) -> ExtractConfig | None:
     """Rebuild the extraction settings recorded in a model's feature metadata (None if they were not recorded,
     e.g. features imported from W-TALC, or a stream's weights came from a file the manifest does not name)."""
     from .config import from_dict
-    from .flow import flow_config_from_mapping
+    from .flow import FlowConfig, flow_config_from_mapping
     from .backbone.weights import CROSS_MODALITY
 
     decode, streams, backbone = meta.get("decode"), meta.get("streams"), meta.get("backbone") or {}
@@ -63,8 +64,16 @@ def extract_config_from_meta(meta: dict) -> ExtractConfig | None:
         rgb = (backbone.get("flow") or {}).get("weights_id", "")
         if rgb.startswith(CROSS_MODALITY + ":"):
             data["rgb_weights"] = rgb.split(":", 1)[1]
-    flow_meta = meta.get("flow") or {}
-    flow_keys = {k: v for k, v in flow_meta.items() if k not in ("method", "implementation", "last_frame")}
+    flow_meta = dict(meta.get("flow") or {})
+    if "region" in flow_meta:
+        data["flow_region"] = flow_meta.pop("region")
+    margin = flow_meta.pop("region_margin_px", None)
+    if margin is not None:  # None: full-frame flow, where the margin does not apply
+        data["flow_margin_px"] = margin
+    if meta.get("precision"):
+        data["precision"] = meta["precision"]
+    tvl1_keys = {f.name for f in dataclasses.fields(FlowConfig)}
+    flow_keys = {k: v for k, v in flow_meta.items() if k in tvl1_keys}
     return from_dict(ExtractConfig, data, base=ExtractConfig(flow=flow_config_from_mapping(flow_keys)))
 
 
@@ -203,6 +212,7 @@ def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], 
 
 def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -> Path:
     from .plot import plot_timeline
+    from .postprocess import background_score
 
     vs = scores["video_scores"]
     top = np.argsort(-vs)[: max(pp.top_k, 1)]
@@ -211,7 +221,8 @@ def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -
         gt = ground_truth.videos[vid].segments
     path = Path(plot_dir) / f"{vid}.png"
     plot_timeline(path, video_id=vid, duration_s=meta["duration_s"], fps=meta["fps"],
-                  snippet_frames=meta["snippet_frames"], fg_attention=scores["attention_bf"][:, 1],
+                  snippet_frames=meta["snippet_frames"],
+                  fg_attention=1.0 - background_score(scores["attention_bf"], pp, scores.get("attention_logodds")),
                   class_scores={class_names[i]: scores["cas"][:, i] for i in top}, predictions=results,
                   ground_truth=gt, attention_threshold=1.0 - pp.alpha_attention)
     return path

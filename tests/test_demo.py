@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from click.testing import CliRunner
 
-from refineloc_e2e.demo import run_demo
+from refineloc_e2e.cli import main
+from refineloc_e2e.demo import SAMPLES, run_demo
 
 
 @pytest.mark.real
@@ -29,3 +31,9 @@ def test_tiny_demo_runs_every_stage(tmp_path, real_weights):
     assert "mAP(%)" in text
     metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
     assert len(metrics["iterations"]) == 2
+
+    # the CLI's detect takes the model's own extraction settings: the demo's cached features are reused
+    r = CliRunner().invoke(main, ["detect", str(SAMPLES / "bikes.mp4"), "--model", str(tmp_path / "demo" / "run" / "model.pt"),
+                                  "--cache", str(tmp_path / "demo" / "features"), "-o", str(tmp_path / "cli.json"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli.json").read_text())["results"]["bikes"] == seg["results"]["bikes"]

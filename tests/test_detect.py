@@ -11,7 +11,8 @@ META = {"dim": 2048, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow
         "backbone": {"rgb": {"weights_id": "i3d-kinetics400-rgb"},
                      "flow": {"weights_id": "cross-modality-from-rgb:i3d-kinetics400-rgb"}},
         "decode": {"fps": 25.0, "short_side": 128, "crop_size": 112, "snippet_frames": 16, "partial_ok": False},
-        "flow": {"method": "tvl1", "preset": "paper", "warps": 5, "nscales": 5}}
+        "flow": {"method": "tvl1", "implementation": "cv2.optflow.DualTVL1OpticalFlow", "preset": "paper",
+                 "warps": 5, "nscales": 5, "region": "crop", "region_margin_px": 16}}
 
 
 def test_compatible_features_pass():
@@ -35,6 +36,7 @@ def test_extract_config_rebuilt_from_model_metadata():
     assert cfg.decode.short_side == 128 and cfg.decode.crop_size == 112
     assert cfg.streams == "both" and cfg.flow_weights == "cross-modality-from-rgb"
     assert cfg.flow.preset == "paper" and cfg.flow.warps == 5
+    assert cfg.flow_region == "crop" and cfg.flow_margin_px == 16
     assert extract_config_from_meta({"dim": 2048}) is None  # e.g. imported W-TALC features
 
 

@@ -230,6 +230,7 @@ class FeatureExtractor:
         flow: ChunkedFlow | None = None
         frames = iter_frames(path, dcfg)
         n_frames = 0
+        finished = False
         try:
             while True:
                 t0 = time.perf_counter()
@@ -254,14 +255,16 @@ class FeatureExtractor:
                 add("flow", flow.finish(), last=True)
             if "rgb" in streams:
                 add("rgb", [], last=True)
-        except BaseException as e:
+            finished = True
+        except KeyboardInterrupt:
             if flow is not None:
                 flow.cancel()
-            if isinstance(e, KeyboardInterrupt):
-                self.close(wait=False)  # do not wait for the workers' running chunks
+            self.close(wait=False)  # do not wait for the workers' running chunks
             raise
         finally:
             if flow is not None:
+                if not finished:
+                    flow.cancel()  # an error: drop the outstanding worker chunks (idempotent)
                 self.stage_s["flow"], self.stage_s["flow_wait"] = flow.compute_s, flow.wait_s
         per_stream = [np.concatenate(outputs[s], axis=0) for s in streams]
         features = np.concatenate(per_stream, axis=1).astype(np.float32)  # (T, 1024 * n_streams)

@@ -76,6 +76,8 @@ def _common_meta(metas: dict, features_dir: Path) -> dict:
                    "(default ~/.cache/refineloc-e2e/features).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Run config YAML (default configs/<dataset>.yaml).")
+@click.option("--extract-config", type=click.Path(dir_okay=False), default=None,
+              help="With --data-root: the extraction config YAML (default: built-in, configs/extract.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<name>).")
 @click.option("--name", default=None, help="Run name (default: the dataset name).")
@@ -84,7 +86,7 @@ def _common_meta(metas: dict, features_dir: Path) -> dict:
 @click.option("--resume", is_flag=True, help="Continue after the last completed refinement iteration.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_errors_to_exit
-def train(dataset, annotations, features_dir, data_root, config_path, overrides, run_dir, name, seed,
+def train(dataset, annotations, features_dir, data_root, config_path, extract_config, overrides, run_dir, name, seed,
           skip_missing, resume, quiet):
     """Train the RefineLoc head from video-level labels, with iterative pseudo-label refinement."""
     from .datasets import load_dataset
@@ -102,7 +104,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, overrides,
         raise InputError("give --features DIR (extracted features) or --data-root DIR (videos to extract)")
     features_dir = Path(features_dir) if features_dir else DEFAULT_CACHE
     if data_root is not None:
-        _extract_dataset_videos(ds, Path(data_root), features_dir, quiet)
+        _extract_dataset_videos(ds, Path(data_root), features_dir, quiet, extract_config)
     feats, meta, _ = load_training_features(ds, features_dir, skip_missing=skip_missing)
     if meta.get("dim") != cfg.head.feature_dim:
         raise DatasetError(f"{features_dir}: features are {meta.get('dim')}-d (streams {meta.get('streams')}) but "
@@ -116,7 +118,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, overrides,
     return result
 
 
-def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool) -> None:
+def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool, config_path=None) -> None:
     from .batch import VIDEO_EXTENSIONS, extract_batch
     from .extract import load_extract_config
 
@@ -126,7 +128,7 @@ def _extract_dataset_videos(ds, data_root: Path, features_dir: Path, quiet: bool
     videos = [p for p in sorted(data_root.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and p.stem in wanted]
     if not videos:
         raise DatasetError(f"{data_root}: no video named after a '{ds.name}' video id (e.g. {sorted(wanted)[0]}.mp4)")
-    summary = extract_batch(videos, features_dir, load_extract_config(), progress=not quiet)
+    summary = extract_batch(videos, features_dir, load_extract_config(config_path), progress=not quiet)
     click.echo(summary.format(), err=True)
 
 

@@ -81,3 +81,21 @@ def test_detect_refuses_features_of_another_width(tmp_path):
     assert r.exit_code == 1
     assert f"error: w1: {tmp_path / 'run' / 'model.pt'} was trained on other features than " \
            f"{tmp_path / 'wide' / 'w1.npy'}: dim: model 32 vs features 64" in r.output
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_train_extracts_on_the_fly_from_data_root(tmp_path, real_weights):
+    from refineloc_e2e.synthetic import SyntheticSpec, generate_dataset
+
+    ann = generate_dataset(tmp_path / "gen", SyntheticSpec(n_train=4, n_test=2, duration_s=2.0))
+    ecfg = tmp_path / "extract.yaml"
+    ecfg.write_text("streams: rgb\ndecode:\n  short_side: 64\n  crop_size: 56\n")
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--data-root", str(tmp_path / "gen" / "videos"),
+                                  "--features", str(tmp_path / "feats"), "--extract-config", str(ecfg),
+                                  "--run-dir", str(tmp_path / "run"), *FAST, "--set", "head.feature_dim=1024"])
+    assert r.exit_code == 0, r.output
+    assert "extracted 6, skipped (up to date) 0, failed 0" in r.output
+    meta = json.loads((tmp_path / "feats" / "synthetic_training_0000.json").read_text())
+    assert meta["streams"] == ["rgb"] and meta["decode"]["crop_size"] == 56
+    assert (tmp_path / "run" / "model.pt").is_file()

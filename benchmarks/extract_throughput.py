@@ -1,6 +1,6 @@
 """Extraction throughput: the naive two-stream TV-L1 + I3D recipe and the optimised extractor, side by side.
 
-Both run in this process on the same clips: the first ``--seconds`` of ``tests/data/bikes.mp4`` (real
+Both run in this process on the same clips: the first ``--seconds`` of ``refineloc_e2e/data/samples/bikes.mp4`` (real
 footage, 640x272 -> 602x256) and a 1280x720 H.264 clip generated from it. Per pipeline and clip it prints
 the seconds per stage (decode, flow, I3D rgb, I3D flow, write), seconds of video per wall second, peak RSS
 (this process, and with the flow workers), then the ratio optimised / baseline, the per-stream cosine
@@ -356,11 +356,11 @@ def main() -> None:
               f"channels_last={c.channels_last} precision={c.precision}")
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        tiny = trim_copy(ROOT / "tests/data/bikes.mp4", tmp / "warm.mp4", 0.2)
+        tiny = trim_copy(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "warm.mp4", 0.2)
         print(f"warm-up (worker start, oneDNN kernels): {warm_up(models, extractors, tiny):.1f} s")
         if not args.skip_clips:
-            bikes = trim_copy(ROOT / "tests/data/bikes.mp4", tmp / "bikes_first.mp4", args.seconds)
-            hd = make_720p(ROOT / "tests/data/bikes.mp4", tmp / "bikes_720p.mp4", args.seconds)
+            bikes = trim_copy(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "bikes_first.mp4", args.seconds)
+            hd = make_720p(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "bikes_720p.mp4", args.seconds)
             res = [bench_clip(lbl, p, args, models, extractors, tmp) for lbl, p in (("bikes", bikes), ("720p", hd))]
             print(f"\nspeed-up optimised/baseline ({list(cfgs)[0]}): "
                   + ", ".join(f"{r['speedup']:.2f}x" for r in res))

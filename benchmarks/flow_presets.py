@@ -1,6 +1,6 @@
 """Speed and accuracy of TV-L1 parameter sets against the ``paper`` preset (OpenCV defaults), on real footage.
 
-Decodes ``tests/data/bikes.mp4`` through ``decode.iter_frames`` (25 fps, shorter side 256), computes flow on
+Decodes ``refineloc_e2e/data/samples/bikes.mp4`` through ``decode.iter_frames`` (25 fps, shorter side 256), computes flow on
 ``--pairs`` consecutive frame pairs with each parameter set, and prints ms per pair, the speed-up over
 ``paper`` and the endpoint error (pixels, raw flow before clipping, over the 224x224 centre crop) against
 ``paper``'s flow: mean, median and 99th percentile.
@@ -53,7 +53,7 @@ def run(name: str, pairs, crop: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", default=str(ROOT / "tests/data/bikes.mp4"))
+    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
     ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--start", type=int, default=50, help="first frame index used")
     ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")

@@ -16,7 +16,7 @@ Definitions (copy these into the README):
 * **Scaling.** ``postprocess_flow``: clip to ``[-bound, bound]`` (bound 20 px) and divide by ``bound`` ->
   float32 in ``[-1, 1]``. Kept as floats (no JPEG quantisation as in many published pipelines).
 * **Presets.** ``paper``: OpenCV's defaults (the published convention). ``fast`` (the default): 3 scales
-  with step 0.5, 3 warps, epsilon 0.02. On ``tests/data/bikes.mp4`` (602x256, fast motion) it was 7.5-9.5x
+  with step 0.5, 3 warps, epsilon 0.02. On ``refineloc_e2e/data/samples/bikes.mp4`` (602x256, fast motion) it was 7.5-9.5x
   faster than ``paper`` with an endpoint error against it of 0.66-0.90 px mean, ~0.1 px median, in the
   224 centre crop; ``paper`` is itself unconverged there (epsilon 0.005 instead of 0.01 moves it by
   0.88 px mean, 0.03 px median). ``benchmarks/flow_presets.py`` measures it; ``epsilon=0.01`` on top of

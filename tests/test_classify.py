@@ -13,7 +13,8 @@ from refineloc_e2e.classify import classify, clip_logits, kinetics400_labels
 from refineloc_e2e.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
-GIF = DATA / "v_CricketShot_g04_c01_rgb.gif"
+SAMPLES = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "data" / "samples"  # bundled real clips
+GIF = SAMPLES / "v_CricketShot_g04_c01_rgb.gif"
 
 
 class _MeanModel(torch.nn.Module):

@@ -17,6 +17,7 @@ from refineloc_e2e.errors import ConfigError, DecodeError, InputError
 from refineloc_e2e.snippets import iter_snippets, n_snippets
 
 DATA = Path(__file__).parent / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "data" / "samples"  # bundled real clips
 from conftest import LEVEL_STEP, write_video  # noqa: E402  (shared generated-video writer)
 
 
@@ -145,7 +146,7 @@ def test_streaming_stops_early(tmp_path):
 
 @pytest.mark.real
 def test_bikes_mp4():
-    path = DATA / "bikes.mp4"
+    path = SAMPLES / "bikes.mp4"
     info = probe_video(path)
     assert info == VideoInfo(path=str(path), native_fps=25.0, duration_s=10.0, width=640, height=272,
                              n_frames_native=250, codec="h264", rotation_deg=0)
@@ -159,7 +160,7 @@ def test_bikes_mp4():
 @pytest.mark.real
 def test_gif():
     # PyAV reports GIF timing in 1/100 s; this one has 79 frames of 4/100 s -> exactly 25 fps
-    path = DATA / "v_CricketShot_g04_c01_rgb.gif"
+    path = SAMPLES / "v_CricketShot_g04_c01_rgb.gif"
     info = probe_video(path)
     assert (info.codec, info.native_fps, info.n_frames_native) == ("gif", 25.0, 79)
     frames = list(iter_frames(path))

@@ -1,6 +1,5 @@
 """classify: frame chunking, argument checks, and (marked real) the DeepMind CricketShot sample."""
 
-import os
 from pathlib import Path
 
 import av
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from refineloc_e2e.backbone.weights import build_i3d, fetch
+from refineloc_e2e.backbone.weights import build_i3d
 from refineloc_e2e.classify import classify, clip_logits, kinetics400_labels
 from refineloc_e2e.errors import ConfigError
 

@@ -19,12 +19,13 @@ DEFAULT_CACHE = Path.home() / ".cache" / "refineloc-e2e" / "features"
 
 
 def _errors_to_exit(fn):
+    """Turn library errors into one line and a non-zero exit (Ctrl-C: 130, finished work kept)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RefineLocError as e:
-            raise click.ClickException(str(e)) from None
+            raise UserError(str(e)) from None
         except KeyboardInterrupt:
             click.echo("error: interrupted; finished work is kept, run the same command again to continue",
                        err=True)
@@ -32,15 +33,14 @@ def _errors_to_exit(fn):
     return wrapper
 
 
-class _Group(click.Group):
-    pass
+class UserError(click.ClickException):
+    """A ``RefineLocError`` on the command line: one ``error: <message>`` line on stderr, exit 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
-click.ClickException.show = lambda self, file=None: click.echo(f"error: {self.format_message()}",
-                                                               err=True)  # one line, no "Error:" banner
-
-
-@click.group(cls=_Group)
+@click.group()
 @click.version_option(__version__, prog_name="refineloc-e2e")
 def main() -> None:
     """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""

@@ -1,0 +1,49 @@
+"""The feature cache seen through extract_batch: skip, invalidation on a changed setting, distinct ids,
+no half-written file (random-weight I3D on tiny frames, so this runs without the real weights)."""
+
+import json
+import os
+
+import numpy as np
+
+from refineloc_e2e.batch import extract_batch
+from refineloc_e2e.extract import FeatureExtractor
+from refineloc_e2e.features import read_features
+from refineloc_e2e.flow import flow_config
+from test_pipeline import tiny_cfg, tiny_models, write_moving_video  # noqa: F401  (fixture re-used)
+
+
+def _run(videos, out, cfg, models):
+    with FeatureExtractor(cfg, models=models) as ex:
+        return extract_batch(videos, out, cfg, extractor=ex, progress=False, log=lambda m: None)
+
+
+def test_skip_then_reextract_when_a_setting_changes(tmp_path, tiny_models):  # noqa: F811
+    video = write_moving_video(tmp_path / "clip.mkv", n=20)
+    out = tmp_path / "feats"
+    first = _run([video], out, tiny_cfg(), tiny_models)
+    assert (first.extracted, first.skipped, first.failed) == ([str(video)], [], [])
+    mtime = os.stat(out / "clip.json").st_mtime_ns
+    again = _run([video], out, tiny_cfg(), tiny_models)
+    assert again.skipped == [str(video)] and again.extracted == []
+    assert os.stat(out / "clip.json").st_mtime_ns == mtime  # not rewritten
+    paper = _run([video], out, tiny_cfg(flow=flow_config("paper")), tiny_models)
+    assert paper.extracted == [str(video)]  # a setting that changes the numbers re-extracts
+    feats, meta = read_features(out, "clip")
+    assert feats.shape == (3, 2048) and meta["flow"]["preset"] == "paper"
+    assert meta["streams"] == ["rgb", "flow"] and meta["n_frames"] == 20
+
+
+def test_same_stem_in_two_folders_and_no_temp_files(tmp_path, tiny_models):  # noqa: F811
+    a = write_moving_video((tmp_path / "a").mkdir() or tmp_path / "a" / "clip.mkv", n=9)
+    b = write_moving_video((tmp_path / "b").mkdir() or tmp_path / "b" / "clip.mkv", n=9, step_px=(0, 1))
+    out = tmp_path / "feats"
+    summary = _run([tmp_path / "a", tmp_path / "b"], out, tiny_cfg(streams="rgb"), tiny_models)
+    assert len(summary.extracted) == 2 and not summary.failed
+    ids = sorted(summary.outputs.values())
+    assert len(set(ids)) == 2 and all(i.startswith("clip-") for i in ids)
+    sources = {json.loads((out / f"{i}.json").read_text())["source"]["path"] for i in ids}
+    assert sources == {str(a.resolve()), str(b.resolve())}
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    for i in ids:
+        assert read_features(out, i)[0].dtype == np.float32

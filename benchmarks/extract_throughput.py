@@ -40,14 +40,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from refineloc_e2e import extract as extract_mod  # noqa: E402
+from refineloc_e2e.features import extractor as extract_mod  # noqa: E402
 from refineloc_e2e.backbone.weights import build_i3d  # noqa: E402
-from refineloc_e2e.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.extract import ExtractConfig, FeatureExtractor  # noqa: E402
-from refineloc_e2e.features import write_features  # noqa: E402
-from refineloc_e2e.flow import compute_flow, flow_config, iter_flow, make_tvl1, postprocess_flow, to_gray  # noqa: E402
-from refineloc_e2e.pipeline import flow_window  # noqa: E402
-from refineloc_e2e.snippets import center_crop, normalize_rgb  # noqa: E402
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor  # noqa: E402
+from refineloc_e2e.features.cache import write_features  # noqa: E402
+from refineloc_e2e.video.flow import compute_flow, flow_config, iter_flow, make_tvl1, postprocess_flow, to_gray  # noqa: E402
+from refineloc_e2e.video.flow_chunks import flow_window  # noqa: E402
+from refineloc_e2e.video.snippets import center_crop, normalize_rgb  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 2 ** 20

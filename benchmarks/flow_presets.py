@@ -27,9 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from refineloc_e2e.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
-from refineloc_e2e.snippets import center_crop  # noqa: E402
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
+from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
+from refineloc_e2e.video.snippets import center_crop  # noqa: E402
 
 # overrides of the "paper" values; "fast" is the current preset
 CANDIDATES = {

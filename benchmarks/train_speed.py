@@ -1,7 +1,7 @@
 """Wall time of RefineLoc training per refinement iteration on a THUMOS-sized set of generated features.
 
 200 training videos x ~280 snippets (uniform 200-360) x 2048-d random features, 20 classes, 1-2 weak
-labels per video; hyperparameters from configs/thumos14.yaml. Each iteration runs ``--measure-epochs``
+labels per video; hyperparameters from refineloc_e2e/configs/thumos14.yaml. Each iteration runs ``--measure-epochs``
 epochs (default: all of the config's) and the per-epoch time is extrapolated to the config's epochs.
 
     .venv/bin/python benchmarks/train_speed.py                      # full 50 epochs per iteration
@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refineloc_e2e.pseudo import class_weights, generate, sample_mask, video_rng
-from refineloc_e2e.refine import VideoItem, fit_model, predict_batch, resolve_device
-from refineloc_e2e.train import _holdout_split, load_run_config
+from refineloc_e2e.model.pseudo import class_weights, generate, sample_mask, video_rng
+from refineloc_e2e.training.fit import VideoItem, fit_model, predict_batch, resolve_device
+from refineloc_e2e.training.refinement import _holdout_split, load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "thumos14.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "refineloc_e2e" / "configs" / "thumos14.yaml"))
     ap.add_argument("--videos", type=int, default=200)
     ap.add_argument("--snippets", type=int, default=280, help="mean snippets per video (+-80)")
     ap.add_argument("--measure-epochs", type=int, default=None, help="epochs to run (default: the config's)")

@@ -1,8 +1,11 @@
 """Config machinery: dataclasses loaded from YAML (or dicts) with unknown keys and wrong types rejected.
 
-Each stage defines its own ``@dataclass`` config next to its code; this module only knows how to
-build one from nested mappings, apply ``key.sub=value`` overrides, and hash the settings that
-change numbers.
+Each stage defines its own ``@dataclass`` config next to its code, and its defaults are THE defaults;
+the shipped YAMLs (``refineloc_e2e/configs/``, read through ``importlib.resources``) hold only what
+differs from them, each line with its source. This module builds a config from nested mappings (the one
+loader, :func:`load_config`), applies ``key.sub=value`` overrides, and hashes the settings that change
+numbers. A dataclass may define ``config_base(data, base, prefix)`` (a classmethod) to choose the base its
+keys apply to, e.g. a flow preset.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import hashlib
 import json
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from .errors import ConfigError
+from refineloc_e2e.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -85,6 +89,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: 
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"config '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
+    hook = getattr(cls, "config_base", None)
+    if hook is not None:
+        base = hook(data, base, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -160,9 +167,21 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def shipped_config(name: str) -> Path | None:
+    """The shipped config ``refineloc_e2e/configs/<name>.yaml`` (package data), or None if there is none."""
+    entry = resources.files("refineloc_e2e") / "configs" / f"{name}.yaml"
+    return Path(str(entry)) if entry.is_file() else None
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the shipped configs (``thumos14``, ``activitynet12``, ``demo``, ...)."""
+    folder = resources.files("refineloc_e2e") / "configs"
+    return sorted(e.name[:-5] for e in folder.iterdir() if e.name.endswith(".yaml"))
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 *, base: T | None = None) -> T:
-    """Defaults (or ``base``) <- YAML file <- ``--set`` overrides, validated into ``cls``."""
+    """THE config loader: defaults (or ``base``) <- YAML file <- ``--set`` overrides, validated into ``cls``."""
     data: dict = read_yaml(path) if path is not None else {}
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))

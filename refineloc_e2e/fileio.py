@@ -17,14 +17,21 @@ import pickle
 import re
 import tempfile
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import torch
 
-from .errors import RefineLocError, WeightsError
+from refineloc_e2e.errors import RefineLocError, WeightsError
 
 TMP_SUFFIX = ".tmp"
+
+
+def package_data(*parts: str) -> Path:
+    """A file or folder shipped inside the package (``refineloc_e2e/<parts>``), as a path."""
+    return Path(str(resources.files("refineloc_e2e").joinpath(*parts)))
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -201,8 +208,6 @@ def load_npy_untrusted(path: str | Path) -> Any:
 
 def torch_load_untrusted(path: str | Path, map_location: str = "cpu") -> Any:
     """``torch.load(..., weights_only=True)`` with a project error naming the file on failure."""
-    import torch
-
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:

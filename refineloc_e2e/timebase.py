@@ -10,6 +10,11 @@ Every conversion in the code base goes through these two functions. They accept 
 
 from __future__ import annotations
 
+# The I3D convention of the field (DeepMind kinetics-i3d; W-TALC, BaS-Net, CoLA, RefineLoc for THUMOS'14 and
+# ActivityNet): frames resampled to 25 fps, non-overlapping 16-frame snippets (the paper, 4.2: 15 for TSN).
+I3D_FPS = 25.0
+I3D_SNIPPET_FRAMES = 16
+
 
 def snippet_to_seconds(index, *, fps: float, snippet_frames: int):
     """Start time in seconds of snippet ``index`` (fractional indices allowed: 3.0 -> start of snippet 3)."""

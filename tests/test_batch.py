@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 
-from refineloc_e2e.batch import extract_batch
-from refineloc_e2e.extract import FeatureExtractor
-from refineloc_e2e.features import read_features
-from refineloc_e2e.flow import flow_config
+from refineloc_e2e.features.batch import extract_batch
+from refineloc_e2e.features.extractor import FeatureExtractor
+from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.video.flow import flow_config
 from test_pipeline import tiny_cfg, tiny_models, write_moving_video  # noqa: F401  (fixture re-used)
 
 

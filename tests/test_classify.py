@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from refineloc_e2e.backbone.weights import build_i3d
-from refineloc_e2e.classify import classify, clip_logits, kinetics400_labels
+from refineloc_e2e.backbone.classify import classify, clip_logits, kinetics400_labels
 from refineloc_e2e.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL_EXTRACT
-from refineloc_e2e import batch as batch_mod
+from refineloc_e2e.features import batch as batch_mod
 from refineloc_e2e.cli import main
 
 

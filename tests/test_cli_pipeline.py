@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
-from refineloc_e2e.features import write_features
+from refineloc_e2e.features.cache import write_features
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 FAST = ["--config", str(CONFIGS / "demo.yaml"), "--set", "head.feature_dim=32", "--set", "train.epochs=2",
         "--set", "train.n_iterations=1", "--set", "select_iteration=1", "-q"]
 
@@ -86,7 +86,7 @@ def test_detect_refuses_features_of_another_width(tmp_path):
 @pytest.mark.real
 @pytest.mark.slow
 def test_train_extracts_on_the_fly_from_data_root(tmp_path, real_weights):
-    from refineloc_e2e.synthetic import SyntheticSpec, generate_dataset
+    from refineloc_e2e.tools.synthetic import SyntheticSpec, generate_dataset
 
     ann = generate_dataset(tmp_path / "gen", SyntheticSpec(n_train=4, n_test=2, duration_s=2.0))
     ecfg = tmp_path / "extract.yaml"

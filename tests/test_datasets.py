@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from refineloc_e2e import datasets
+from refineloc_e2e.features import cache as cache_mod
+from refineloc_e2e.features import importers
 from refineloc_e2e.datasets import (Dataset, Segment, VideoAnnotation, dataset_to_activitynet_json, load_activitynet12,
                                     load_activitynet_json, load_dataset, load_thumos14)
 from refineloc_e2e.errors import DatasetError, InputError
@@ -204,7 +206,7 @@ def test_weak_labels_are_video_level():
 
 @pytest.fixture
 def features():
-    return pytest.importorskip("refineloc_e2e.features", reason="features.py not written yet")
+    return cache_mod
 
 
 def _wtalc_annotations(tmp_path: Path, n_snippets: np.ndarray) -> Path:
@@ -241,7 +243,7 @@ def test_import_wtalc(tmp_path, features):
     np.save(src, _object_array(rows), allow_pickle=True)
     ann = _wtalc_annotations(tmp_path, n_snippets)
     out = tmp_path / "features"
-    assert datasets.import_wtalc_features(src, out, annotations_dir=ann, quiet=True) == 412
+    assert importers.import_wtalc_features(src, out, annotations_dir=ann, quiet=True) == 412
     for i in (0, 199, 411):
         feats, meta = features.read_features(out, names[i])
         assert feats.dtype == np.float32 and feats.shape == (n_snippets[i], 2048)
@@ -251,7 +253,7 @@ def test_import_wtalc(tmp_path, features):
         assert meta["streams"] == ["rgb", "flow"] and set(meta["backbone"]) == {"rgb", "flow"}
         assert all({"weights_id", "init"} <= set(b) for b in meta["backbone"].values())
         assert meta["source"]["name"] == "W-TALC Thumos14reduced-I3D-JOINTFeatures.npy"
-        assert meta["source"]["sha256"] == datasets.sha256_file(src) and meta["source"]["row"] == i
+        assert meta["source"]["sha256"] == importers.sha256_file(src) and meta["source"]["row"] == i
         assert meta["video_id"] == names[i] and meta["n_snippets"] == n_snippets[i]
 
 
@@ -264,19 +266,19 @@ def test_import_wtalc_rejects_wrong_order_and_shapes(tmp_path, features):
     src = tmp_path / "f.npy"
     np.save(src, _object_array(rows), allow_pickle=True)
     with pytest.raises(DatasetError, match=f"row 5 \\({names[5]}\\) has 3 snippets"):
-        datasets.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann, quiet=True)
+        importers.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann, quiet=True)
     np.save(src, _object_array(rows[:-1]), allow_pickle=True)
     with pytest.raises(DatasetError, match="411 feature rows, but .* lists 412 videos"):
-        datasets.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann, quiet=True)
+        importers.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann, quiet=True)
     n_snippets[5] = 3
     (tmp_path / "b").mkdir()
     ann2 = _wtalc_annotations(tmp_path / "b", n_snippets)
     rows[7] = np.zeros((3, 1024), dtype=np.float32)
     np.save(src, _object_array(rows), allow_pickle=True)
     with pytest.raises(DatasetError, match=r"row 7 .* expected float\[T, 2048\]"):
-        datasets.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann2, quiet=True)
+        importers.import_wtalc_features(src, tmp_path / "o", annotations_dir=ann2, quiet=True)
     with pytest.raises(InputError, match="not found"):
-        datasets.import_wtalc_features(tmp_path / "missing.npy", tmp_path / "o", annotations_dir=ann2, quiet=True)
+        importers.import_wtalc_features(tmp_path / "missing.npy", tmp_path / "o", annotations_dir=ann2, quiet=True)
 
 
 class _Py2Pickler(pickle._Pickler):
@@ -299,8 +301,8 @@ def test_import_wtalc_reads_python2_pickles(tmp_path):
         np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (len(rows),)})
         f.write(buf.getvalue())
     with pytest.raises(UnicodeDecodeError):
-        datasets.load_npy_untrusted(src)  # the plain loader cannot: the importer's latin-1 path is needed
-    back = datasets._load_object_npy(src)
+        importers.load_npy_untrusted(src)  # the plain loader cannot: the importer's latin-1 path is needed
+    back = importers._load_object_npy(src)
     assert len(back) == 3
     for got, want in zip(back, rows):
         np.testing.assert_array_equal(got, want)

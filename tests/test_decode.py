@@ -11,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from refineloc_e2e.decode import (DecodeConfig, DecodeWarning, VideoInfo, count_output_frames, iter_frames,
+from refineloc_e2e.video.decode import (DecodeConfig, DecodeWarning, VideoInfo, count_output_frames, iter_frames,
                                   probe_video)
 from refineloc_e2e.errors import ConfigError, DecodeError, InputError
-from refineloc_e2e.snippets import iter_snippets, n_snippets
+from refineloc_e2e.video.snippets import iter_snippets, n_snippets
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "data" / "samples"  # bundled real clips

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
-from refineloc_e2e.demo import SAMPLES, run_demo
+from refineloc_e2e.tools.demo import SAMPLES, run_demo
 
 
 @pytest.mark.real

@@ -9,7 +9,7 @@ import pytest
 
 from refineloc_e2e.datasets import Dataset, Segment, VideoAnnotation, load_thumos14
 from refineloc_e2e.errors import DatasetError, InputError
-from refineloc_e2e.evaluate import (ACTIVITYNET_TIOUS, EvalResult, average_precision, default_tious, evaluate,
+from refineloc_e2e.evaluation.metrics import (ACTIVITYNET_TIOUS, EvalResult, average_precision, default_tious, evaluate,
                                     format_table, load_predictions)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from refineloc_e2e.errors import CacheError
-from refineloc_e2e.features import (FORMAT_VERSION, VideoLock, assign_video_ids, feature_paths, is_up_to_date,
+from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_video_ids, feature_paths, is_up_to_date,
                                     read_features, source_identity, write_features)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refineloc_e2e.errors import ConfigError, RefineLocError
-from refineloc_e2e.flow import (PRESETS, FlowConfig, compute_flow, flow_config, flow_config_from_mapping,
+from refineloc_e2e.video.flow import (PRESETS, FlowConfig, compute_flow, flow_config, flow_config_from_mapping,
                                 iter_flow, make_tvl1, postprocess_flow)
 
 DX, DY = 3, -2  # content moves 3 px right and 2 px up between the two frames

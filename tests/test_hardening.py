@@ -24,12 +24,13 @@ import torch
 from click.testing import CliRunner
 
 from conftest import SMALL_EXTRACT, write_test_video
-from refineloc_e2e import batch as batch_mod
+from refineloc_e2e.features import batch as batch_mod
 from refineloc_e2e import fileio
 from refineloc_e2e.cli import main
-from refineloc_e2e.batch import extract_batch
-from refineloc_e2e.extract import load_extract_config
-from refineloc_e2e.features import FORMAT_VERSION, read_features, source_identity, write_features
+from refineloc_e2e.features.batch import extract_batch
+from refineloc_e2e.config import load_config
+from refineloc_e2e.features.extractor import ExtractConfig
+from refineloc_e2e.features.cache import FORMAT_VERSION, read_features, source_identity, write_features
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 
@@ -81,7 +82,7 @@ class FakeExtractor:
     def __init__(self):
         self.calls: list[str] = []
 
-    def extract(self, path):
+    def extract(self, path, info=None):
         self.calls.append(Path(path).name)
         feats = np.random.default_rng(len(self.calls)).normal(size=(3, 8)).astype(np.float32)  # (T, D)
         return feats, {"source": source_identity(path), "settings_hash": self.settings_hash, "fps": 25.0,
@@ -101,7 +102,7 @@ def test_disk_full_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch, fail
 
     monkeypatch.setattr(fileio.os, "fsync", fsync)
     lines: list[str] = []
-    summary = extract_batch(videos, out, load_extract_config(), extractor=FakeExtractor(), progress=False,
+    summary = extract_batch(videos, out, load_config(ExtractConfig), extractor=FakeExtractor(), progress=False,
                             log=lines.append)
     cause = f"{out}/{failing}: cannot write (No space left on device); free some disk space and run again"
     assert lines == [f"error: {videos[1]}: {cause}"]
@@ -112,7 +113,7 @@ def test_disk_full_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch, fail
     assert (out / "b.npy").exists() == (failing == "b.json")  # the array may land; without its JSON it is no entry
     monkeypatch.setattr(fileio.os, "fsync", real_fsync)
     fake = FakeExtractor()
-    again = extract_batch(videos, out, load_extract_config(), extractor=fake, progress=False, log=lines.append)
+    again = extract_batch(videos, out, load_config(ExtractConfig), extractor=fake, progress=False, log=lines.append)
     assert (fake.calls, len(again.skipped), again.ok) == (["b.mp4"], 2, True)
     assert read_features(out, "b")[0].shape == (3, 8)
 
@@ -241,8 +242,8 @@ def test_4k_memory_stays_bounded(corpus, real_weights):
     """Peak RSS grows by far less than the 24 decoded 4K frames (24 x 12 MB YUV, 24 x 25 MB RGB)."""
     d, _ = corpus
     script = ("import resource, torch; torch.set_num_threads(1)\n"
-              "from refineloc_e2e.extract import FeatureExtractor, load_extract_config\n"
-              "ex = FeatureExtractor(load_extract_config(None, ['streams=rgb', 'decode.short_side=64', "
+              "from refineloc_e2e.config import load_config\nfrom refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor\n"
+              "ex = FeatureExtractor(load_config(ExtractConfig, None, ['streams=rgb', 'decode.short_side=64', "
               "'decode.crop_size=56']))\n"
               "rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
               "ex.extract('rotated.mp4'); a = rss(); f, m = ex.extract('4k.mp4'); b = rss()\n"
@@ -385,8 +386,8 @@ def test_train_reports_unusable_or_mismatched_features(tmp_path, monkeypatch):
 
 
 def test_train_resume_through_the_cli(tmp_path, monkeypatch):
-    import refineloc_e2e.train as train_mod
-    from refineloc_e2e.head import load_head
+    import refineloc_e2e.training.refinement as train_mod
+    from refineloc_e2e.model.head import load_head
 
     monkeypatch.chdir(tmp_path)
     ann, _ = _features_and_annotations(tmp_path)
@@ -420,8 +421,8 @@ def test_train_resume_through_the_cli(tmp_path, monkeypatch):
 
 @pytest.mark.real
 def test_detect_with_a_model_trained_on_other_features(tmp_path, monkeypatch, real_weights):
-    from refineloc_e2e.head import HeadConfig, build_head, save_head
-    from refineloc_e2e.postprocess import PostprocessConfig
+    from refineloc_e2e.model.head import HeadConfig, build_head, save_head
+    from refineloc_e2e.model.segments import PostprocessConfig
 
     monkeypatch.chdir(tmp_path)
     write_test_video("v.mp4", n=8)

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.cli import main
-from refineloc_e2e.decode import DecodeConfig, iter_frames
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames
 from refineloc_e2e.errors import ConfigError, DecodeError, RefineLocError
-from refineloc_e2e.extract import ExtractConfig, FeatureExtractor
-from refineloc_e2e.flow import flow_config, iter_flow, to_gray
-from refineloc_e2e.pipeline import ChunkedFlow, FlowPool, flow_window
-from refineloc_e2e.snippets import center_crop
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.video.flow import flow_config, iter_flow, to_gray
+from refineloc_e2e.video.flow_chunks import ChunkedFlow, FlowPool, flow_window
+from refineloc_e2e.video.snippets import center_crop
 
 TINY_DECODE = DecodeConfig(short_side=48, crop_size=32, snippet_frames=8)
 FAST = flow_config("fast")

@@ -10,7 +10,7 @@ import pytest
 
 from refineloc_e2e.datasets import Segment
 from refineloc_e2e.errors import InputError
-from refineloc_e2e.plot import _pack_rows, plot_timeline
+from refineloc_e2e.detection.plot import _pack_rows, plot_timeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refineloc_e2e.errors import RefineLocError
-from refineloc_e2e.snippets import center_crop, iter_snippets, n_snippets, normalize_rgb
+from refineloc_e2e.video.snippets import center_crop, iter_snippets, n_snippets, normalize_rgb
 
 
 @pytest.mark.parametrize("n_frames,expected",

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from refineloc_e2e import refine as refine_mod
+from refineloc_e2e import device as device_mod
 from refineloc_e2e.datasets import Dataset, Segment, VideoAnnotation
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.head import HeadConfig, load_head
-from refineloc_e2e.refine import Batch, TrainConfig, VideoItem, collate, eq4_loss, fit_model, mean_loss
+from refineloc_e2e.model.head import HeadConfig, load_head
+from refineloc_e2e.training.fit import Batch, TrainConfig, VideoItem, collate, eq4_loss, fit_model, mean_loss
 from refineloc_e2e.timebase import snippet_to_seconds
-from refineloc_e2e.train import RunConfig, load_run_config, predict_scores, run_training
+from refineloc_e2e.model.inference import predict_batch, predict_scores
+from refineloc_e2e.training import fit as fit_mod
+from refineloc_e2e.training.refinement import RunConfig, load_run_config, run_training
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 META = {"dim": 32, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"], "backbone": {}}
 CPU = torch.device("cpu")
 
@@ -106,8 +108,8 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     assert (cfg.pseudo.segment.alpha_class, cfg.pseudo.segment.alpha_attention) == (0.2, 0.08)
     if not torch.cuda.is_available():  # no silent CPU fallback
         with pytest.raises(ConfigError, match="CUDA"):
-            refine_mod.resolve_device("cuda")
-    assert refine_mod.resolve_device("cpu") == CPU
+            device_mod.resolve_device("cuda")
+    assert device_mod.resolve_device("cpu") == CPU
 
 
 # ------------------------------------------------------------------------------------------- eq. 4
@@ -182,7 +184,7 @@ def test_predict_scores_shapes_and_consistency():
     T = x.shape[0]
     assert s["cas"].shape == (T, 4) and s["attention_bf"].shape == (T, 2)
     assert s["attention_time"].shape == (T,) and s["video_scores"].shape == (4,)
-    batched = refine_mod.predict_batch(res.model, [feats[it.video_id] for it in items], "cpu")
+    batched = predict_batch(res.model, [feats[it.video_id] for it in items], "cpu")
     np.testing.assert_allclose(batched[0]["video_scores"], s["video_scores"], atol=1e-6)
     with pytest.raises(ValueError):
         predict_scores(res.model, x[:0], "cpu")
@@ -206,14 +208,14 @@ def test_run_folder_resume_equals_uninterrupted(tmp_path, monkeypatch):
                         progress=False)
     for name in ("config.yaml", "iter_0.pt", "iter_1.pt", "iter_2.pt", "metrics.json", "model.pt"):
         assert (tmp_path / "full" / name).is_file(), name
-    real_fit = refine_mod.fit_model
+    real_fit = fit_mod.fit_model
 
     def crash_on_2(*a, **kw):
         if kw["iteration"] == 2:
             raise KeyboardInterrupt
         return real_fit(*a, **kw)
 
-    import refineloc_e2e.train as train_mod
+    import refineloc_e2e.training.refinement as train_mod
     monkeypatch.setattr(train_mod, "fit_model", crash_on_2)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, dataset=ds, features=feats, run_dir=tmp_path / "cut", feature_meta=META, progress=False)

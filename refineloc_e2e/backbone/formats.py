@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import WeightsError
-from ..fileio import atomic_save_with, restricted_pickle_load, torch_load_untrusted
-from .i3d import BRANCHES, MIXED, STEM_UNITS, i3d_state_shapes
+from refineloc_e2e.errors import WeightsError
+from refineloc_e2e.fileio import atomic_save_with, restricted_pickle_load, torch_load_untrusted
+from refineloc_e2e.backbone.i3d import BRANCHES, MIXED, STEM_UNITS, i3d_state_shapes
 
 CROSS_MODALITY = "cross-modality-from-rgb"
 OWN_FORMAT = "refineloc-e2e/i3d"

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import WeightsError
-from ..fileio import atomic_write_json, atomic_writer, sha256_file, verify_sha256
-from .formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
+from refineloc_e2e.errors import WeightsError
+from refineloc_e2e.fileio import atomic_write_json, atomic_writer, sha256_file, verify_sha256
+from refineloc_e2e.backbone.formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
                       load_own, load_piergiaj_state_dict, save_i3d, state_in_channels)
-from .i3d import InceptionI3d
+from refineloc_e2e.backbone.i3d import InceptionI3d
 
 DEFAULT_WEIGHTS = {"rgb": "i3d-kinetics400-rgb", "flow": CROSS_MODALITY}
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}

@@ -1,0 +1,31 @@
+"""The ``refineloc-e2e`` command: a thin click layer over the library (parse -> config -> library call -> write).
+
+One module per command; ``common`` holds what they share. Every ``RefineLocError`` becomes one line on
+stderr (``error: <file>: <cause>``) and exit status 1; a batch in which some inputs failed exits with
+status 1 after finishing the others.
+"""
+
+from __future__ import annotations
+
+import click
+
+from refineloc_e2e import __version__
+from refineloc_e2e.cli.classify import classify
+from refineloc_e2e.cli.demo import demo
+from refineloc_e2e.cli.detect import detect
+from refineloc_e2e.cli.doctor import doctor
+from refineloc_e2e.cli.evaluate import evaluate
+from refineloc_e2e.cli.extract import extract
+from refineloc_e2e.cli.import_wtalc import import_wtalc
+from refineloc_e2e.cli.train import train
+from refineloc_e2e.cli.weights import weights
+
+
+@click.group()
+@click.version_option(__version__, prog_name="refineloc-e2e")
+def main() -> None:
+    """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""
+
+
+for _command in (extract, classify, weights, train, detect, evaluate, import_wtalc, demo, doctor):
+    main.add_command(_command)

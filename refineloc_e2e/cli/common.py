@@ -1,0 +1,74 @@
+"""What every command shares: one-line errors, the extraction options, the default feature cache."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from refineloc_e2e.config import load_config
+from refineloc_e2e.errors import RefineLocError
+from refineloc_e2e.features.extractor import ExtractConfig
+
+DEFAULT_CACHE = Path.home() / ".cache" / "refineloc-e2e" / "features"
+
+
+class UserError(click.ClickException):
+    """A ``RefineLocError`` on the command line: one ``error: <message>`` line on stderr, exit 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def errors_to_exit(fn):
+    """Turn library errors into one line and a non-zero exit (Ctrl-C: 130, finished work kept)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RefineLocError as e:
+            raise UserError(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; finished work is kept, run the same command again to continue",
+                       err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def extract_options(fn):
+    """``--config --set --streams --device --flow-weights -q --workers``: the extraction settings."""
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                      help="Extraction config YAML (default: the built-in defaults, see README).")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config value, e.g. --set flow.preset=paper (repeatable).")(fn)
+    fn = click.option("--streams", type=click.Choice(["rgb", "flow", "both"]), default=None,
+                      help="Which I3D streams to compute (default both: [rgb | flow]).")(fn)
+    fn = click.option("--device", default=None, help="auto | cpu | cuda (default auto).")(fn)
+    fn = click.option("--flow-weights", default=None,
+                      help="Flow stream weights: manifest name, a file (e.g. flow_imagenet.pt), "
+                           "or cross-modality-from-rgb (default).")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(fn)
+    return click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Optical-flow processes (default 1 = in this process; the cores you can spare, "
+                             "e.g. 2 on a 2-core machine). Does not change the features.")(fn)
+
+
+def option_overrides(*, streams=None, device=None, flow_weights=None, workers=None) -> list[str]:
+    """The dedicated options as ``key=value`` overrides (applied after ``--set``)."""
+    pairs = (("streams", streams), ("device", device), ("flow_weights", flow_weights), ("workers", workers))
+    return [f"{k}={v}" for k, v in pairs if v is not None and v != ""]
+
+
+def load_extract_cfg(config_path, overrides, streams=None, device=None, flow_weights=None,
+                     workers=None) -> ExtractConfig:
+    extra = list(overrides) + option_overrides(streams=streams, device=device, flow_weights=flow_weights,
+                                               workers=workers)
+    return load_config(ExtractConfig, config_path, extra)
+
+
+def announce_flow_init(extractor) -> None:
+    prov = extractor.provenance.get("flow")
+    if prov is not None:
+        click.echo(f"flow stream initialised from: {prov.get('weights_id')} ({prov.get('init')})", err=True)

@@ -1,0 +1,38 @@
+"""``refineloc-e2e evaluate``: mAP of an ActivityNet results JSON against ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from refineloc_e2e.cli.common import errors_to_exit
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.evaluation.metrics import default_tious, evaluate as run_eval, format_table, load_predictions
+from refineloc_e2e.fileio import atomic_write_json
+
+
+@click.command()
+@click.option("--predictions", type=click.Path(dir_okay=False), required=True, help="ActivityNet results JSON.")
+@click.option("--ground-truth", required=True, help="thumos14-test | thumos14-val | activitynet12-val | FILE.json")
+@click.option("--tiou", "tious", type=float, multiple=True, help="tIoU thresholds (default per dataset).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
+@click.option("--per-class", is_flag=True, help="Also print per-class AP.")
+@click.option("--drop-ambiguous", is_flag=True, help="THUMOS: drop predictions overlapping Ambiguous spans (official kit).")
+@errors_to_exit
+def evaluate(predictions, ground_truth, tious, json_out, per_class, drop_ambiguous):
+    """mAP of predictions against ground truth (ActivityNet protocol)."""
+    subset = "test"
+    if ground_truth in ("thumos14-test", "thumos14-val"):
+        ds = load_dataset("thumos14")
+        subset = "test" if ground_truth.endswith("test") else "train"
+    elif ground_truth in ("activitynet12-val", "activitynet12"):
+        ds = load_dataset("activitynet12")
+    else:
+        ds = load_dataset(ground_truth)
+    preds = load_predictions(predictions)
+    result = run_eval(preds, ds, subset=subset, tious=list(tious) or default_tious(ds.name),
+                      drop_ambiguous=drop_ambiguous)
+    click.echo(format_table(result, per_class=per_class))
+    if json_out:
+        atomic_write_json(json_out, dataclasses.asdict(result))

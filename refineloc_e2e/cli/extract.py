@@ -1,0 +1,25 @@
+"""``refineloc-e2e extract``: videos, folders or globs -> the feature cache."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from refineloc_e2e.cli.common import errors_to_exit, extract_options, load_extract_cfg
+from refineloc_e2e.features.batch import extract_batch
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="features", show_default=True,
+              help="Folder for <video_id>.npy + <video_id>.json.")
+@extract_options
+@errors_to_exit
+def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet, workers):
+    """Extract [n_snippets, 2048] = [rgb | flow] I3D features for videos, folders (recursive) or globs."""
+    cfg = load_extract_cfg(config_path, overrides, streams, device, flow_weights, workers)
+    summary = extract_batch(inputs, out_dir, cfg, progress=not quiet)  # models load on first need
+    click.echo(summary.format(), err=True)
+    if not summary.ok:
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Evaluation: ActivityNet-protocol temporal-detection mAP."""

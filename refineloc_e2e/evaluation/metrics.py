@@ -1,0 +1,210 @@
+"""ActivityNet-protocol detection mAP (the protocol nearly all Python WSTAL code reports).
+
+Per class and tIoU threshold:
+
+1. Predictions are sorted by score, descending. **Ties** keep a canonical order independent of dict
+   ordering: video id ascending, then the prediction's position in that video's list (a stable sort).
+2. In that order each prediction is matched to the not-yet-matched ground truth of the same video and
+   class with the highest tIoU; it is a true positive if that tIoU >= the threshold, else a false
+   positive (so duplicates of a matched instance are false positives). Ground truths with equal tIoU:
+   the earlier one (segments sorted by start, end) is taken first.
+3. AP is the area under the precision/recall curve with all-point interpolation: precision is made
+   monotonically non-increasing from the right, then summed over the recall steps (no 11/101 points).
+
+A class with ground truth but no predictions has AP 0. mAP is the mean over the classes that have at
+least one ground-truth instance in the evaluated videos; classes without any are excluded and listed in
+:attr:`EvalResult.excluded_classes`. Predictions for videos outside the evaluated set are ignored and
+counted in :attr:`EvalResult.n_ignored_predictions`. tIoU of two segments whose union has zero length is 0.
+
+``drop_ambiguous`` (THUMOS'14): before matching, a prediction is removed if it intersects any
+``Ambiguous`` span of its video by a positive length (tIoU > 0; touching end points do not count). This
+is what W-TALC's ``filter_segments`` does; the official MATLAB kit also discounts them. Off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from refineloc_e2e.datasets import Dataset
+from refineloc_e2e.errors import DatasetError, InputError
+
+THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+ACTIVITYNET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]  # 0.5:0.05:0.95
+
+
+@dataclass
+class EvalResult:
+    tious: list[float]
+    map_per_tiou: list[float]  # fraction in [0, 1], one per tIoU
+    average_map: float  # mean of map_per_tiou
+    ap_per_class: dict[str, list[float]]  # class -> AP per tIoU (evaluated classes only)
+    n_predictions: int  # predictions on evaluated videos, after any ambiguous-span removal
+    n_ground_truth: int  # ground-truth segments in the evaluated videos
+    excluded_classes: list[str] = field(default_factory=list)  # no ground truth in the evaluated videos
+    n_ignored_predictions: int = 0  # predictions for videos outside the evaluated set
+    n_dropped_ambiguous: int = 0  # predictions removed by drop_ambiguous
+    n_videos: int = 0  # evaluated videos
+
+
+def default_tious(dataset_name: str) -> list[float]:
+    """THUMOS: 0.1..0.7 step 0.1; anything else (ActivityNet protocol): 0.5:0.05:0.95."""
+    return list(THUMOS_TIOUS) if "thumos" in dataset_name.lower() else list(ACTIVITYNET_TIOUS)
+
+
+def _check_prediction(p: Any, where: str, err: type[Exception]) -> tuple[str, float, float, float]:
+    """Validate one ``{label, score, segment: [s, e]}``; returns (label, score, start_s, end_s)."""
+    if not isinstance(p, Mapping):
+        raise err(f"{where}: expected {{'label', 'score', 'segment'}}, got {p!r}")
+    label, score, seg = p.get("label"), p.get("score"), p.get("segment")
+    if not isinstance(label, str):
+        raise err(f"{where}: 'label' must be a class name, got {label!r}")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise err(f"{where}: 'score' must be a finite number, got {score!r}")
+    if (not isinstance(seg, (list, tuple)) or len(seg) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in seg)
+            or seg[1] < seg[0]):
+        raise err(f"{where}: 'segment' must be [start_s, end_s] with finite start <= end, got {seg!r}")
+    return label, float(score), float(seg[0]), float(seg[1])
+
+
+def load_predictions(path: str | Path) -> dict[str, list[dict]]:
+    """Read an ActivityNet results JSON and return its validated ``results`` mapping
+    (video id -> [{"label", "score", "segment": [start_s, end_s]}]), ready for :func:`evaluate`."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: predictions file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
+        raise InputError(f"{path}: expected an ActivityNet results object with a 'results' mapping "
+                         f"of video id -> list of predictions")
+    results = {}
+    for vid, preds in doc["results"].items():
+        if not isinstance(preds, list):
+            raise InputError(f"{path}: results[{vid!r}] must be a list, got {type(preds).__name__}")
+        checked = [_check_prediction(p, f"{path}: results[{vid!r}][{i}]", InputError) for i, p in enumerate(preds)]
+        results[vid] = [{"label": lab, "score": s, "segment": [a, b]} for lab, s, a, b in checked]
+    return results
+
+
+def _tiou(start_s: float, end_s: float, gt: np.ndarray) -> np.ndarray:
+    """tIoU of one segment with each row of ``gt`` (float[K, 2] seconds) -> float[K]."""
+    inter = np.clip(np.minimum(end_s, gt[:, 1]) - np.maximum(start_s, gt[:, 0]), 0.0, None)  # [K]
+    union = (end_s - start_s) + (gt[:, 1] - gt[:, 0]) - inter  # [K]
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def average_precision(is_tp: np.ndarray, n_ground_truth: int) -> float:
+    """All-point interpolated AP from a score-ordered bool[N] TP/FP vector."""
+    if n_ground_truth == 0 or len(is_tp) == 0:
+        return 0.0
+    tp = np.cumsum(is_tp, dtype=np.float64)  # [N]
+    precision = tp / np.arange(1, len(is_tp) + 1)  # [N]
+    recall = tp / n_ground_truth  # [N]
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # non-increasing from the right
+    recall_steps = np.diff(np.concatenate([[0.0], recall]))  # [N]
+    return float(np.sum(recall_steps * precision))
+
+
+def _class_tp(preds: list[tuple[float, str, int, float, float]], gt: dict[str, np.ndarray],
+              tious: np.ndarray) -> np.ndarray:
+    """bool[N, n_tious] TP flags for one class's predictions, already in score order."""
+    is_tp = np.zeros((len(preds), len(tious)), dtype=bool)
+    used = {vid: np.zeros((len(tious), len(g)), dtype=bool) for vid, g in gt.items()}  # [n_tious, K]
+    for n, (_, vid, _, start_s, end_s) in enumerate(preds):
+        if vid not in gt:
+            continue
+        ious = _tiou(start_s, end_s, gt[vid])  # [K]
+        order = np.argsort(-ious, kind="stable")  # best tIoU first, earlier ground truth on ties
+        free = (ious[order][None, :] >= tious[:, None]) & ~used[vid][:, order]  # [n_tious, K]
+        hit = free.any(axis=1)  # [n_tious]
+        pick = order[free.argmax(axis=1)]  # [n_tious]
+        used[vid][np.flatnonzero(hit), pick[hit]] = True
+        is_tp[n] = hit
+    return is_tp
+
+
+def evaluate(predictions: Mapping[str, list[dict]], dataset: Dataset, *, subset: str = "test",
+             tious: Sequence[float] | None = None, drop_ambiguous: bool = False,
+             video_ids: Iterable[str] | None = None) -> EvalResult:
+    """Detection mAP of ``predictions`` (video id -> [{label, score, segment}]) against ``dataset``'s
+    ``subset``, optionally restricted to ``video_ids``. See the module docstring for the protocol."""
+    tious = list(tious) if tious is not None else default_tious(dataset.name)
+    if not tious or not all(0.0 < t <= 1.0 for t in tious):
+        raise DatasetError(f"tIoU thresholds must be in (0, 1], got {tious}")
+    videos = {v.video_id: v for v in dataset.subset(subset)}
+    if video_ids is not None:
+        wanted = set(video_ids)
+        missing = sorted(wanted - set(videos))
+        if missing:
+            raise DatasetError(f"dataset {dataset.name!r} subset {subset!r} has no videos {missing[:5]}"
+                               f"{' ...' if len(missing) > 5 else ''} ({len(missing)} requested ids missing)")
+        videos = {k: v for k, v in videos.items() if k in wanted}
+    gt: dict[str, dict[str, list[tuple[float, float]]]] = {}  # class -> video -> spans
+    for vid, v in videos.items():
+        for g in v.segments:
+            gt.setdefault(g.label, {}).setdefault(vid, []).append((g.start_s, g.end_s))
+    classes = [c for c in dataset.classes if c in gt]
+    per_class: dict[str, list] = {c: [] for c in classes}
+    n_pred = n_ignored = n_dropped = 0
+    known = set(dataset.classes)
+    for vid in sorted(predictions):
+        for i, p in enumerate(predictions[vid]):
+            label, score, start_s, end_s = _check_prediction(p, f"predictions[{vid!r}][{i}]", DatasetError)
+            if label not in known:
+                raise DatasetError(f"predictions[{vid!r}][{i}]: label {label!r} is not a class of dataset "
+                                   f"{dataset.name!r}")
+            if vid not in videos:
+                n_ignored += 1
+                continue
+            if drop_ambiguous and any(min(end_s, b) - max(start_s, a) > 0 for a, b in dataset.ambiguous.get(vid, [])):
+                n_dropped += 1
+                continue
+            n_pred += 1
+            if label in per_class:
+                per_class[label].append((-score, vid, i, start_s, end_s))
+    thresholds = np.asarray(tious, dtype=np.float64)  # [n_tious]
+    ap_per_class = {}
+    for c in classes:
+        preds = sorted(per_class[c], key=lambda r: r[:3])  # score desc, then video id, then list position
+        class_gt = {vid: np.asarray(spans, dtype=np.float64) for vid, spans in gt[c].items()}  # [K, 2]
+        n_gt = sum(len(g) for g in class_gt.values())
+        is_tp = _class_tp(preds, class_gt, thresholds)  # [N, n_tious]
+        ap_per_class[c] = [average_precision(is_tp[:, k], n_gt) for k in range(len(tious))]
+    map_per_tiou = [float(np.mean([ap[k] for ap in ap_per_class.values()])) if classes else 0.0
+                    for k in range(len(tious))]
+    return EvalResult(tious=[float(t) for t in tious], map_per_tiou=map_per_tiou,
+                      average_map=float(np.mean(map_per_tiou)), ap_per_class=ap_per_class,
+                      n_predictions=n_pred, n_ground_truth=sum(len(v.segments) for v in videos.values()),
+                      excluded_classes=[c for c in dataset.classes if c not in gt],
+                      n_ignored_predictions=n_ignored, n_dropped_ambiguous=n_dropped, n_videos=len(videos))
+
+
+def format_table(result: EvalResult, *, per_class: bool = False) -> str:
+    """mAP (%) per tIoU and their average, two decimals; with ``per_class`` one AP row per class."""
+    name_w = max([6] + [len(c) for c in result.ap_per_class] if per_class else [6])
+    head = f"{'tIoU':<{name_w}} " + " ".join(f"{t:>6.2f}" for t in result.tious) + f" {'Avg':>6}"
+
+    def row(name: str, values: list[float]) -> str:
+        cells = " ".join(f"{100 * x:6.2f}" for x in values)
+        return f"{name:<{name_w}} {cells} {100 * float(np.mean(values)):6.2f}"
+
+    lines = [head, row("mAP(%)", result.map_per_tiou)]
+    if per_class:
+        lines.append("-" * len(head))
+        lines += [row(c, aps) for c, aps in result.ap_per_class.items()]
+    lines.append(f"{result.n_videos} videos, {result.n_ground_truth} ground-truth segments, "
+                 f"{result.n_predictions} predictions ({result.n_ignored_predictions} on other videos ignored, "
+                 f"{result.n_dropped_ambiguous} dropped as ambiguous)")
+    if result.excluded_classes:
+        lines.append(f"excluded (no ground truth here): {', '.join(result.excluded_classes)}")
+    return "\n".join(lines)

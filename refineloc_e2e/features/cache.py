@@ -1,0 +1,231 @@
+"""The feature cache: ``<dir>/<video_id>.npy`` (float32 [n_snippets, dim]) + ``<dir>/<video_id>.json`` (metadata).
+
+A cache entry describes itself: the JSON records the source video's identity (resolved path, size, mtime,
+sha256), every setting that changes the numbers (hashed into ``settings_hash``), each stream's weights
+and how they were initialised, the time base (fps, snippet_frames) and the array's shape and sha256.
+
+Write order: the ``.npy`` first, then the ``.json``, each atomically (temp file + rename). The JSON is the
+commit marker: an entry is only valid when the JSON exists, its format version is current and the array's
+shape and checksum agree with it. A killed writer can leave at most a stale pair, never half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refineloc_e2e import __version__
+from refineloc_e2e.errors import CacheError
+from refineloc_e2e.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps, sha256_file
+
+FORMAT_VERSION = 1
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._\-]+")
+
+
+def feature_paths(features_dir: str | Path, video_id: str) -> tuple[Path, Path]:
+    d = Path(features_dir)
+    return d / f"{video_id}.npy", d / f"{video_id}.json"
+
+
+def array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def write_features(features_dir: str | Path, video_id: str, array: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    """Atomically write ``array`` (float32 [T, D]) and its metadata; fills n_snippets, dim, format fields.
+
+    Returns the metadata as written."""
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise CacheError(f"{video_id}: features must be 2-D [n_snippets, dim], got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    npy_path, json_path = feature_paths(features_dir, video_id)
+    meta = dict(meta)
+    meta.update(
+        format_version=FORMAT_VERSION,
+        video_id=video_id,
+        n_snippets=int(array.shape[0]),
+        dim=int(array.shape[1]),
+        array_sha256=array_sha256(array),
+    )
+    meta.setdefault("package_version", __version__)
+    atomic_save_npy(npy_path, array)
+    atomic_write_json(json_path, meta)
+    return meta
+
+
+def read_meta(features_dir: str | Path, video_id: str) -> dict[str, Any]:
+    """The metadata of a cache entry; CacheError if missing, unreadable or from another format version."""
+    _, json_path = feature_paths(features_dir, video_id)
+    if not json_path.is_file():
+        raise CacheError(f"{json_path}: no feature metadata (features for '{video_id}' were never extracted "
+                         f"or their extraction did not finish)")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"{json_path}: unreadable feature metadata ({e}); delete it to re-extract") from None
+    if not isinstance(meta, dict):
+        raise CacheError(f"{json_path}: feature metadata is not a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheError(f"{json_path}: feature metadata format {version!r} is not the current format "
+                         f"{FORMAT_VERSION}; re-extract this video")
+    return meta
+
+
+def read_features(features_dir: str | Path, video_id: str, *, verify: bool = True) -> tuple[np.ndarray, dict]:
+    """Load a cache entry: (float32 [n_snippets, dim], metadata). CacheError names the file and the problem."""
+    meta = read_meta(features_dir, video_id)
+    npy_path, json_path = feature_paths(features_dir, video_id)
+    try:
+        array = np.load(npy_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CacheError(f"{npy_path}: feature array missing (metadata {json_path.name} exists); re-extract") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise CacheError(f"{npy_path}: holds pickled Python objects, refused (feature files are plain "
+                             f"float32 arrays; loading pickles could run code); re-extract") from None
+        raise CacheError(f"{npy_path}: truncated or corrupt feature array ({e}); re-extract") from None
+    except (OSError, EOFError) as e:
+        raise CacheError(f"{npy_path}: truncated or corrupt feature array ({e}); re-extract") from None
+    expected = (meta.get("n_snippets"), meta.get("dim"))
+    if array.ndim != 2 or tuple(array.shape) != expected:
+        raise CacheError(f"{npy_path}: shape {tuple(array.shape)} does not match its metadata "
+                         f"[n_snippets, dim] = {list(expected)}; re-extract")
+    if array.dtype != np.float32:
+        raise CacheError(f"{npy_path}: dtype {array.dtype}, expected float32")
+    if verify and meta.get("array_sha256") and array_sha256(array) != meta["array_sha256"]:
+        raise CacheError(f"{npy_path}: content does not match the checksum in {json_path.name}; re-extract")
+    return array, meta
+
+
+def source_identity(path: str | Path, *, with_sha256: bool = True) -> dict[str, Any]:
+    """Identity of a source video: resolved path, size, mtime_ns and (optionally) content sha256."""
+    p = Path(path)
+    st = p.stat()
+    ident: dict[str, Any] = {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if with_sha256:
+        ident["sha256"] = sha256_file(p)
+    return ident
+
+
+def check_entry(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str
+                ) -> tuple[str | None, tuple[np.ndarray, dict[str, Any]] | None]:
+    """``(None, (array, meta))`` if a valid entry exists for this very source content and these settings,
+    else ``(why not, None)``.
+
+    Valid: current format, the array loads with the shape and checksum its metadata records (so a
+    truncated or corrupt ``.npy`` is re-extracted, never skipped), the same ``settings_hash``, and the
+    same source: size and mtime equal -> same content (no re-hash); otherwise the content sha256
+    decides, so a touched but unchanged file is not re-extracted. ``"missing"`` when there is no entry.
+    The loaded entry is handed back so that a caller never reads it twice.
+    """
+    _, json_path = feature_paths(features_dir, video_id)
+    if not json_path.exists():
+        return "missing", None
+    try:
+        array, meta = read_features(features_dir, video_id)
+    except CacheError as e:
+        return f"cached entry unusable: {e}", None
+    if meta.get("settings_hash") != settings_hash:
+        return "cached with other settings", None
+    old = meta.get("source", {})
+    now = source_identity(source, with_sha256=False)
+    if old.get("size") != now["size"]:
+        return "source video changed", None
+    if old.get("mtime_ns") == now["mtime_ns"] or old.get("sha256") == sha256_file(source):
+        return None, (array, meta)
+    return "source video changed", None
+
+
+def entry_problem(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> str | None:
+    """None if a valid entry exists for this very source content and these settings, else why not
+    (see :func:`check_entry`)."""
+    return check_entry(features_dir, video_id, source=source, settings_hash=settings_hash)[0]
+
+
+def is_up_to_date(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> bool:
+    """True if a valid entry exists for this very source content and these settings (see :func:`entry_problem`)."""
+    return entry_problem(features_dir, video_id, source=source, settings_hash=settings_hash) is None
+
+
+def remove_stale_entry_temps(features_dir: str | Path, video_id: str, *, older_than: float) -> list[Path]:
+    """Remove temp files of ``video_id``'s ``.npy``/``.json`` left by killed writers (call under its VideoLock)."""
+    removed = []
+    for path in feature_paths(features_dir, video_id):
+        removed += remove_stale_temps(path, older_than=older_than)
+    return removed
+
+
+def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
+    """video_id = file stem (THUMOS/ActivityNet ids are stems); stems shared by several inputs get a
+    suffix from their resolved folder so two ``clip.mp4`` in different folders never overwrite each other."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in paths:
+        by_stem.setdefault(_SAFE_ID.sub("_", p.stem) or "video", []).append(p)
+    ids: dict[Path, str] = {}
+    for stem, group in by_stem.items():
+        if len(group) == 1:
+            ids[group[0]] = stem
+            continue
+        parents = [str(p.resolve().parent) for p in group]
+        same_folder = len(set(parents)) < len(parents)  # e.g. 'a b.mp4' and 'a_b.mp4' both sanitise to 'a_b'
+        for p, parent in zip(group, parents):
+            key = str(p.resolve()) if same_folder else parent
+            ids[p] = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return ids
+
+
+def owner_conflict(features_dir: str | Path, video_id: str, source: str | Path) -> bool:
+    """True if an existing entry under ``video_id`` was made from a different source file."""
+    try:
+        meta = read_meta(features_dir, video_id)
+    except CacheError:
+        return False
+    old_path = meta.get("source", {}).get("path")
+    return bool(old_path) and old_path != str(Path(source).resolve())
+
+
+def disambiguated_id(video_id: str, source: str | Path) -> str:
+    h = hashlib.sha1(str(Path(source).resolve().parent).encode()).hexdigest()[:8]
+    return f"{video_id}-{h}"
+
+
+@dataclass
+class VideoLock:
+    """An exclusive per-video lock file (``<video_id>.lock``) so concurrent runs compute each video once."""
+
+    path: Path
+    _fd: int | None = None
+
+    @classmethod
+    def for_video(cls, features_dir: str | Path, video_id: str) -> "VideoLock":
+        return cls(Path(features_dir) / ".locks" / f"{video_id}.lock")
+
+    def acquire(self, blocking: bool) -> bool:
+        import fcntl  # POSIX only: imported where used so that the rest of the cache works without it
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl  # POSIX only (see acquire)
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,58 @@
+"""The features a training run reads: every train/test video of a dataset from a feature folder.
+
+The one missing-video policy: a listed video without usable features is an error that names it, unless
+``skip_missing`` (then each is reported and skipped). All videos must share one extraction setting; the
+shared part becomes the ``feature_meta`` a trained head demands of detect's features.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from refineloc_e2e.errors import CacheError, DatasetError
+from refineloc_e2e.features.cache import read_features
+
+
+def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
+                           log: Callable[[str], None] | None = None):
+    """Read the cached features of every train/test video of ``dataset``; returns (features, meta, missing)."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    features, metas, missing = {}, {}, []
+    for vid in sorted(dataset.videos):
+        try:
+            features[vid], metas[vid] = read_features(features_dir, vid)
+        except CacheError as e:
+            missing.append((vid, str(e)))
+    if missing and not skip_missing:
+        listed = ", ".join(v for v, _ in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise DatasetError(f"{features_dir}: {len(missing)} of {len(dataset.videos)} listed videos have no usable "
+                           f"features: {listed}; first: {missing[0][1]} (extract them, or pass --skip-missing)")
+    for _, why in missing:
+        log(f"warning: skipped: {why}")
+    if missing:
+        log(f"warning: skipping {len(missing)} videos without features (--skip-missing)")
+    if not features:
+        raise DatasetError(f"{features_dir}: none of the {len(dataset.videos)} videos of '{dataset.name}' has features")
+    feature_meta = _common_meta(metas, features_dir)
+    return features, feature_meta, missing
+
+
+def _common_meta(metas: dict, features_dir: Path) -> dict:
+    """The feature settings every video shares (what the trained head will demand of detect's features)."""
+    keys = ("dim", "fps", "snippet_frames", "streams", "settings_hash")
+    first_vid = next(iter(metas))
+    first = metas[first_vid]
+    ref = {k: first.get(k) for k in keys}
+    ref_bb = {s: (b or {}).get("weights_id") for s, b in (first.get("backbone") or {}).items()}
+    for vid, m in metas.items():
+        got = {k: m.get(k) for k in keys}
+        bb = {s: (b or {}).get("weights_id") for s, b in (m.get("backbone") or {}).items()}
+        if got != ref or bb != ref_bb:
+            diff = "; ".join(f"{k}: {got[k]!r} vs {ref[k]!r}" for k in keys if got[k] != ref[k])
+            if bb != ref_bb:
+                diff = (diff + "; " if diff else "") + f"backbone {bb} vs {ref_bb}"
+            raise DatasetError(f"{features_dir}: features of '{vid}' were extracted with other settings than those "
+                               f"of '{first_vid}' ({diff}); extract all videos with one setting")
+    return {**ref, "backbone": first.get("backbone") or {}, "decode": first.get("decode"), "flow": first.get("flow")}

@@ -10,7 +10,7 @@ from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.video.flow import flow_config
-from test_pipeline import tiny_cfg, tiny_models, write_moving_video  # noqa: F401  (fixture re-used)
+from conftest import tiny_cfg, write_moving_video
 
 
 def _run(videos, out, cfg, models):

@@ -8,7 +8,6 @@ import pickle
 from pathlib import Path
 
 import click
-import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL_EXTRACT

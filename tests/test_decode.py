@@ -138,10 +138,45 @@ def test_repeated_frames_read_only(tmp_path):
     assert not frames[0].flags.writeable
 
 
-def test_streaming_stops_early(tmp_path):
-    gen = iter_frames(write_video(tmp_path / "v.mkv", n=10))
-    next(gen)
+class _SpyContainer:
+    """Wraps a PyAV container: counts decoded source frames and records whether it was closed."""
+
+    def __init__(self, container):
+        self._c, self.decoded, self.closed = container, 0, False
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.closed = True
+        return self._c.__exit__(*exc)
+
+    def decode(self, *args, **kwargs):
+        for frame in self._c.decode(*args, **kwargs):
+            self.decoded += 1
+            yield frame
+
+
+def test_streaming_stops_early(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "v.mkv", n=10)
+    spies = []
+    real_open = av.open
+
+    def spy_open(*args, **kwargs):
+        spies.append(_SpyContainer(real_open(*args, **kwargs)))
+        return spies[-1]
+
+    monkeypatch.setattr(av, "open", spy_open)
+    gen = iter_frames(path)
+    first = next(gen)
+    assert first.ndim == 3 and len(spies) == 1
     gen.close()  # closes the container without decoding the rest
+    assert spies[0].closed
+    assert spies[0].decoded <= 2  # one frame out needs at most the next source frame to place it in time
+    assert len(list(iter_frames(path))) == 10  # the same file decodes fully when read to the end
 
 
 @pytest.mark.real

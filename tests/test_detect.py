@@ -16,7 +16,14 @@ META = {"dim": 2048, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow
 
 
 def test_compatible_features_pass():
-    check_compatible(META, dict(META), model_name="m.pt", feature_name="v.npy")
+    assert check_compatible(META, dict(META), model_name="m.pt", feature_name="v.npy") is None
+    # keys one side does not record are not compared (e.g. imported features have no settings hash)
+    partial = {k: v for k, v in META.items() if k != "settings_hash"}
+    assert check_compatible(META, partial, model_name="m.pt", feature_name="v.npy") is None
+    # but any recorded difference is refused, one key at a time
+    for key, value in (("dim", 1), ("fps", 30.0), ("snippet_frames", 8), ("streams", ["rgb"])):
+        with pytest.raises(ModelMismatchError, match=f"{key}: model"):
+            check_compatible(META, dict(META, **{key: value}), model_name="m.pt", feature_name="v.npy")
 
 
 def test_mismatch_names_both_sides():

@@ -92,10 +92,16 @@ def test_iter_flow_one_and_zero_frames():
 def test_iter_flow_use_initial_flow_runs():
     a, b = _shifted_pair()
     _, c = _shifted_pair(2 * DX, 2 * DY)  # steady motion: the previous field is a good start
-    fields = list(iter_flow([_rgb(a), _rgb(b), _rgb(c)], flow_config("fast", use_initial_flow=True),
-                            postprocess=False))
+    frames = [_rgb(a), _rgb(b), _rgb(c)]
+    fields = list(iter_flow(frames, flow_config("fast", use_initial_flow=True), postprocess=False))
+    assert len(fields) == 3  # one field per frame, the last repeating the previous one
+    np.testing.assert_array_equal(fields[2], fields[1])
     for field in fields[:2]:
         assert np.median(field[MARGIN:-MARGIN, MARGIN:-MARGIN, 0]) == pytest.approx(DX, abs=0.25)
+    # the second pair starts from the first pair's field, so it differs from a cold start of the same pair
+    cold = list(iter_flow(frames, flow_config("fast"), postprocess=False))
+    np.testing.assert_array_equal(cold[0], fields[0])
+    assert not np.array_equal(cold[1], fields[1])
 
 
 def test_paper_preset_is_opencv_defaults():

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, WeightsError
 from refineloc_e2e.fileio import atomic_save_with, torch_load_untrusted
@@ -30,7 +31,7 @@ CHECKPOINT_FORMAT = "refineloc-e2e-head/1"
 
 @dataclass
 class HeadConfig:
-    feature_dim: int = 2048  # D: per-snippet feature size (I3D rgb|flow = 2 x 1024; paper 3.1)
+    feature_dim: int = 2 * FEATURE_DIM  # D: per-snippet feature size (I3D rgb|flow = 2 x 1024; paper 3.1)
     n_layers: int = 2  # L FC layers per MLP, each hidden width half the previous (paper 4.2: L = 2)
     dropout: float = 0.0  # dropout after each hidden ReLU; 0 = paper / released code (no regularisation)
     # what eq. 2's softmax over time is taken of: "probability" = the foreground probability of eq. 1, as the

@@ -55,6 +55,10 @@ class DecodeWarning(UserWarning):
 
 @dataclass
 class DecodeConfig:
+    """How a video becomes snippets of frames: resampling, resizing, and (applied downstream in
+    ``video/snippets.py``) the crop and snippet length. One group, because together they define the time
+    base and the backbone input that a trained model depends on; the keys (``decode.crop_size``, ...) are
+    part of the CLI and of every feature file's metadata, so they keep their names."""
     fps: float = I3D_FPS  # output frame rate after resampling (I3D convention: 25)
     short_side: int = 256  # the shorter side of every output frame, pixels
     crop_size: int = 224  # centre crop fed to the backbone (applied in snippets.py, not here)

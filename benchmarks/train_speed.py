@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from refineloc_e2e.model.pseudo import class_weights, generate, sample_mask, video_rng
-from refineloc_e2e.training.fit import VideoItem, fit_model, predict_batch, resolve_device
+from refineloc_e2e.device import resolve_device
+from refineloc_e2e.model.inference import predict_batch
+from refineloc_e2e.training.fit import VideoItem, fit_model
 from refineloc_e2e.training.refinement import _holdout_split, load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

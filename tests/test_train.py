@@ -82,8 +82,10 @@ def _cfg(dim=32, epochs=3, n_iterations=2, **train):
 
 def test_shipped_configs_load_with_paper_values():
     th = load_run_config(CONFIGS / "thumos14.yaml")
+    # beta 2: paper supplementary Table 6b (I3D) and the released run; held-out selection (issue 12)
     assert (th.train.lr, th.train.epochs, th.train.lr_decay, th.pseudo.beta, th.pseudo.sample_fraction) == \
-        (1e-3, 50, 0.9, 4.0, 0.8)
+        (1e-3, 50, 0.9, 2.0, 0.8)
+    assert th.select == "wap" and th.postprocess.attention_norm == "none"
     assert (th.postprocess.alpha_attention, th.postprocess.alpha_class, th.postprocess.top_k) == (0.5, 0.35, 2)
     assert (th.pseudo.segment.alpha_attention, th.pseudo.segment.alpha_class) == (0.08, 0.1)
     an = load_run_config(CONFIGS / "activitynet12.yaml")

@@ -21,6 +21,14 @@ def default_run_config(dataset: str) -> Path | None:
     return shipped_config(dataset) if dataset in DATASET_CONFIGS else None
 
 
+def resolve_config_arg(value: str) -> Path:
+    """``--config``: a YAML file, or the name of a shipped config (``thumos14-paper``, ``thumos14-released``, ...)."""
+    path = Path(value)
+    if not path.exists() and path.suffix == "" and shipped_config(value) is not None:
+        return shipped_config(value)
+    return path
+
+
 @click.command()
 @click.option("--dataset", default="thumos14", show_default=True,
               help="thumos14 | activitynet12 (bundled annotations); see --annotations for your own.")
@@ -32,7 +40,8 @@ def default_run_config(dataset: str) -> Path | None:
               help="Folder of the dataset's videos: features are extracted on the fly into --features "
                    "(default ~/.cache/refineloc-e2e/features).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Run config YAML (default: the shipped config of the dataset, refineloc_e2e/configs/<dataset>.yaml).")
+              help="Run config: a YAML file or a shipped config's name (thumos14, thumos14-paper, thumos14-released, "
+                   "activitynet12, activitynet12-paper, activitynet12-released, demo); default: the dataset's.")
 @click.option("--extract-config", type=click.Path(dir_okay=False), default=None,
               help="With --data-root: the extraction config YAML (default: the built-in defaults).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
@@ -49,7 +58,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, extract_co
     spec = annotations or dataset
     ds = load_dataset(spec)
     ds_key = ds.name if annotations is None else "custom"
-    cfg_path = config_path or default_run_config(ds_key)
+    cfg_path = resolve_config_arg(config_path) if config_path else default_run_config(ds_key)
     extra = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
     if cfg_path is None and annotations is None:
         raise ConfigError(f"no config for dataset '{dataset}'; pass --config")

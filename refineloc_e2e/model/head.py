@@ -27,6 +27,7 @@ from refineloc_e2e.fileio import atomic_save_with, torch_load_untrusted
 from refineloc_e2e.model.segments import PostprocessConfig
 
 CHECKPOINT_FORMAT = "refineloc-e2e-head/1"
+VIDEO_LOSSES = ("paper", "released")
 
 
 @dataclass
@@ -39,8 +40,15 @@ class HeadConfig:
     # span at most a factor e and the gradient vanishes once p_fg saturates, so the attention can collapse
     # (conventions.md, "attention level drift"); "logit" keeps a full-range, non-saturating signal.
     attention_time_input: str = "probability"
+    # video-label loss. "paper": cross-entropy of y-hat = sum_t A_time(t) C(t) (paper 3.1-3.2); "released":
+    # -sum_n y_n sum_t A_time(t) log C(t, n), the attention-weighted mean of per-snippet log-probabilities
+    # (released code model.py; an upper bound of "paper" by Jensen, which pushes every attended snippet to be
+    # confidently of the video's class). Both use all labels of a multi-label video (the released code: first only).
+    video_loss: str = "paper"
 
     def validate(self) -> None:
+        if self.video_loss not in VIDEO_LOSSES:
+            raise ConfigError(f"config key 'head.video_loss' must be one of {VIDEO_LOSSES}, got {self.video_loss!r}")
         if self.attention_time_input not in ("probability", "logit"):
             raise ConfigError(f"config key 'head.attention_time_input' must be probability or logit, "
                               f"got {self.attention_time_input!r}")
@@ -141,12 +149,19 @@ def log_video_scores(raw: dict[str, Tensor], mask: Tensor) -> Tensor:
     return torch.logsumexp(log_time.unsqueeze(-1) + log_cas, dim=1)  # (B, N)
 
 
-def video_loss(raw: dict[str, Tensor], mask: Tensor, targets: Tensor) -> Tensor:
+def video_loss(raw: dict[str, Tensor], mask: Tensor, targets: Tensor, form: str = "paper") -> Tensor:
     """Per-video cross-entropy between y-hat and the label distribution. Tensor[B].
 
     ``targets`` Tensor[B, N]: normalised multi-hot (a video with k labels has 1/k on each), so every
-    label of a multi-label video enters the loss.
+    label of a multi-label video enters the loss. ``form`` "released": see ``HeadConfig.video_loss``.
     """
+    if form == "released":
+        log_cas = torch.log_softmax(raw["cas_logits"], dim=-1)  # (B, T, N)
+        time = _log_attention_time(raw, mask).exp()  # (B, T), 0 where padded
+        weighted = torch.einsum("bt,btn->bn", time, log_cas.masked_fill(~mask.unsqueeze(-1), 0.0))  # (B, N)
+        return -(targets * weighted).sum(dim=1)  # (B,)
+    if form != "paper":
+        raise ConfigError(f"video loss form {form!r} is not one of {VIDEO_LOSSES}")
     return -(targets * log_video_scores(raw, mask)).sum(dim=1)  # (B,)
 
 

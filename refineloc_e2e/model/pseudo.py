@@ -7,8 +7,12 @@ foreground label per snippet, ``uint8[T]`` with 0 = background, 1 = foreground:
 2. ``distribution_aware``  - a biased coin whose foreground probability is the foreground fraction of
    the TRAINING set measured from STRONG (temporal) annotations. This breaks the weakly-supervised
    setting; it is a reference baseline only, and runs using it are flagged in their metadata.
-3. ``class_activation``    - foreground iff ``max_n cas[t, n] >= class_threshold``.
-4. ``attention``           - foreground iff the foreground attention passes ``attention_threshold``.
+3. ``class_activation``    - by default (``class_threshold: null``) the released code's path: covered by a
+   segment of the segment-prediction path with ``pseudo.segment``'s class threshold and NO attention filter;
+   with a number, foreground iff ``max_n cas[t, n] >= class_threshold`` (the paper's wording).
+4. ``attention``           - by default (``attention_threshold: null``) the released path: covered by a segment
+   of the segment-prediction path with ``pseudo.segment``'s attention filter (so its ``attention_norm`` and
+   calibration apply) and NO class filter; with a number, the foreground attention >= the threshold.
    The paper thresholds A^time (eq. 2), whose scale depends on T (it sums to 1 over the video), so the
    source is configurable: ``"foreground"`` (default) thresholds ``attention_bf[:, 1]`` (eq. 1, a
    probability, independent of T); ``"time"`` thresholds ``T * attention_time`` (1 = the video's mean).
@@ -21,6 +25,7 @@ Only a sampled fraction S of each video's snippets enters the pseudo-label loss 
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -33,6 +38,8 @@ from refineloc_e2e.timebase import seconds_to_snippet
 
 GENERATORS = ("uniform_random", "distribution_aware", "class_activation", "attention", "segment_prediction")
 ATTENTION_SOURCES = ("foreground", "time")
+CLASS_WEIGHTINGS = ("inverse_frequency", "none", "released_sqrt")
+CALIBRATIONS = ("none", "quantile", "otsu")
 
 
 def _released_code_segment_thresholds() -> PostprocessConfig:
@@ -46,11 +53,26 @@ class PseudoConfig:
     generator: str = "segment_prediction"  # one of GENERATORS (paper 3.2; segment prediction = final model)
     sample_fraction: float = 0.8  # S: fraction of snippets per video in the pseudo loss (paper 4.2: 80%)
     beta: float = 4.0  # weight of the pseudo-label loss in eq. 4 (paper 4.3: beta = 4 best)
-    class_threshold: float = 0.5  # class_activation: fg iff max_n cas >= this (not given in the paper)
-    attention_source: str = "foreground"  # attention: "foreground" = attention_bf[:,1], "time" = T*attention_time
-    attention_threshold: float = 0.5  # attention: fg iff the chosen attention >= this (not given in the paper)
+    class_threshold: float | None = None  # class_activation: None = released path (see module doc); a number:
+    #                                        fg iff max_n cas >= it (paper's wording; value not given)
+    attention_source: str = "foreground"  # attention (numeric threshold): "foreground" = attention_bf[:,1], "time"
+    attention_threshold: float | None = None  # attention: None = released path; a number: fg iff attention >= it
     segment: PostprocessConfig = field(default_factory=_released_code_segment_thresholds)  # segment_prediction
     classes_from_labels: bool = False  # segment_prediction: use the video's weak labels, not top-k of y-hat
+    # weights of the pseudo-label CE over (background, foreground). "inverse_frequency": n / (2 n_c) on the
+    # sampled fit videos (ours; paper 3.2 says "class-weighted" without the formula); "none": 1, 1 (released
+    # ActivityNet run, weighted_psgt_loss 0); "released_sqrt": background 1, foreground sqrt(bg fraction)
+    # (released THUMOS run: BCE pos_weight; <= 1, it DOWN-weights foreground, conventions.md pitfall).
+    class_weighting: str = "inverse_frequency"
+    # where pseudo.segment's attention filter sits. "none": as configured (alpha_attention on the probability,
+    # or attention_norm). "otsu": every iteration, a foreground log-odds threshold is calibrated on the HELD-OUT
+    # training videos' pooled attention (Otsu's between-class-variance split: no prior on the fg fraction;
+    # tracks the ranking, not the drifting level, and no per-video quota); "quantile": the threshold above
+    # which ``calibration_fraction`` of held-out snippets lie. See calibrate.py.
+    calibration: str = "none"
+    calibration_fraction: float = 0.3  # quantile calibration only: target pooled fg fraction
+    # warn when the pseudo foreground fraction leaves [lo, hi] (None: no check). THUMOS'14 truth ~0.25-0.3.
+    fg_fraction_range: list[float] | None = None
 
     def validate(self) -> None:
         if self.generator not in GENERATORS:
@@ -62,6 +84,18 @@ class PseudoConfig:
             raise ConfigError(f"config key 'pseudo.sample_fraction' must be in (0, 1], got {self.sample_fraction}")
         if self.beta < 0:
             raise ConfigError(f"config key 'pseudo.beta' must be >= 0, got {self.beta}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ConfigError(f"config key 'pseudo.class_weighting': {self.class_weighting!r} is not one of "
+                              f"{CLASS_WEIGHTINGS}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"config key 'pseudo.calibration': {self.calibration!r} is not one of {CALIBRATIONS}")
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ConfigError(f"config key 'pseudo.calibration_fraction' must be in (0, 1), "
+                              f"got {self.calibration_fraction}")
+        r = self.fg_fraction_range
+        if r is not None and (len(r) != 2 or not 0.0 <= r[0] <= r[1] <= 1.0):
+            raise ConfigError(f"config key 'pseudo.fg_fraction_range' must be [lo, hi] with 0 <= lo <= hi <= 1, "
+                              f"got {r}")
         self.segment.validate()
 
     @property
@@ -115,13 +149,18 @@ def generate(cfg: PseudoConfig, scores: Mapping[str, np.ndarray], rng: np.random
         if fg_probability is None:
             raise ValueError("distribution_aware needs fg_probability (from strong annotations)")
         return distribution_aware(n, rng, fg_probability)
+    classes = label_indices if cfg.classes_from_labels else None
     if cfg.generator == "class_activation":
+        if cfg.class_threshold is None:  # released: segment path, attention filter off
+            no_att = dataclasses.replace(cfg.segment, attention_norm="none", alpha_attention=1.0)
+            return segment_prediction(scores, no_att, classes)
         return class_activation(scores["cas"], cfg.class_threshold)
     if cfg.generator == "attention":
+        if cfg.attention_threshold is None:  # released: segment path, class filter off
+            return segment_prediction(scores, dataclasses.replace(cfg.segment, alpha_class=0.0), classes)
         return attention(scores["attention_bf"], scores["attention_time"], cfg.attention_threshold,
                          cfg.attention_source)
     if cfg.generator == "segment_prediction":
-        classes = label_indices if cfg.classes_from_labels else None
         return segment_prediction(scores, cfg.segment, classes)
     raise ConfigError(f"config key 'pseudo.generator': {cfg.generator!r} is not one of {GENERATORS}")
 
@@ -141,18 +180,24 @@ def sample_mask(n_snippets: int, fraction: float, rng: np.random.Generator) -> n
     return mask
 
 
-def class_weights(labels: Sequence[np.ndarray], sampled: Sequence[np.ndarray]) -> np.ndarray:
+def class_weights(labels: Sequence[np.ndarray], sampled: Sequence[np.ndarray],
+                  mode: str = "inverse_frequency") -> np.ndarray:
     """float32[2] (background, foreground) weights for the pseudo-label cross-entropy.
 
     Inverse frequency among the SAMPLED pseudo labels, normalised so the mean weight per sampled
     snippet is 1: ``w_c = n / (2 n_c)``. When one class is absent (e.g. an all-background set) both
     weights are 1: the absent class's weight is never used, and nothing is 0, inf or NaN.
+    ``mode`` (``PseudoConfig.class_weighting``): "none" -> [1, 1]; "released_sqrt" -> [1, sqrt(n_bg / n)].
     """
+    if mode not in CLASS_WEIGHTINGS:
+        raise ConfigError(f"class weighting {mode!r} is not one of {CLASS_WEIGHTINGS}")
     n_fg = int(sum(int(lab[s].sum()) for lab, s in zip(labels, sampled)))
     n = int(sum(int(s.sum()) for s in sampled))
     n_bg = n - n_fg
-    if n_fg == 0 or n_bg == 0:
+    if mode == "none" or n_fg == 0 or n_bg == 0:
         return np.ones(2, dtype=np.float32)
+    if mode == "released_sqrt":
+        return np.array([1.0, np.sqrt(n_bg / n)], dtype=np.float32)
     return np.array([n / (2.0 * n_bg), n / (2.0 * n_fg)], dtype=np.float32)
 
 
@@ -196,6 +241,9 @@ def pseudo_stats(labels: Sequence[np.ndarray], sampled: Sequence[np.ndarray],
     if truths is not None:
         tp = int(sum(int((lab.astype(bool) & t.astype(bool)).sum()) for lab, t in zip(labels, truths)))
         n_true = int(sum(int(t.sum()) for t in truths))
-        stats["precision_vs_truth"] = tp / n_fg if n_fg else None
-        stats["recall_vs_truth"] = tp / n_true if n_true else None
+        p = tp / n_fg if n_fg else None
+        r = tp / n_true if n_true else None
+        stats["precision_vs_truth"] = p
+        stats["recall_vs_truth"] = r
+        stats["f1_vs_truth"] = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
     return stats

@@ -22,6 +22,11 @@ from refineloc_e2e.fileio import atomic_save_with
 from refineloc_e2e.timebase import snippet_to_seconds
 
 
+ATTENTION_NORMS = ("none", "minmax", "logodds")
+SEGMENT_SCORES = ("paper", "mean_fg")
+GROUPINGS = ("gap", "dilation")
+
+
 @dataclass
 class PostprocessConfig:
     alpha_attention: float = 0.5  # alpha_A: drop snippets whose BACKGROUND attention > this (paper 4.2)
@@ -32,11 +37,27 @@ class PostprocessConfig:
     # "none": alpha_attention applies to eq. 1's background probability (paper). "minmax": to 1 - the
     # foreground log-odds min-max scaled to [0, 1] within the video (ours: robust to the attention's free
     # absolute level, conventions.md "attention level drift"; needs the log-odds in the saved scores).
+    # "logodds": keep snippets whose foreground log-odds >= ``logodds_threshold`` (alpha_attention unused);
+    # the threshold is calibrated per iteration on held-out training videos (calibrate.py, pseudo labels).
     attention_norm: str = "none"
+    logodds_threshold: float = 0.0  # attention_norm "logodds" only: 0.0 = fg probability 0.5
+    # eq. 3 segment score. "paper": mean(A_time + C_n) + y_n (A_time sums to 1 over the video, so it adds ~1/T);
+    # "mean_fg": mean(C_n) + mean(fg probability A_bf[:, 1]) + y_n (released code, dataset.py).
+    segment_score: str = "paper"
+    # "gap": join kept runs separated by <= max_gap snippets (paper 3.1); "dilation": binary dilation of the
+    # kept mask by one snippet each side, then connected runs (released code: joins gaps <= 2 and grows every
+    # segment by 1 snippet before inflate_snippets; max_gap unused).
+    grouping: str = "gap"
 
     def validate(self) -> None:
-        if self.attention_norm not in ("none", "minmax"):
-            raise ConfigError(f"config key 'attention_norm' must be none or minmax, got {self.attention_norm!r}")
+        if self.attention_norm not in ATTENTION_NORMS:
+            raise ConfigError(f"config key 'attention_norm' must be one of {ATTENTION_NORMS}, "
+                              f"got {self.attention_norm!r}")
+        if self.segment_score not in SEGMENT_SCORES:
+            raise ConfigError(f"config key 'segment_score' must be one of {SEGMENT_SCORES}, "
+                              f"got {self.segment_score!r}")
+        if self.grouping not in GROUPINGS:
+            raise ConfigError(f"config key 'grouping' must be one of {GROUPINGS}, got {self.grouping!r}")
         for key in ("alpha_attention", "alpha_class"):
             v = getattr(self, key)
             if not 0.0 <= v <= 1.0:
@@ -74,16 +95,40 @@ def top_classes(video_scores: np.ndarray, k: int) -> np.ndarray:
 def background_score(attention_bf: np.ndarray, cfg: PostprocessConfig,
                      attention_logodds: np.ndarray | None = None) -> np.ndarray:
     """float[T] compared with ``alpha_attention``: eq. 1's background probability, or (``attention_norm:
-    minmax``) 1 - the foreground log-odds min-max scaled within the video (a constant video scores 0)."""
+    minmax``) 1 - the foreground log-odds min-max scaled within the video (a constant video scores 0).
+    With ``logodds`` use :func:`kept_by_attention` (the comparison is on the log-odds, not on a [0, 1] score)."""
     if cfg.attention_norm == "none":
         return np.asarray(attention_bf)[:, 0]
-    if attention_logodds is None:
-        p = np.clip(np.asarray(attention_bf, dtype=np.float64), 1e-300, None)
-        attention_logodds = np.log(p[:, 1]) - np.log(p[:, 0])
-    lo = np.asarray(attention_logodds, dtype=np.float64)
+    lo = foreground_logodds(attention_bf, attention_logodds)
+    if cfg.attention_norm == "logodds":
+        return -lo  # "background-ness"; kept_by_attention compares it with -logodds_threshold
     span = lo.max() - lo.min()
     fg = (lo - lo.min()) / span if span > 0 else np.ones_like(lo)
     return 1.0 - fg
+
+
+def foreground_logodds(attention_bf: np.ndarray, attention_logodds: np.ndarray | None = None) -> np.ndarray:
+    """float64[T] foreground log-odds A_fg - A_bg (from the saved log-odds, else from eq. 1's probabilities)."""
+    if attention_logodds is None:
+        p = np.clip(np.asarray(attention_bf, dtype=np.float64), 1e-300, None)
+        return np.log(p[:, 1]) - np.log(p[:, 0])
+    return np.asarray(attention_logodds, dtype=np.float64)
+
+
+def kept_by_attention(attention_bf: np.ndarray, cfg: PostprocessConfig,
+                      attention_logodds: np.ndarray | None = None) -> np.ndarray:
+    """bool[T]: snippets that pass the attention filter (step 1 of :func:`predict_segments`)."""
+    if cfg.attention_norm == "logodds":
+        return foreground_logodds(attention_bf, attention_logodds) >= cfg.logodds_threshold
+    return background_score(attention_bf, cfg, attention_logodds) <= cfg.alpha_attention
+
+
+def _dilated_runs(kept: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of the kept mask dilated by one snippet each side (scipy binary_dilation, 3-wide structure)."""
+    grown = kept.copy()
+    grown[1:] |= kept[:-1]
+    grown[:-1] |= kept[1:]
+    return _runs(grown, 0)
 
 
 def predict_segments_from_scores(scores, cfg: PostprocessConfig,
@@ -106,7 +151,8 @@ def predict_segments(cas: np.ndarray, attention_bf: np.ndarray, attention_time: 
     1. drop snippets whose background attention exceeds ``alpha_attention`` (see :func:`background_score`);
     2. for each top-k class n keep the non-dropped snippets with ``cas[t, n] >= alpha_class``;
     3. join kept snippets separated by at most ``max_gap`` non-kept snippets into segments (t1..t2);
-    4. score = mean_{t1<=t<=t2}(attention_time[t] + cas[t, n]) + y-hat[n]  (eq. 3);
+    4. score = mean_{t1<=t<=t2}(attention_time[t] + cas[t, n]) + y-hat[n]  (eq. 3; ``segment_score``
+       "mean_fg": mean(cas[t, n]) + mean(attention_bf[t, 1]) + y-hat[n], released code);
     5. inflate by ``inflate_snippets`` at both ends, clipped to [0, T).
     """
     cas = np.asarray(cas)
@@ -117,14 +163,18 @@ def predict_segments(cas: np.ndarray, attention_bf: np.ndarray, attention_time: 
     if attention_bf.shape != (T, 2) or attention_time.shape != (T,) or video_scores.shape != (N,):
         raise ValueError(f"score shapes disagree: cas {cas.shape}, attention_bf {attention_bf.shape}, "
                          f"attention_time {attention_time.shape}, video_scores {video_scores.shape}")
-    not_dropped = background_score(attention_bf, cfg, attention_logodds) <= cfg.alpha_attention  # (T,)
+    not_dropped = kept_by_attention(attention_bf, cfg, attention_logodds)  # (T,)
     classes = top_classes(video_scores, cfg.top_k) if class_indices is None else np.asarray(class_indices)
     out: list[SnippetSegment] = []
     for n in classes:
         n = int(n)
         kept = not_dropped & (cas[:, n] >= cfg.alpha_class)  # (T,)
-        for t1, t2 in _runs(kept, cfg.max_gap):
-            score = float(np.mean(attention_time[t1:t2] + cas[t1:t2, n]) + video_scores[n])
+        runs = _dilated_runs(kept) if cfg.grouping == "dilation" else _runs(kept, cfg.max_gap)
+        for t1, t2 in runs:
+            if cfg.segment_score == "mean_fg":
+                score = float(np.mean(cas[t1:t2, n]) + np.mean(attention_bf[t1:t2, 1]) + video_scores[n])
+            else:
+                score = float(np.mean(attention_time[t1:t2] + cas[t1:t2, n]) + video_scores[n])
             start = max(0, t1 - cfg.inflate_snippets)
             end = min(T, t2 + cfg.inflate_snippets)
             out.append(SnippetSegment(n, start, end, score))

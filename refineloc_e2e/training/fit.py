@@ -31,13 +31,17 @@ class TrainConfig:
     holdout_fraction: float = 0.1  # part of the TRAINING videos held out for epoch selection / LR decay
     seed: int = 0  # everything random derives from (seed, iteration, ...): runs repeat bitwise on CPU
     n_iterations: int = 3  # refinement iterations after iteration 0 (paper 4.3: best at eta = 3)
+    # stop an iteration after this many epochs without a lower held-out loss (0 = off: run all ``epochs``).
+    # The kept epoch is the same lowest-held-out-loss epoch; only epochs after it that cannot win are skipped.
+    early_stop_patience: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
 
     def validate(self) -> None:
         checks = [("lr", self.lr > 0), ("weight_decay", self.weight_decay >= 0),
                   ("batch_size", self.batch_size >= 1), ("epochs", self.epochs >= 1),
                   ("lr_decay", 0 < self.lr_decay <= 1), ("plateau_patience", self.plateau_patience >= 0),
-                  ("holdout_fraction", 0 <= self.holdout_fraction < 1), ("n_iterations", self.n_iterations >= 0)]
+                  ("holdout_fraction", 0 <= self.holdout_fraction < 1), ("n_iterations", self.n_iterations >= 0),
+                  ("early_stop_patience", self.early_stop_patience >= 0)]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"config key 'train.{key}' has an invalid value {getattr(self, key)!r}")
@@ -85,14 +89,14 @@ def collate(items: list[VideoItem], n_classes: int, device: torch.device) -> Bat
     return Batch(features.to(device), mask.to(device), targets.to(device), pseudo.to(device), sampled.to(device))
 
 
-def eq4_loss(raw: dict[str, Tensor], batch: Batch, class_weights: Tensor | None, beta: float
-             ) -> tuple[Tensor, Tensor, Tensor]:
+def eq4_loss(raw: dict[str, Tensor], batch: Batch, class_weights: Tensor | None, beta: float,
+             video_loss_form: str = "paper") -> tuple[Tensor, Tensor, Tensor]:
     """Per-video eq. 4: (total, video part, pseudo part), each Tensor[B].
 
     pseudo part = sum over sampled valid snippets of w[g_t] * CE(attention_bf_t, g_t) divided by the
     number of sampled valid snippets of the video (0 when there are none or ``class_weights`` is None).
     """
-    v_loss = video_loss(raw, batch.mask, batch.targets)  # (B,)
+    v_loss = video_loss(raw, batch.mask, batch.targets, video_loss_form)  # (B,)
     if class_weights is None or beta == 0:
         zero = torch.zeros_like(v_loss)
         return v_loss, v_loss, zero
@@ -113,20 +117,33 @@ class FitResult:
     train_losses: list[float] = field(default_factory=list)
     heldout_losses: list[float] = field(default_factory=list)
     lr_final: float = 0.0
+    epochs_run: int = 0
+
+
+EVAL_BATCH_VIDEOS = 128  # videos per forward pass without gradients (held-out loss, scores)
+
+
+def eval_batches(items: list[VideoItem], n_classes: int, device: torch.device,
+                 batch_size: int = EVAL_BATCH_VIDEOS) -> list[Batch]:
+    """Collate ``items`` once into length-sorted batches (less padding) for repeated evaluation."""
+    order = sorted(range(len(items)), key=lambda i: items[i].features.shape[0])
+    return [collate([items[j] for j in order[i:i + batch_size]], n_classes, device)
+            for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
-def mean_loss(model: WSTALHead, items: list[VideoItem], n_classes: int, device: torch.device,
-              class_weights: Tensor | None, beta: float, batch_size: int) -> tuple[float, float]:
-    """(mean eq.-4 loss, mean video loss) over ``items`` in eval mode."""
+def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes: int, device: torch.device,
+              class_weights: Tensor | None, beta: float, batch_size: int = EVAL_BATCH_VIDEOS) -> tuple[float, float]:
+    """(mean eq.-4 loss, mean video loss) over ``items`` (videos, or batches from :func:`eval_batches`)."""
     model.eval()
-    total, video = 0.0, 0.0
-    for i in range(0, len(items), batch_size):
-        batch = collate(items[i:i + batch_size], n_classes, device)
-        t, v, _ = eq4_loss(model(batch.features, batch.mask), batch, class_weights, beta)
+    batches = items if items and isinstance(items[0], Batch) else eval_batches(items, n_classes, device, batch_size)
+    total, video, n = 0.0, 0.0, 0
+    for batch in batches:
+        t, v, _ = eq4_loss(model(batch.features, batch.mask), batch, class_weights, beta, model.cfg.video_loss)
         total += float(t.sum())
         video += float(v.sum())
-    return total / len(items), video / len(items)
+        n += batch.features.shape[0]
+    return total / n, video / n
 
 
 def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n_classes: int,
@@ -148,13 +165,14 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
         best_state, best = None, (float("inf"), None, None, -1)  # (loss, loss, video loss, epoch)
         result = FitResult(model=model, best_epoch=-1, best_heldout_loss=None, best_heldout_video_loss=None)
         bar = tqdm(range(cfg.epochs), desc=f"iteration {iteration}", disable=not progress, leave=False)
+        held_batches = eval_batches(heldout_items, n_classes, device) if heldout_items else []  # collated once
         for epoch in bar:
             model.train()
             order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(len(train_items))
             running = 0.0
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
-                loss, _, _ = eq4_loss(model(batch.features, batch.mask), batch, weights, beta)
+                loss, _, _ = eq4_loss(model(batch.features, batch.mask), batch, weights, beta, head_cfg.video_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 opt.step()
@@ -162,8 +180,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             train_loss = running / len(train_items)
             result.train_losses.append(train_loss)
             if heldout_items:
-                h_loss, h_video = mean_loss(model, heldout_items, n_classes, device, weights, beta,
-                                            cfg.batch_size)
+                h_loss, h_video = mean_loss(model, held_batches, n_classes, device, weights, beta)
                 result.heldout_losses.append(h_loss)
                 watched = h_loss
             else:
@@ -174,6 +191,9 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
                 best = (watched, h_loss, h_video, epoch)
                 best_state = copy.deepcopy(model.state_dict())  # a copy, never the live weights
             bar.set_postfix(train=f"{train_loss:.4f}", heldout="-" if h_loss is None else f"{h_loss:.4f}")
+            result.epochs_run = epoch + 1
+            if cfg.early_stop_patience and h_loss is not None and epoch - best[3] >= cfg.early_stop_patience:
+                break
         model.load_state_dict(best_state)
         model.eval()
         result.best_epoch = best[3]

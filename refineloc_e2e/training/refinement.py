@@ -14,6 +14,7 @@ are always computed from the saved checkpoint, a resumed run equals an uninterru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -36,9 +37,10 @@ from refineloc_e2e.model.pseudo import class_weights as pseudo_class_weights
 from refineloc_e2e.device import resolve_device
 from refineloc_e2e.evaluation.metrics import evaluate
 from refineloc_e2e.model.inference import predict_batch
-from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model
+from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, weak_label_map
+from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
 
-SELECT_MODES = ("fixed", "val_loss")
+SELECT_MODES = ("fixed", "val_loss", "wap", "wap_dup")
 
 
 @dataclass
@@ -48,7 +50,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)  # detection thresholds
-    select: str = "fixed"  # "fixed": model.pt = iteration select_iteration; "val_loss": lowest held-out video loss
+    # which iteration becomes model.pt. "fixed": select_iteration; "val_loss": lowest held-out video loss
+    # (measures classification); "wap" / "wap_dup": highest weak-label detection mAP on the held-out training
+    # videos (calibrate.weak_label_map; a localisation proxy using only video labels), ties -> the earlier
+    # iteration, so the saved model never scores below iteration 0 on it.
+    select: str = "fixed"
     select_iteration: int = 3  # paper 4.3: best after eta = 3 on both datasets
     eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluate.default_tious)
 
@@ -148,28 +154,75 @@ def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_me
 
 
 def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration: int, device,
-                   fg_probability: float | None) -> None:
-    """Fill ``item.pseudo`` / ``item.sampled`` from the previous model (training videos only)."""
-    scores = predict_batch(prev_head, [it.features for it in items], device, cfg.train.batch_size)
+                   fg_probability: float | None, held_ids: set[str] | None = None) -> dict:
+    """Fill ``item.pseudo`` / ``item.sampled`` from the previous model (training videos only).
+
+    One batched forward pass over all training videos; the pseudo.segment attention threshold is first
+    calibrated on the held-out part (``pseudo.calibration``). Returns the calibration info."""
+    scores = predict_batch(prev_head, [it.features for it in items], device, EVAL_BATCH_VIDEOS)
+    held = [s for it, s in zip(items, scores) if held_ids and it.video_id in held_ids]
+    segment, info = calibrate_segment(cfg.pseudo.segment, held, cfg.pseudo.calibration,
+                                      cfg.pseudo.calibration_fraction)
+    pcfg = dataclasses.replace(cfg.pseudo, segment=segment)
     for it, s in zip(items, scores):
         rng = video_rng(cfg.train.seed, iteration, it.video_id)
-        it.pseudo = generate(cfg.pseudo, s, rng, fg_probability=fg_probability, label_indices=it.label_indices)
+        it.pseudo = generate(pcfg, s, rng, fg_probability=fg_probability, label_indices=it.label_indices)
         it.sampled = sample_mask(len(it.pseudo), cfg.pseudo.sample_fraction, rng)
+    return info
 
 
-def format_iteration_table(iterations: list[dict]) -> str:
-    """One row per iteration: test mAP (%) per tIoU + average, held-out loss, pseudo-fg fraction."""
+def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes: int, device) -> dict:
+    """Weak-label detection mAP (both forms) and detection count on the held-out training videos."""
+    if not held_items:
+        return {"wap": None, "wap_dup": None, "n_detections": None}
+    scores = predict_batch(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
+    labels = [it.label_indices for it in held_items]
+    wap, n_dets = weak_label_map(scores, labels, cfg.postprocess, n_classes)
+    wap_dup, _ = weak_label_map(scores, labels, cfg.postprocess, n_classes, dup=True)
+    return {"wap": wap, "wap_dup": wap_dup, "n_detections": n_dets}
+
+
+def select_iteration(iterations: list[dict], cfg: RunConfig) -> tuple[int, str]:
+    """(iteration saved as model.pt, why) under ``cfg.select``; see RunConfig.select."""
+    if cfg.select == "fixed":
+        return cfg.select_iteration, f"fixed: select_iteration = {cfg.select_iteration}"
+    if cfg.select == "val_loss":
+        losses = [e["heldout_video_loss"] if e["heldout_video_loss"] is not None else e["train_loss"]
+                  for e in iterations]
+        k = int(np.argmin(losses))
+        return k, f"val_loss: lowest held-out video loss {losses[k]:.4f}"
+    values = [(e.get("heldout") or {}).get(cfg.select) for e in iterations]
+    if all(v is None for v in values):  # no held-out videos: nothing to choose on
+        return 0, f"{cfg.select}: no held-out videos, kept iteration 0"
+    best = max(v for v in values if v is not None)
+    k = next(i for i, v in enumerate(values) if v == best)
+    return k, (f"{cfg.select}: highest held-out weak-label detection mAP {100 * best:.2f} "
+               f"(iteration 0: {100 * (values[0] or 0):.2f})")
+
+
+def format_iteration_table(iterations: list[dict], selected: int | None = None) -> str:
+    """One row per iteration: test mAP (%) per tIoU + average, held-out loss and video loss, held-out
+    weak-label detection mAP (wAP, %), kept/run epochs, pseudo-fg fraction and its precision / recall / F1
+    against the strong annotations (reporting only). ``*`` marks the selected iteration."""
     tests = [e.get("test") for e in iterations]
     tious = next((t["tious"] for t in tests if t), [])
-    head = f"{'iter':>4} " + " ".join(f"{t:>6.2f}" for t in tious) + f" {'Avg':>6} {'heldout':>8} {'pseudo-fg':>9}"
+    head = (f"{'iter':>5} " + " ".join(f"{t:>6.2f}" for t in tious) + f" {'Avg':>6} {'heldout':>8} {'h-video':>8}"
+            f" {'h-wAP':>6} {'epoch':>7} {'pseudo-fg':>9} {'P':>5} {'R':>5} {'F1':>5}")
     lines = [head]
+
+    def num(v, fmt, width, scale=1.0):
+        return f"{'-':>{width}}" if v is None else f"{scale * v:{width}{fmt}}"
+
     for e, t in zip(iterations, tests):
         maps = " ".join(f"{100 * m:6.2f}" for m in t["map_per_tiou"]) + f" {100 * t['average_map']:6.2f}" \
             if t else " ".join(f"{'-':>6}" for _ in tious) + f" {'-':>6}"
-        hl = e.get("heldout_loss")
-        fg = (e.get("pseudo") or {}).get("fg_fraction")
-        lines.append(f"{e['iteration']:>4} {maps} {'-' if hl is None else f'{hl:8.4f}':>8} "
-                     f"{'-' if fg is None else f'{fg:9.3f}':>9}")
+        ps = e.get("pseudo") or {}
+        mark = "*" if selected is not None and e["iteration"] == selected else " "
+        epochs = f"{e.get('best_epoch', -1)}/{e.get('epochs_run', len(e.get('train_losses', [])))}"
+        lines.append(f"{mark}{e['iteration']:>4} {maps} {num(e.get('heldout_loss'), '.4f', 8)} "
+                     f"{num(e.get('heldout_video_loss'), '.4f', 8)} {num((e.get('heldout') or {}).get('wap'), '.2f', 6, 100)} "
+                     f"{epochs:>7} {num(ps.get('fg_fraction'), '.3f', 9)} {num(ps.get('precision_vs_truth'), '.2f', 5)} "
+                     f"{num(ps.get('recall_vs_truth'), '.2f', 5)} {num(ps.get('f1_vs_truth'), '.2f', 5)}")
     return "\n".join(lines)
 
 
@@ -240,18 +293,27 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
         weights = None
         if k > 0:
             prev = load_head(run_dir / f"iter_{k - 1}.pt", device=device).model
-            _pseudo_labels(prev, all_items, cfg, k, device, fg_probability)
-            weights = pseudo_class_weights([it.pseudo for it in fit_items], [it.sampled for it in fit_items])
+            calib = _pseudo_labels(prev, all_items, cfg, k, device, fg_probability, set(held_ids))
+            weights = pseudo_class_weights([it.pseudo for it in fit_items], [it.sampled for it in fit_items],
+                                           cfg.pseudo.class_weighting)
             entry["pseudo"] = pseudo_stats([it.pseudo for it in all_items], [it.sampled for it in all_items],
                                            truths)
             entry["pseudo"]["class_weights"] = [float(w) for w in weights]  # from the fit part
+            entry["pseudo"]["calibration"] = calib
+            warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
+            if warn:
+                _log(warn)
         fit = fit_model(fit_items, held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
                         iteration=k, beta=cfg.pseudo.beta if k > 0 else 0.0, class_weights=weights,
                         device=device, progress=progress)
         entry.update({"train_loss": fit.train_losses[fit.best_epoch], "heldout_loss": fit.best_heldout_loss,
                       "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
                       "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
-                      "lr_final": fit.lr_final})
+                      "lr_final": fit.lr_final, "epochs_run": fit.epochs_run})
+        entry["heldout"] = _heldout_proxy(fit.model, held_items, cfg, n_classes, device)
+        if entry["heldout"]["n_detections"] == 0:
+            _log(f"warning: iteration {k}: no detections on the {len(held_items)} held-out training videos "
+                 f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")
         save_head(run_dir / f"iter_{k}.pt", fit.model, class_names=dataset.classes, feature_meta=feature_meta,
                   head_config=cfg.head, postprocess_config=cfg.postprocess,
                   extra={"iteration": k, "best_epoch": fit.best_epoch, "dataset": dataset.name,
@@ -268,17 +330,14 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
                  + (f", pseudo fg {entry['pseudo']['fg_fraction']:.3f}" if k > 0 else ""))
 
     its = metrics["iterations"]
-    if cfg.select == "fixed":
-        selected = cfg.select_iteration
-    else:  # held-out VIDEO loss: the part of eq. 4 that is comparable across iterations
-        losses = [e["heldout_video_loss"] if e["heldout_video_loss"] is not None else e["train_loss"] for e in its]
-        selected = int(np.argmin(losses))
+    selected, why = select_iteration(its, cfg)
     metrics["selected_iteration"] = selected
     metrics["select"] = cfg.select
+    metrics["select_reason"] = why
     atomic_write_bytes(run_dir / "model.pt", (run_dir / f"iter_{selected}.pt").read_bytes())
     atomic_write_json(run_dir / "metrics.json", metrics)
-    table = format_iteration_table(its)
+    table = format_iteration_table(its, selected)
     print(table)
-    print(f"selected iteration {selected} ({cfg.select}) -> {run_dir / 'model.pt'}")
+    print(f"selected iteration {selected} ({why}) -> {run_dir / 'model.pt'}")
     return TrainResult(run_dir=run_dir, metrics=metrics, selected_iteration=selected,
                        model_path=run_dir / "model.pt", table=table)

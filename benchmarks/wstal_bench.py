@@ -1,0 +1,196 @@
+"""A generated weakly-supervised localisation benchmark, harder than the demo's, on disk like real data.
+
+``write_benchmark(out_dir, spec)`` writes ``out_dir/features/<video_id>.{npy,json}`` in the project's feature
+cache format (features.write_features: float32 [T, 2048], fps 25, 16-frame snippets, [rgb | flow]) and
+``out_dir/annotations.json`` (ActivityNet "database" JSON, training / validation subsets). Training then
+runs through ``datasets.load_dataset`` + ``train.run_training(features=<dir>)``, the same path as
+``refineloc-e2e train --annotations ... --features ...``.
+
+What makes it hard (each can be turned down in :class:`BenchSpec`):
+- long untrimmed videos (``min_snippets``..``max_snippets``), 2-5 action instances, ~25-35% foreground;
+- 25% of videos hold two classes;
+- class context outside the actions: every snippet of a video of class c carries a "scene" direction of c
+  (``context``), so the video label is predictable from background and a classifier-only model smears
+  detections over the whole video;
+- background "motion" bursts: short spans outside actions carry a generic action-like direction shared by all
+  classes (``distractor``), plus a weak copy of another class's direction, so attention cannot key on
+  "something moves";
+- actions ramp in and out (weak at their boundaries);
+- per-video offsets and temporally correlated (AR(1)) noise larger than the per-snippet signal, so a
+  linear probe on single snippets does not separate foreground from background (``--check-probe``).
+
+    python benchmarks/wstal_bench.py OUT_DIR [--train 90 --test 60] [--check-probe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from refineloc_e2e.features.cache import write_features  # noqa: E402
+from refineloc_e2e.fileio import atomic_write_json  # noqa: E402
+
+FPS = 25.0
+SNIPPET_FRAMES = 16
+
+
+@dataclass
+class BenchSpec:
+    n_train: int = 80
+    n_test: int = 50
+    n_classes: int = 10
+    dim: int = 2048
+    min_snippets: int = 60
+    max_snippets: int = 120
+    action: float = 1.0  # norm of the class action direction at the middle of an instance
+    shared: float = 0.8  # norm of the generic "action" direction shared by all classes inside actions
+    context: float = 0.8  # norm of the class scene direction on EVERY snippet of a video of that class
+    distractor: float = 0.7  # norm of the shared direction in background motion bursts
+    noise: float = 0.12  # per-dimension std of the AR(1) noise: its projection on any signal direction is as
+    #                     a sizeable fraction of the signals (single snippets are often ambiguous)
+    noise_rho: float = 0.6  # AR(1) correlation of the noise between neighbouring snippets
+    seed: int = 0
+
+
+def class_names(n: int) -> list[str]:
+    return [f"Action{i:02d}" for i in range(n)]
+
+
+def _unit(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
+    v = rng.normal(size=(k, d))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _instances(rng: np.random.Generator, T: int, labels: list[int]) -> list[tuple[int, int, int]]:
+    """2-5 non-overlapping [start, end) snippet spans, each of one of ``labels``, ~25-35% of T."""
+    n = int(rng.integers(2, 6))
+    target = rng.uniform(0.22, 0.36) * T
+    lengths = rng.dirichlet(np.ones(n) * 3) * target
+    lengths = np.maximum(3, np.round(lengths)).astype(int)
+    gaps = rng.dirichlet(np.ones(n + 1)) * (T - lengths.sum())
+    out, t = [], 0.0
+    for i in range(n):
+        t += gaps[i]
+        s = int(round(t))
+        e = min(T, s + int(lengths[i]))
+        lab = labels[i % len(labels)] if i < len(labels) else labels[int(rng.integers(len(labels)))]
+        out.append((s, e, lab))
+        t = e
+    return out
+
+
+def make_video(rng: np.random.Generator, spec: BenchSpec, dirs: dict, labels: list[int]
+               ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    T = int(rng.integers(spec.min_snippets, spec.max_snippets + 1))
+    d = spec.dim
+    inst = _instances(rng, T, labels)
+    x = np.zeros((T, d), dtype=np.float64)
+    x += 0.8 * _unit(rng, 1, d)  # per-video offset (camera, lighting)
+    scene_mix = rng.dirichlet(np.ones(len(dirs["scene"])))
+    x += 0.6 * (scene_mix @ dirs["scene"])  # generic background scene
+    for c in labels:
+        x += spec.context / np.sqrt(len(labels)) * dirs["context"][c]  # class context everywhere
+    fg = np.zeros(T, dtype=bool)
+    for s, e, c in inst:
+        L = e - s
+        ramp = np.minimum(1.0, np.minimum(np.arange(1, L + 1), np.arange(L, 0, -1)) / 2.0)  # weak at edges
+        x[s:e] += ramp[:, None] * (spec.action * dirs["action"][c] + spec.shared * dirs["shared"])
+        fg[s:e] = True
+    n_bursts = int(rng.integers(1, 4))  # background motion: shared direction + weak other class
+    for _ in range(n_bursts):
+        L = int(rng.integers(2, 6))
+        s = int(rng.integers(0, max(1, T - L)))
+        if fg[s:s + L].any():
+            continue
+        other = int(rng.integers(spec.n_classes))
+        x[s:s + L] += spec.distractor * dirs["shared"] + 0.4 * spec.action * dirs["action"][other]
+    eps = rng.normal(size=(T, d)) * spec.noise
+    noise = np.empty_like(eps)
+    noise[0] = eps[0]
+    for t in range(1, T):
+        noise[t] = spec.noise_rho * noise[t - 1] + np.sqrt(1 - spec.noise_rho ** 2) * eps[t]
+    x += noise
+    return x.astype(np.float32), inst
+
+
+def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
+    """Write features + annotations (deterministic given ``spec``); returns the annotations path."""
+    out_dir = Path(out_dir)
+    feat_dir = out_dir / "features"
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    d = spec.dim
+    dirs = {"action": _unit(rng, spec.n_classes, d), "context": _unit(rng, spec.n_classes, d),
+            "scene": _unit(rng, 6, d), "shared": _unit(rng, 1, d)[0]}
+    names = class_names(spec.n_classes)
+    database = {}
+    meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both", "settings_hash": f"wstal_bench-{spec}",
+            "layout": "[rgb | flow] (generated: no real streams)", "generated_by": "benchmarks/wstal_bench.py"}
+    for subset, count in (("training", spec.n_train), ("validation", spec.n_test)):
+        for i in range(count):
+            vid = f"bench_{subset}_{i:04d}"
+            first = int(rng.integers(spec.n_classes))
+            labels = [first]
+            if rng.random() < 0.25:
+                labels.append(int((first + rng.integers(1, spec.n_classes)) % spec.n_classes))
+            x, inst = make_video(rng, spec, dirs, labels)
+            write_features(feat_dir, vid, x, meta)
+            dur = x.shape[0] * SNIPPET_FRAMES / FPS
+            database[vid] = {"subset": subset, "duration": dur, "fps": FPS,
+                             "annotations": [{"label": names[c], "segment": [s * SNIPPET_FRAMES / FPS,
+                                                                             e * SNIPPET_FRAMES / FPS]}
+                                             for s, e, c in inst]}
+    ann = out_dir / "annotations.json"
+    atomic_write_json(ann, {"name": "wstal_bench", "version": f"benchmarks/wstal_bench.py {spec}",
+                            "taxonomy": names, "database": database})
+    return ann
+
+
+def probe_accuracy(out_dir: Path) -> float:
+    """Held-out accuracy of a least-squares linear fg/bg probe on single snippets (uses STRONG labels)."""
+    import json
+    from refineloc_e2e.features.cache import read_features
+    doc = json.loads((out_dir / "annotations.json").read_text())
+    X, y, split = [], [], []
+    for vid, e in doc["database"].items():
+        f, _ = read_features(out_dir / "features", vid)
+        lab = np.zeros(len(f))
+        for a in e["annotations"]:
+            s, t = (int(round(v * FPS / SNIPPET_FRAMES)) for v in a["segment"])
+            lab[s:t] = 1
+        X.append(f), y.append(lab), split.append(np.full(len(f), e["subset"] == "training"))
+    X, y, tr = np.concatenate(X), np.concatenate(y), np.concatenate(split)
+    A = np.hstack([X, np.ones((len(X), 1))])
+    w = np.linalg.lstsq(A[tr].T @ A[tr] + 10.0 * np.eye(A.shape[1]), A[tr].T @ (2 * y[tr] - 1), rcond=None)[0]
+    pred = (A[~tr] @ w) > 0
+    return float(np.mean(pred == (y[~tr] > 0))), float(np.mean(y[~tr]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("--train", type=int, default=BenchSpec.n_train)
+    ap.add_argument("--test", type=int, default=BenchSpec.n_test)
+    ap.add_argument("--min-snippets", type=int, default=BenchSpec.min_snippets)
+    ap.add_argument("--max-snippets", type=int, default=BenchSpec.max_snippets)
+    ap.add_argument("--classes", type=int, default=BenchSpec.n_classes)
+    ap.add_argument("--check-probe", action="store_true", help="fit a linear fg/bg probe on single snippets")
+    a = ap.parse_args()
+    spec = BenchSpec(n_train=a.train, n_test=a.test, min_snippets=a.min_snippets, max_snippets=a.max_snippets,
+                     n_classes=a.classes)
+    ann = write_benchmark(a.out_dir, spec)
+    print(f"wrote {ann}")
+    if a.check_probe:
+        acc, base = probe_accuracy(Path(a.out_dir))
+        print(f"linear fg/bg probe on single snippets (strong labels): test accuracy {acc:.3f} "
+              f"(all-background guess {1 - base:.3f})")
+
+
+if __name__ == "__main__":
+    main()

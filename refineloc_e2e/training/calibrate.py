@@ -1,0 +1,129 @@
+"""What refinement may legitimately look at between iterations: the held-out TRAINING videos.
+
+Weak supervision gives the held-out videos' class labels and nothing temporal. This module turns that
+into three things :mod:`train` uses every iteration:
+
+- :func:`calibrate_segment`: the pseudo-label attention threshold, calibrated on the held-out videos'
+  pooled foreground log-odds (``pseudo.calibration``): Otsu's split (no prior) or a quantile (a prior on
+  the foreground fraction). The threshold follows the attention's *ranking* across videos, not its
+  absolute level (which drifts freely: conventions.md "attention level drift"), and sets no per-video quota
+  (a video without confident foreground gets none).
+- :func:`weak_label_map`: a localisation proxy for choosing the saved iteration: the detections on
+  held-out videos, scored as if each video's weak labels were its only ground truth (a detection of a
+  labelled class is a hit, of any other class a false alarm), mean AP over classes. ``dup`` counts a
+  second detection of the same (video, class) as a false alarm (penalises fragmented segments).
+- :func:`fraction_warning`: the text of a warning when the pseudo foreground fraction leaves a range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from refineloc_e2e.model.segments import PostprocessConfig, foreground_logodds, predict_segments_from_scores
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` float[M]: maximises the between-class variance of the split.
+
+    The range is clipped to the 0.5-99.5 percentiles first so a few saturated log-odds do not squeeze
+    the histogram. A constant input returns that constant.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("otsu_threshold needs at least one value")
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    if hi <= lo:
+        return float(lo)
+    hist, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)  # (bins,) counts at or below each bin
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2  # (bins,)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def calibrate_segment(segment: PostprocessConfig, heldout_scores: Sequence[Mapping[str, np.ndarray]],
+                      method: str, fraction: float = 0.3) -> tuple[PostprocessConfig, dict]:
+    """``segment`` with its attention filter replaced by a calibrated foreground log-odds threshold.
+
+    method "none" returns ``segment`` unchanged; "otsu" / "quantile" pool the held-out videos' log-odds.
+    Returns (config, info) where info records the method, threshold and held-out fraction above it.
+    """
+    if method == "none" or not heldout_scores:
+        return segment, {"method": "none" if method == "none" else f"{method} (no held-out videos: not applied)"}
+    lo = np.concatenate([foreground_logodds(s["attention_bf"], s.get("attention_logodds")) for s in heldout_scores])
+    if method == "otsu":
+        thr = otsu_threshold(lo)
+    elif method == "quantile":
+        thr = float(np.quantile(lo, 1.0 - fraction))
+    else:
+        raise ValueError(f"calibration method {method!r} is not one of none, otsu, quantile")
+    cfg = dataclasses.replace(segment, attention_norm="logodds", logodds_threshold=thr)
+    return cfg, {"method": method, "logodds_threshold": thr, "heldout_fraction_above": float(np.mean(lo >= thr))}
+
+
+def _ap(hits: np.ndarray, n_pos: int) -> float:
+    """All-point interpolated AP of a ranked 0/1 hit list against n_pos positives (ActivityNet / VOC)."""
+    if n_pos == 0:
+        return float("nan")
+    if hits.size == 0:
+        return 0.0
+    tp = np.cumsum(hits)
+    prec = tp / np.arange(1, hits.size + 1)
+    rec = tp / n_pos
+    prec = np.maximum.accumulate(prec[::-1])[::-1]
+    rec_prev = np.concatenate([[0.0], rec[:-1]])
+    return float(np.sum((rec - rec_prev) * prec))
+
+
+def weak_label_map(heldout_scores: Sequence[Mapping[str, np.ndarray]], label_indices: Sequence[Sequence[int]],
+                   cfg: PostprocessConfig, n_classes: int, *, dup: bool = False) -> tuple[float, int]:
+    """(mean over classes of the weak-label detection AP, number of detections) on held-out videos.
+
+    Each (video, labelled class) is one positive; a detection of class n in a video labelled n is a hit
+    (its first detection only; later ones are ignored, or false alarms with ``dup``), in a video not
+    labelled n a false alarm. Classes without a held-out positive are left out of the mean.
+    """
+    dets: list[list[tuple[float, int]]] = [[] for _ in range(n_classes)]  # per class: (score, hit)
+    n_pos = np.zeros(n_classes, dtype=int)
+    n_dets = 0
+    for s, labels in zip(heldout_scores, label_indices):
+        labels = set(labels)
+        for n in labels:
+            n_pos[n] += 1
+        segs = sorted(predict_segments_from_scores(s, cfg), key=lambda g: -g.score)
+        n_dets += len(segs)
+        seen: set[int] = set()
+        for g in segs:
+            if g.class_index in labels and g.class_index in seen:
+                if dup:
+                    dets[g.class_index].append((g.score, 0))
+                continue
+            hit = int(g.class_index in labels)
+            seen.add(g.class_index)
+            dets[g.class_index].append((g.score, hit))
+    aps = []
+    for n in range(n_classes):
+        if n_pos[n] == 0:
+            continue
+        ranked = sorted(dets[n], key=lambda d: -d[0])
+        aps.append(_ap(np.array([h for _, h in ranked], dtype=float), int(n_pos[n])))
+    return (float(np.mean(aps)) if aps else 0.0), n_dets
+
+
+def fraction_warning(fg_fraction: float, fg_range: Sequence[float] | None, iteration: int) -> str | None:
+    """A warning text when ``fg_fraction`` is outside ``fg_range`` = [lo, hi] (None: no check)."""
+    if fg_range is None:
+        return None
+    lo, hi = fg_range
+    if lo <= fg_fraction <= hi:
+        return None
+    return (f"warning: iteration {iteration}: pseudo-label foreground fraction {fg_fraction:.3f} is outside the "
+            f"expected range [{lo:.2f}, {hi:.2f}] (pseudo.fg_fraction_range): the pseudo labels are "
+            f"{'nearly all background' if fg_fraction < lo else 'nearly all foreground'}")

@@ -33,15 +33,21 @@ inner_iterations`` steps per warp for every pair: no syncs and static shapes (be
 steps than the tolerance needs and a result that is no longer OpenCV's. See
 ``benchmarks/flow_backends.py`` for the measured endpoint error of both modes against OpenCV.
 
-**Known differences from OpenCV** (rounding-level unless said): sums are reduced by torch (pairwise)
-instead of one float accumulator, so a step's error may differ in the last bits and, rarely, a pair stops
-one step earlier or later; OpenCV turns a 2x linear downscale into an area average (same value up to
-rounding); OpenCV's object remembers a pyramid cut short by a small frame for later calls (a bug not
-copied). OpenCV accepts only 3 or 5 as a float median size; here any odd size works.
+**Known differences from OpenCV** (rounding-level unless said; they are why the endpoint error against
+OpenCV is small but not zero): sums are reduced by torch (pairwise) instead of one float accumulator, so a
+step's error may differ in the last bits and, rarely, a pair stops one step earlier or later; some sums
+are associated differently to save memory passes (the residual, the divergence's first column); the
+dual step's norm is ``sqrt(x*x + y*y)`` in float instead of a double ``hypot``; the thresholding is
+written as ``clamp(-rho / |grad|^2, -l_t, l_t)``, which equals OpenCV's three cases except where
+``0 < |grad|^2 <= FLT_EPSILON`` and ``|rho| <= l_t * |grad|^2`` (a change of at most ``l_t * 3.5e-4`` px
+per step there); OpenCV turns a 2x linear downscale into an area average (same value up to rounding);
+OpenCV's object remembers a pyramid cut short by a small frame for later calls (a bug not copied).
+OpenCV accepts only 3 or 5 as a float median size; here any odd size works.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +61,6 @@ if TYPE_CHECKING:
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
 _MIN_LEVEL_SIDE = 16  # a pyramid level with a side below this is not built
-_FLT_EPSILON = float(np.finfo(np.float32).eps)
 Tensor = torch.Tensor
 
 
@@ -132,13 +137,56 @@ def remap_cubic(img: Tensor, u1: Tensor, u2: Tensor) -> Tensor:
     return out  # [n, C, H, W]
 
 
+def _batcher_pairs(n: int) -> list[tuple[int, int]]:
+    """Compare-exchange pairs (low index gets the min) of Batcher's odd-even merge sort for ``n = 2**k``."""
+    pairs, p = [], 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+@functools.lru_cache(maxsize=None)
+def _median_network(m: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """A selection network for the median of ``m`` values: Batcher's sorting network padded to a power of
+    two (the padding values are +inf and never move, so their comparators drop out), then pruned backwards
+    to the comparators the middle output depends on; each keeps a flag per output (min, max) that is read."""
+    n = 1 << (m - 1).bit_length()
+    net = [(a, b) for a, b in _batcher_pairs(n) if b < m]
+    need, kept = {m // 2}, []
+    for a, b in reversed(net):
+        if a in need or b in need:
+            kept.append((a, b, a in need, b in need))
+            need |= {a, b}
+    return tuple(reversed(kept))
+
+
 def median_blur(x: Tensor, k: int) -> Tensor:
-    """``cv2.medianBlur(x, k)`` per channel of float ``x[n, C, H, W]`` (replicated border), odd ``k``."""
+    """``cv2.medianBlur(x, k)`` per channel of float ``x[n, C, H, W]`` (replicated border), odd ``k``.
+
+    Exact (a median is a selection, no arithmetic): a min/max network over the k*k shifted views.
+    """
     r = k // 2
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     padded = F.pad(x, (r, r, r, r), mode="replicate")  # [n, C, H+2r, W+2r]
-    win = F.unfold(padded.reshape(n * c, 1, h + 2 * r, w + 2 * r), k)  # [n*C, k*k, H*W]
-    return win.median(dim=1).values.reshape(n, c, h, w)
+    v = [padded[..., dy:dy + h, dx:dx + w].contiguous() for dy in range(k) for dx in range(k)]  # k*k x [n, C, H, W]
+    spare = torch.empty_like(v[0])
+    for a, b, want_min, want_max in _median_network(k * k):
+        if want_min and want_max:
+            torch.minimum(v[a], v[b], out=spare)
+            torch.maximum(v[a], v[b], out=v[b])
+            v[a], spare = spare, v[a]
+        elif want_min:
+            torch.minimum(v[a], v[b], out=v[a])
+        else:
+            torch.maximum(v[a], v[b], out=v[b])
+    return v[(k * k) // 2]
 
 
 def centered_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,20 +198,21 @@ def centered_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def forward_gradient(u: Tensor) -> tuple[Tensor, Tensor]:
     """Forward differences of ``u[n, H, W]``, 0 in the last column (dx) and last row (dy)."""
-    dx = torch.zeros_like(u)
-    dy = torch.zeros_like(u)
+    dx = torch.empty_like(u)
     torch.sub(u[..., 1:], u[..., :-1], out=dx[..., :-1])
+    dx[..., -1] = 0
+    dy = torch.empty_like(u)
     torch.sub(u[..., 1:, :], u[..., :-1, :], out=dy[..., :-1, :])
+    dy[..., -1, :] = 0
     return dx, dy
 
 
 def divergence(v1: Tensor, v2: Tensor) -> Tensor:
     """Backward-difference divergence of ``(v1, v2)[n, H, W]``, values outside the top/left edge = 0."""
-    dx = v1.clone()
-    dx[..., 1:] -= v1[..., :-1]
-    dy = v2.clone()
-    dy[..., 1:, :] -= v2[..., :-1, :]
-    return dx + dy
+    div = v1 + v2
+    div[..., 1:] -= v1[..., :-1]
+    div[..., 1:, :] -= v2[..., :-1, :]
+    return div
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,38 +220,36 @@ def divergence(v1: Tensor, v2: Tensor) -> Tensor:
 
 def _step(state: list[Tensor], const: list[Tensor], cfg: Any, want_error: bool) -> tuple[list[Tensor], Tensor | None]:
     """One inner iteration (thresholding, primal, dual) on ``state = [u1, u2, p11, p12, p21, p22(, u3, p31,
-    p32)]``, each ``[n, H, W]``; returns the new state and, if asked, the summed squared update ``[n]``."""
+    p32)]``, each ``[n, H, W]``; returns the new state (the duals updated in place) and, if asked, the
+    summed squared update ``[n]``."""
     l_t = float(cfg.lambda_ * cfg.theta)
     taut = float(cfg.tau / cfg.theta)
     theta, gamma = float(cfg.theta), float(cfg.gamma)
-    I1wx, I1wy, lt_grad, rho_c, grad_ok, grad_safe = const
-    u1, u2, p11, p12, p21, p22 = state[:6]
-    rho = rho_c + (I1wx * u1 + I1wy * u2)  # [n, H, W]
+    I1wx, I1wy, rho_c, neg_grad = const
+    u = [state[0], state[1]] + ([state[6]] if gamma else [])
+    p = state[2:6] + (state[7:] if gamma else [])
+    rho = I1wx * u[0]
+    rho.addcmul_(I1wy, u[1]).add_(rho_c)  # [n, H, W]: the linearised residual at u
     if gamma:
-        u3, p31, p32 = state[6:]
-        rho = rho + gamma * u3
-    coef = torch.where(grad_ok, -rho / grad_safe, 0.0)  # inside the band |rho| <= l_t * |grad I|^2
-    coef = torch.where(rho > lt_grad, -l_t, coef)
-    coef = torch.where(rho < -lt_grad, l_t, coef)  # [n, H, W]
-    n1 = (u1 + coef * I1wx) + theta * divergence(p11, p12)  # v1 + theta * div p1
-    n2 = (u2 + coef * I1wy) + theta * divergence(p21, p22)
+        rho.add_(u[2], alpha=gamma)
+    # thresholding: v = u + coef * grad I1w, coef = clamp(-rho / |grad I1w|^2, -l_t, l_t)
+    coef = torch.div(rho, neg_grad).clamp_(-l_t, l_t)  # [n, H, W]
+    slopes = [I1wx, I1wy] + ([None] if gamma else [])
+    new_u = []
+    for c, uc, slope in zip(range(len(u)), u, slopes):
+        nu = uc + coef * (slope if slope is not None else gamma)  # v
+        nu.add_(divergence(p[2 * c], p[2 * c + 1]), alpha=theta)  # u = v + theta * div p
+        new_u.append(nu)
     err = None
     if want_error:
-        err = ((n1 - u1).square() + (n2 - u2).square())  # [n, H, W]
-    new = [n1, n2]
-    duals = [(n1, p11, p12), (n2, p21, p22)]
-    if gamma:
-        n3 = (u3 + coef * gamma) + theta * divergence(p31, p32)
-        if want_error:
-            err = err + (n3 - u3).square()
-        duals.append((n3, p31, p32))
-    ps = []
-    for u, pa, pb in duals:
-        ux, uy = forward_gradient(u)
-        ng = 1.0 + taut * torch.hypot(ux, uy)
-        ps += [(pa + taut * ux) / ng, (pb + taut * uy) / ng]
-    new = new + ps[:4] + ([n3] + ps[4:] if gamma else [])
-    return new, (err.sum(dim=(1, 2)) if want_error else None)
+        err = sum((nu - uc).square_() for nu, uc in zip(new_u, u)).sum(dim=(1, 2))  # [n]
+    for c, nu in enumerate(new_u):
+        ux, uy = forward_gradient(nu)
+        ng = (ux * ux).addcmul_(uy, uy).sqrt_().mul_(taut).add_(1.0)  # 1 + taut * |grad u|
+        p[2 * c].add_(ux, alpha=taut).div_(ng)
+        p[2 * c + 1].add_(uy, alpha=taut).div_(ng)
+    new = new_u[:2] + p[:4] + (new_u[2:] + p[4:] if gamma else [])
+    return new, err
 
 
 def _median_uv(state: list[Tensor], k: int) -> list[Tensor]:
@@ -249,13 +296,11 @@ def _solve_scale(I0: Tensor, I1: Tensor, u: list[Tensor], cfg: Any, fixed: bool)
     thr = float(np.float32(cfg.epsilon * cfg.epsilon * h * w))  # on the summed squared update
     stacked = torch.stack([I1, *centered_gradient(I1)], 1)  # [n, 3, H, W]: I1, dI1/dx, dI1/dy
     p = [torch.zeros_like(I0) for _ in range(6 if cfg.gamma else 4)]
-    l_t = float(cfg.lambda_ * cfg.theta)
     for _ in range(cfg.warps):
         I1w, I1wx, I1wy = remap_cubic(stacked, u[0], u[1]).unbind(1)  # each [n, H, W]
         grad = I1wx * I1wx + I1wy * I1wy  # |grad I1(x + u0)|^2
         rho_c = I1w - I1wx * u[0] - I1wy * u[1] - I0
-        grad_ok = grad > _FLT_EPSILON
-        const = [I1wx, I1wy, l_t * grad, rho_c, grad_ok, torch.where(grad_ok, grad, 1.0)]
+        const = [I1wx, I1wy, rho_c, torch.where(grad > 0, -grad, -1.0)]
         state = u[:2] + p[:4] + (u[2:] + p[4:] if cfg.gamma else [])
         state = _iterate_warp(state, const, cfg, thr, fixed)
         u = state[:2] + (state[6:7] if cfg.gamma else [])

@@ -8,7 +8,8 @@ its pairs/s and its EPE against OpenCV.
 
 Sizes: ``256x340`` is the centre 340 columns of the 256-short-side frame (the usual I3D pre-crop size);
 ``224`` is the 224x224 centre crop itself (flow computed on the crop only). Frames come from
-``decode.iter_frames`` (25 fps, shorter side 256) starting at ``--start``.
+``decode.iter_frames`` (25 fps, shorter side 256) starting at ``--start``; pairs of identical frames
+(repeated by the 25 fps resampling) are skipped and counted.
 
     nice -n 10 .venv/bin/python benchmarks/flow_backends.py --pairs 4 [--vtest /path/to/vtest.avi]
 """
@@ -48,12 +49,25 @@ def epe_crop(flow: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.linalg.norm(centre(np.moveaxis(flow - ref, -1, 1), CROP, CROP), axis=1)
 
 
-def gray_pairs(video: str, start: int, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-    frames = list(itertools.islice(iter_frames(video, DecodeConfig()), start, start + n_pairs + 1))
-    if len(frames) < n_pairs + 1:
-        raise SystemExit(f"{video}: only {len(frames)} frames from frame {start}, need {n_pairs + 1}")
-    g = np.stack([to_gray(f) for f in frames])  # [P+1, H, W] uint8
-    return g[:-1], g[1:]
+def gray_pairs(video: str, start: int, n_pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``n_pairs`` consecutive grayscale pairs from frame ``start``, skipping pairs of identical frames
+    (resampling a 10 fps clip such as vtest.avi to 25 fps repeats frames: zero flow, no work for either
+    backend); returns prev, next ``[P, H, W]`` uint8 and the number of pairs skipped."""
+    prev, nxt, skipped, last = [], [], 0, None
+    for frame in itertools.islice(iter_frames(video, DecodeConfig()), start, None):
+        gray = to_gray(frame)  # [H, W]
+        if last is not None:
+            if np.array_equal(gray, last):
+                skipped += 1
+            else:
+                prev.append(last)
+                nxt.append(gray)
+                if len(prev) == n_pairs:
+                    break
+        last = gray
+    if len(prev) < n_pairs:
+        raise SystemExit(f"{video}: only {len(prev)} pairs of distinct frames from frame {start}, need {n_pairs}")
+    return np.stack(prev), np.stack(nxt), skipped
 
 
 def run_opencv(prev, nxt, cfg, threads: int) -> tuple[float, np.ndarray]:
@@ -90,7 +104,9 @@ def main() -> None:
           f"{f'cv2 {all_threads}t':>8}{f'torch {all_threads}t':>9}{'ratio':>7}{'EPE mean':>10}{'median':>8}"
           + (f"{'fixed 1t':>10}{'EPE mean':>10}{'median':>8}" if args.fixed else ""))
     for video in videos:
-        prev_full, next_full = gray_pairs(video, args.start, args.pairs)
+        prev_full, next_full, skipped = gray_pairs(video, args.start, args.pairs)
+        if skipped:
+            print(f"({Path(video).name}: skipped {skipped} pairs of identical frames)")
         for size in args.sizes.split(","):
             h, w = (CROP, CROP) if size == "224" else tuple(int(v) for v in size.split("x"))
             prev = np.ascontiguousarray(centre(prev_full, h, w))

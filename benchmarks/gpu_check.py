@@ -9,7 +9,7 @@ EPE is above the issue's bounds (median 0.05 px, mean 0.2 px). Not reaching the 
 reported, not a failure.
 
     benchmarks/gpu_check.sh                     # on a CUDA machine, < 5 minutes
-    benchmarks/gpu_check.sh --device cpu --size 128x170 --batch-sizes 2 --epe-pairs 2   # the same path on CPU
+    benchmarks/gpu_check.sh --device cpu --threads 1 --size 128x170 --batch-sizes 2 --epe-pairs 2  # same path, CPU
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ def main() -> int:
     ap.add_argument("--size", default="256x340", help="HxW centre window of the 256-short-side frames")
     ap.add_argument("--batch-sizes", default="16,64")
     ap.add_argument("--epe-pairs", type=int, default=8, help="pairs compared with OpenCV (CPU, paper preset)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
     args = ap.parse_args()
     t_start = time.perf_counter()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"FAIL: --device {args.device} but torch {torch.__version__} sees no CUDA device", file=sys.stderr)

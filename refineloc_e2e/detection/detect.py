@@ -75,6 +75,7 @@ def extract_config_from_meta(meta: dict) -> ExtractConfig | None:
         if rgb.startswith(CROSS_MODALITY + ":"):
             data["rgb_weights"] = rgb.split(":", 1)[1]
     flow_meta = dict(meta.get("flow") or {})
+    flow_meta.setdefault("backend", "opencv")  # recorded only since backends exist: before, always OpenCV
     if "region" in flow_meta:
         data["flow_region"] = flow_meta.pop("region")
     margin = flow_meta.pop("region_margin_px", None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from refineloc_e2e import __version__
@@ -127,7 +128,8 @@ def _settings_memo_path(out_dir: Path, cfg: ExtractConfig) -> Path | None:
         if shas[key] is None:
             return None
     key = settings_hash({"config": to_dict(cfg), "weights_sha256": shas, "format_version": FORMAT_VERSION,
-                         "package_version": __version__})
+                         "package_version": __version__,
+                         "cuda": torch.cuda.is_available()})  # device/backend "auto" resolve by it
     return out_dir / ".settings" / f"{key}.json"
 
 

@@ -30,11 +30,13 @@ from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.cache import FORMAT_VERSION, source_identity
 from refineloc_e2e.timebase import snippet_to_seconds
 from refineloc_e2e.video.decode import DecodeConfig, VideoInfo, iter_frames, probe_video
-from refineloc_e2e.video.flow import FlowConfig, to_gray
+from refineloc_e2e.video.flow import FlowConfig, resolve_backend, to_gray
 from refineloc_e2e.video.flow_chunks import REGIONS, ChunkedFlow, FlowPool, flow_window
 from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 
 STREAMS = ("rgb", "flow")
+FLOW_IMPLEMENTATIONS = {"opencv": "cv2.optflow.DualTVL1OpticalFlow",
+                        "torch": "refineloc_e2e.video.tvl1_torch (batched port of OpenCV's DualTVL1OpticalFlow)"}
 # settings that change speed or memory, never the features (not hashed; a model's settings keep them free)
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 
@@ -88,8 +90,12 @@ class FeatureExtractor:
 
     def __init__(self, cfg: ExtractConfig, *, models: dict[str, tuple[torch.nn.Module, dict]] | None = None):
         cfg.validate()
-        self.cfg = cfg
         self.device = resolve_device(cfg.device, key="device")
+        cfg = dataclasses.replace(cfg, flow=resolve_backend(cfg.flow, self.device.type))  # auto -> a backend
+        if cfg.workers > 1 and cfg.flow.backend == "torch" and self.device.type == "cuda":
+            raise ConfigError("config key 'workers': flow worker processes run on the CPU; with the torch flow "
+                              "backend on CUDA use workers=1 (the GPU computes a chunk of pairs at once)")
+        self.cfg = cfg
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"config key 'precision': fp16 needs a CUDA device, got device {self.device}; "
                               f"use fp32 or bf16")
@@ -123,8 +129,16 @@ class FeatureExtractor:
             "precision": self.cfg.precision,
         }
         if "flow" in self.cfg.stream_list:
-            s["flow"] = {**dataclasses.asdict(self.cfg.flow), **self._flow_region()}
+            s["flow"] = {**self._flow_settings(), **self._flow_region()}
         return s
+
+    def _flow_settings(self) -> dict[str, Any]:
+        """The TV-L1 settings as hashed: the OpenCV backend keeps the keys it had before backends existed, so
+        caches and models from earlier versions stay valid."""
+        flow = dataclasses.asdict(self.cfg.flow)
+        if flow["backend"] == "opencv":
+            del flow["backend"], flow["fixed_iterations"]
+        return flow
 
     def _flow_region(self) -> dict[str, Any]:
         return {"region": self.cfg.flow_region,
@@ -217,7 +231,7 @@ class FeatureExtractor:
                     window = flow_window(rgb.shape[0], rgb.shape[1], crop, self.cfg.flow_region,
                                          self.cfg.flow_margin_px)
                     flow = ChunkedFlow(self.cfg.flow, window, source=str(path), chunk_pairs=S,
-                                       pool=self._flow_pool())
+                                       pool=self._flow_pool(), device=self.device)
                 n_frames += 1
                 if "rgb" in streams:
                     add("rgb", [center_crop(rgb, crop)])  # (crop, crop, 3) view
@@ -268,8 +282,8 @@ class FeatureExtractor:
             "backbone": {s: {"architecture": "inception-v1-i3d", "feature": "mean of Mixed_5c over time and space",
                              **self.provenance[s]} for s in self.cfg.stream_list},
             "decode": dataclasses.asdict(dcfg),
-            "flow": ({"method": "tvl1", "implementation": "cv2.optflow.DualTVL1OpticalFlow",
-                      "last_frame": "repeats the previous frame's field", **dataclasses.asdict(self.cfg.flow),
+            "flow": ({"method": "tvl1", "implementation": FLOW_IMPLEMENTATIONS[self.cfg.flow.backend],
+                      "last_frame": "repeats the previous frame's field", **self._flow_settings(),
                       **self._flow_region()}
                      if "flow" in self.cfg.stream_list else None),
             "precision": self.cfg.precision,

@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
+import torch
 
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, RefineLocError
+from refineloc_e2e.video.tvl1_torch import tvl1_flow
 
 _CONTRIB_HINT = ("TV-L1 optical flow needs OpenCV's contrib modules: run `pip uninstall opencv-python "
                  "opencv-python-headless opencv-contrib-python` then `pip install "
@@ -59,6 +61,8 @@ class FlowConfig:
     median_filtering: int = 5  # median filter kernel size applied to the flow (1 = off)
     use_initial_flow: bool = False  # start each pair from the previous pair's flow
     bound: float = 20.0  # clip |flow| to this many pixels, then divide by it -> [-1, 1]
+    backend: str = "auto"  # opencv | torch (video/tvl1_torch.py, a port of OpenCV's) | auto: torch on CUDA, else opencv
+    fixed_iterations: bool = False  # torch only: no epsilon test, every inner/outer iteration runs (GPU option)
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -74,6 +78,11 @@ class FlowConfig:
             raise ConfigError(f"config key 'scale_step': must be in (0, 1), got {self.scale_step!r}")
         if self.gamma < 0:
             raise ConfigError(f"config key 'gamma': must be >= 0, got {self.gamma!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"config key 'backend': expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.fixed_iterations and self.backend == "opencv":
+            raise ConfigError("config key 'fixed_iterations': only the torch backend has it (OpenCV always stops "
+                              "on epsilon); use backend=torch or drop it")
 
     @classmethod
     def config_base(cls, data: Mapping[str, Any], base: FlowConfig | None, prefix: str = "") -> FlowConfig | None:
@@ -87,6 +96,8 @@ class FlowConfig:
             raise ConfigError(f"unknown flow preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
         return dataclasses.replace(FlowConfig(), preset=preset, **PRESETS[preset])
 
+
+BACKENDS = ("auto", "opencv", "torch")
 
 # Parameter sets; a preset is the dataclass defaults with these values replaced.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -172,6 +183,53 @@ def postprocess_flow(raw: np.ndarray, bound: float) -> np.ndarray:
     return np.clip(raw, -b, b).astype(np.float32) / b
 
 
+def resolve_backend(cfg: FlowConfig, device_type: str) -> FlowConfig:
+    """``backend: auto`` made concrete for a device: torch on CUDA (OpenCV's TV-L1 has no GPU path in pip's
+    build), OpenCV on the CPU (it is the published implementation; the torch port is a measured option)."""
+    if cfg.backend != "auto":
+        return cfg
+    return dataclasses.replace(cfg, backend="torch" if device_type == "cuda" else "opencv")
+
+
+class FlowEngine:
+    """Raw TV-L1 fields of consecutive frame pairs with the configured backend, on ``device``.
+
+    ``pairs(grays)``: uint8 ``[n + 1, H, W]`` -> float32 ``[n, H, W, 2]`` pixels (numpy). OpenCV runs the
+    pairs one by one; torch runs them as one batch (``video.tvl1_torch.tvl1_flow``), except with
+    ``use_initial_flow``, which chains each pair to the previous one and so runs them in order.
+    """
+
+    def __init__(self, cfg: FlowConfig, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.cfg = resolve_backend(cfg, self.device.type)
+        self.cfg.validate()
+        self._tvl1 = make_tvl1(self.cfg) if self.cfg.backend == "opencv" else None
+        if self.cfg.backend == "opencv" and self.device.type != "cpu":
+            raise ConfigError(f"flow backend opencv runs on the CPU only, not on {self.device}; use backend=torch")
+
+    def pairs(self, grays: np.ndarray, init_flow: np.ndarray | None = None) -> np.ndarray:
+        n = grays.shape[0] - 1
+        if n < 1:
+            return np.zeros((0, *grays.shape[1:], 2), np.float32)
+        if self._tvl1 is not None:
+            out, raw = [], init_flow
+            for i in range(n):
+                raw = compute_flow(grays[i], grays[i + 1], self._tvl1, raw if self.cfg.use_initial_flow else None)
+                out.append(raw)
+            return np.stack(out)  # [n, H, W, 2]
+        if self.cfg.use_initial_flow:
+            out, raw = [], init_flow
+            for i in range(n):
+                init = None if raw is None else raw[None]
+                raw = tvl1_flow(grays[i:i + 1], grays[i + 1:i + 2], self.cfg, init_flow=init, device=self.device,
+                                fixed_iterations=self.cfg.fixed_iterations)[0].cpu().numpy()
+                out.append(raw)
+            return np.stack(out)  # [n, H, W, 2]
+        fields = tvl1_flow(grays[:-1], grays[1:], self.cfg, device=self.device,
+                           fixed_iterations=self.cfg.fixed_iterations)  # [n, H, W, 2]
+        return fields.cpu().numpy()
+
+
 def last_field(previous: np.ndarray | None, shape_hw: tuple[int, int]) -> np.ndarray:
     """The last frame's field: a copy of the previous pair's field, or zeros ``[H, W, 2]`` for a 1-frame video."""
     if previous is None:  # a single frame: no motion
@@ -186,8 +244,8 @@ def iter_flow(frames_rgb: Iterable[np.ndarray], cfg: FlowConfig | None = None, *
     ``frames_rgb``: uint8 ``[H, W, 3]``. Yields float32 ``[H, W, 2]``: clipped and scaled to ``[-1, 1]``
     (``postprocess=True``) or raw pixels. A 1-frame input gives one zero field; an empty input gives none.
     """
-    cfg = cfg or FlowConfig()
-    tvl1 = make_tvl1(cfg)
+    engine = FlowEngine(cfg or FlowConfig())
+    cfg = engine.cfg
 
     def out(raw: np.ndarray) -> np.ndarray:
         return postprocess_flow(raw, cfg.bound) if postprocess else raw
@@ -199,8 +257,7 @@ def iter_flow(frames_rgb: Iterable[np.ndarray], cfg: FlowConfig | None = None, *
         if prev_gray is not None:
             if gray.shape != prev_gray.shape:
                 raise ValueError(f"iter_flow: frame size changed from {prev_gray.shape} to {gray.shape}")
-            init = field if cfg.use_initial_flow else None
-            field = compute_flow(prev_gray, gray, tvl1, init)  # [H, W, 2]
+            field = engine.pairs(np.stack([prev_gray, gray]), field)[0]  # [H, W, 2]
             yield out(field)
         prev_gray = gray
     if prev_gray is None:

@@ -13,6 +13,9 @@
   frame order, with at most ``max_in_flight`` chunks outstanding (bounded memory). Every chunk is computed by
   the same pure function from the same inputs, so the fields do not depend on ``workers``.
   ``use_initial_flow`` chains the pairs, so it runs with ``workers=1`` only.
+* **Backends.** A chunk's pairs go to ``flow.FlowEngine``: OpenCV pair by pair, or the torch port as one
+  batch of ``chunk_pairs`` pairs on the extractor's device (CUDA: the frames go to the GPU once per chunk and
+  only the crop comes back). Worker processes always run on the CPU.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from refineloc_e2e.errors import ConfigError, RefineLocError
-from refineloc_e2e.video.flow import FlowConfig, compute_flow, cv2_optflow, last_field, make_tvl1, postprocess_flow
+from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_optflow, last_field, postprocess_flow
 
 REGIONS = ("crop", "full")
 
@@ -53,6 +57,10 @@ class FlowWindow:
     def region_of(self, frame: np.ndarray) -> np.ndarray:
         """``[H, W, ...]`` -> the flow region ``[h, w, ...]`` (a view)."""
         return frame[self.top:self.bottom, self.left:self.right]
+
+    def crop_of_fields(self, fields: np.ndarray) -> np.ndarray:
+        """Fields over the region ``[n, h, w, 2]`` -> their centre-crop parts ``[n, crop, crop, 2]`` (a view)."""
+        return fields[:, self.crop_top:self.crop_top + self.crop, self.crop_left:self.crop_left + self.crop]
 
     def crop_of(self, field: np.ndarray) -> np.ndarray:
         """A field over the region ``[h, w, 2]`` -> its centre-crop part ``[crop, crop, 2]`` (a view)."""
@@ -78,21 +86,15 @@ def flow_window(height: int, width: int, crop: int, region: str = "crop", margin
     return FlowWindow(r0, r1, c0, c1, top - r0, left - c0, crop)
 
 
-def flow_chunk(grays: np.ndarray, tvl1, window: FlowWindow, bound: float,
+def flow_chunk(grays: np.ndarray, engine: FlowEngine, window: FlowWindow, bound: float,
                init_flow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fields of consecutive pairs of a chunk: uint8 ``[n + 1, h, w]`` region frames -> float32 ``[n, crop, crop, 2]``.
 
     Returns ``(fields, last_raw)``: fields clipped and scaled to ``[-1, 1]``, and the last pair's raw flow
     ``[h, w, 2]`` over the region (the next chunk's initial flow when ``use_initial_flow``).
     """
-    n = grays.shape[0] - 1
-    out = np.empty((n, window.crop, window.crop, 2), np.float32)  # [n, crop, crop, 2]
-    raw = init_flow
-    for i in range(n):
-        init = raw if tvl1.getUseInitialFlow() else None
-        raw = compute_flow(grays[i], grays[i + 1], tvl1, init)  # [h, w, 2], pixels
-        out[i] = postprocess_flow(window.crop_of(raw), bound)
-    return out, raw
+    raw = engine.pairs(grays, init_flow)  # [n, h, w, 2], pixels
+    return postprocess_flow(window.crop_of_fields(raw), bound), raw[-1]
 
 
 # ---- worker side (runs in spawned processes) ----
@@ -101,13 +103,14 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(cfg: FlowConfig, cv2_threads: int) -> None:
     cv2_optflow().setNumThreads(cv2_threads)
-    _WORKER["tvl1"] = make_tvl1(cfg)
+    torch.set_num_threads(cv2_threads)
+    _WORKER["engine"] = FlowEngine(cfg, "cpu")
     _WORKER["bound"] = cfg.bound
 
 
 def _worker_chunk(grays: np.ndarray, window: FlowWindow) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
-    fields, _ = flow_chunk(grays, _WORKER["tvl1"], window, _WORKER["bound"])
+    fields, _ = flow_chunk(grays, _WORKER["engine"], window, _WORKER["bound"])
     return fields, time.perf_counter() - t0
 
 
@@ -159,7 +162,7 @@ class ChunkedFlow:
     """
 
     def __init__(self, cfg: FlowConfig, window: FlowWindow, *, source: str, chunk_pairs: int = 16,
-                 pool: FlowPool | None = None, max_in_flight: int | None = None):
+                 pool: FlowPool | None = None, max_in_flight: int | None = None, device: str | torch.device = "cpu"):
         if chunk_pairs < 1:
             raise ValueError(f"chunk_pairs must be >= 1, got {chunk_pairs}")
         if pool is not None and cfg.use_initial_flow:
@@ -167,7 +170,7 @@ class ChunkedFlow:
                               "split over flow workers; use workers=1")
         self.cfg, self.window, self.source, self.chunk_pairs, self.pool = cfg, window, source, chunk_pairs, pool
         self.max_in_flight = max_in_flight or (2 * pool.workers if pool is not None else 1)
-        self._tvl1 = make_tvl1(cfg) if pool is None else None
+        self._engine = FlowEngine(cfg, device) if pool is None else None
         self._frames: list[np.ndarray] = []  # current chunk's region frames, each [h, w] uint8
         self._first = 0  # frame index of _frames[0]
         self._in_flight: deque[tuple[int, Future]] = deque()
@@ -211,7 +214,7 @@ class ChunkedFlow:
         if self.pool is None:
             t0 = time.perf_counter()
             try:
-                fields, self._raw = flow_chunk(chunk, self._tvl1, self.window, self.cfg.bound, self._raw)
+                fields, self._raw = flow_chunk(chunk, self._engine, self.window, self.cfg.bound, self._raw)
             except Exception as e:  # cv2.error and friends: name the video and the frames
                 raise RefineLocError(f"{self.source}: optical flow failed on frames {first}-"
                                      f"{first + len(chunk) - 1} ({type(e).__name__}: {e})") from e

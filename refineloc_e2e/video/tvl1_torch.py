@@ -51,16 +51,13 @@ OpenCV accepts only 3 or 5 as a float median size; here any odd size works.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from refineloc_e2e.errors import ConfigError
-
-if TYPE_CHECKING:
-    from refineloc_e2e.video.flow import FlowConfig
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
 _MIN_LEVEL_SIDE = 16  # a pyramid level with a side below this is not built
@@ -330,7 +327,7 @@ def _check_cfg(cfg: Any) -> None:
         raise ConfigError(f"config key 'median_filtering': must be odd (or 1 = off), got {k!r}")
 
 
-def tvl1_flow(prev: Any, next: Any, cfg: "FlowConfig", *, init_flow: Any = None, fixed_iterations: bool = False,
+def tvl1_flow(prev: Any, next: Any, cfg: Any, *, init_flow: Any = None, fixed_iterations: bool = False,
               device: str | torch.device | None = None) -> Tensor:
     """TV-L1 flow ``prev[i] -> next[i]`` for a batch: float32 ``Tensor[N, H, W, 2]`` in raw pixels.
 
@@ -378,7 +375,7 @@ def tvl1_flow(prev: Any, next: Any, cfg: "FlowConfig", *, init_flow: Any = None,
     return torch.stack(u[:2], -1)  # [N, H, W, 2]
 
 
-def compute_flow_torch(prev_gray: np.ndarray, next_gray: np.ndarray, cfg: "FlowConfig") -> np.ndarray:
+def compute_flow_torch(prev_gray: np.ndarray, next_gray: np.ndarray, cfg: Any) -> np.ndarray:
     """One pair, the drop-in of ``flow.compute_flow``: uint8 ``[H, W]`` twice -> float32 ``[H, W, 2]`` (CPU)."""
     if prev_gray.ndim != 2 or prev_gray.shape != next_gray.shape:
         raise ValueError(f"compute_flow_torch expects two [H, W] grayscale frames of one size, got "

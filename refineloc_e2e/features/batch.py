@@ -97,6 +97,8 @@ class BatchSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, cause)
     outputs: dict[str, str] = field(default_factory=dict)  # source path -> video_id
     loaded_models: bool = False  # False when every video was skipped or failed before extraction
+    model_builds: int = 0  # processes that built the I3D models (one per Ray worker that extracted)
+    per_node: dict[str, int] = field(default_factory=dict)  # on a Ray cluster: node -> videos it handled
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,8 @@ class BatchSummary:
     def format(self) -> str:
         lines = [f"extracted {len(self.extracted)}, skipped (up to date) {len(self.skipped)}, failed {len(self.failed)}"]
         lines += [f"  FAILED {p}: {why}" for p, why in self.failed]
+        if self.per_node:
+            lines.append("  per node: " + ", ".join(f"{n} {k}" for n, k in sorted(self.per_node.items())))
         return "\n".join(lines)
 
 
@@ -315,5 +319,5 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     for video in deferred:  # come back when the other process is done: then usually up to date
         process(video, blocking=True)
     bar.close()
-    summary.loaded_models = source.built
+    summary.loaded_models, summary.model_builds = source.built, int(source.built)
     return summary

@@ -19,8 +19,8 @@ Faults. A task whose worker process dies (SIGKILL, the OOM killer, a lost node) 
 (corrupt file, disk full) is a returned outcome, never an exception, so Ray never retries it: it is
 reported once with its cause. A set-up error (weights missing) cancels the other tasks and is raised.
 Ctrl-C cancels the outstanding tasks with a KeyboardInterrupt in each (their atomic writers remove their
-temp files), waits for them at most ``CANCEL_WAIT_S``, and re-raises. Rerunning the same command after
-any failure computes only what is missing.
+temp files), waits at most ``CANCEL_WAIT_S`` for their locks, removes what is left, and re-raises.
+Rerunning the same command after any failure computes only what is missing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, collect_inputs,
                                           prepare_out_dir, process_video, record)
-from refineloc_e2e.features.cache import assign_video_ids, feature_paths
+from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, feature_paths,
+                                          owner_conflict, remove_stale_entry_temps)
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.fileio import atomic_write_json, atomic_writer
 
@@ -248,12 +249,26 @@ def task_resources(cfg: ExtractConfig) -> tuple[dict[str, float], ExtractConfig]
             dataclasses.replace(cfg, device="cuda" if on_gpu else "cpu"))
 
 
-def _cancel(refs: list) -> None:
-    """Cancel ``refs`` with a KeyboardInterrupt in each running task, and give them CANCEL_WAIT_S to clean up."""
-    for ref in refs:
+def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path) -> None:
+    """Cancel the tasks of ``pending`` with a KeyboardInterrupt in each running one; then, for each of their
+    videos, wait (at most CANCEL_WAIT_S in all) until no task holds its lock and remove any temp file left,
+    so that the driver returns with no half-written file behind, whatever the workers managed to do."""
+    for ref in pending:
         ray.cancel(ref, force=False)
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    for video in pending.values():
+        vid = ids[video]
+        if owner_conflict(out_dir, vid, video):
+            vid = disambiguated_id(vid, video)
+        lock = VideoLock.for_video(out_dir, vid)
+        while not lock.acquire(blocking=False):  # bounded by the deadline
+            if time.monotonic() > deadline:
+                return  # still held: the next run removes what that task leaves (remove_stale_entry_temps)
+            time.sleep(0.1)
+        try:
+            remove_stale_entry_temps(out_dir, vid, older_than=time.time() + 1)  # under its lock: no live writer
+        finally:
+            lock.release()
 
 
 def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
@@ -321,7 +336,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
                         submit(video, blocking=True)
                     deferred = []
         except BaseException:  # Ctrl-C, a set-up error, the deadline: stop the cluster's work on this batch
-            _cancel(list(pending))
+            _cancel(pending, ids, out_dir)
             raise
         finally:
             bar.close()

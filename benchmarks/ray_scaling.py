@@ -9,7 +9,8 @@ file, so no download: speed does not depend on the weights) and the ``fast`` TV-
    one video per task (each task's torch on 1 thread, as Ray sets ``OMP_NUM_THREADS=num_cpus``).
 
 Reported: wall seconds (for Ray with and without starting the cluster; connecting and the shared-folder
-probe are included), video-seconds per wall second, speed-up, and that the features are bitwise equal.
+probe are included), video-seconds per wall second, speed-up, and the largest feature difference (0 only at
+equal torch thread counts: the tests check bitwise equality with one thread on both sides).
 
     PYTHONPATH=. .venv/bin/python benchmarks/ray_scaling.py [--videos 6] [--frames 64] [--size 160x120]
 """
@@ -84,12 +85,13 @@ def main() -> None:
         finally:
             cluster.shutdown()
         assert len(two.extracted) == args.videos, two.format()
-        same = all(np.array_equal(read_features(work / "one", v.stem)[0], read_features(work / "ray", v.stem)[0])
+        diff = max(float(np.abs(read_features(work / "one", v.stem)[0] - read_features(work / "ray", v.stem)[0]).max())
                    for v in videos)
         print(f"Ray, 2 nodes x 1 CPU: {t_ray:6.1f} s  {video_s / t_ray:5.2f} video-s/s  "
               f"(+{t_start:.1f} s to start the cluster)  per node: {dict(sorted(two.per_node.items()))}")
         print(f"speed-up {t_one / t_ray:.2f}x (with cluster start {t_one / (t_ray + t_start):.2f}x); "
-              f"features bitwise equal: {same}")
+              f"features max |1 process - Ray| = {diff:.2g} (0 = bitwise; torch on 2 threads vs 1 sums in another "
+              f"order: run the process with torch.set_num_threads(1) for bitwise, as the tests do)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -55,6 +55,17 @@ def extract_options(fn):
                              "e.g. 2 on a 2-core machine). Does not change the features.")(fn)
 
 
+def ray_option(fn):
+    """``--ray ADDRESS``: one task per video on a Ray cluster (``features.distributed``)."""
+    return click.option(
+        "--ray", "ray_address", metavar="ADDRESS", default=None,
+        help="Run one task per video on Ray: 'local' starts Ray on this machine only (all its cores and GPUs), "
+             "'auto' joins the cluster this machine belongs to (`ray start`), 'ray://HOST:PORT' or HOST:PORT "
+             "joins that one. The output folder must then be ONE shared filesystem path mounted at the same path "
+             "on every node (NFS, ...); this is checked at start. ADDRESS is required (there is no bare --ray) so "
+             "that it can never take an input path for an address. Needs: pip install 'refineloc-e2e[ray]'.")(fn)
+
+
 def option_overrides(*, streams=None, device=None, flow_weights=None, workers=None) -> list[str]:
     """The dedicated options as ``key=value`` overrides (applied after ``--set``)."""
     pairs = (("streams", streams), ("device", device), ("flow_weights", flow_weights), ("workers", workers))

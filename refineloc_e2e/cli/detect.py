@@ -8,7 +8,7 @@ import sys
 import click
 
 from refineloc_e2e.cli.common import (DEFAULT_CACHE, announce_flow_init, errors_to_exit, extract_options,
-                                      load_extract_cfg, option_overrides)
+                                      load_extract_cfg, option_overrides, ray_option)
 from refineloc_e2e.config import from_dict, parse_overrides, to_dict, deep_merge
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.detection.detect import (detect_features, detect_videos, extract_config_from_meta, load_model,
@@ -24,7 +24,7 @@ from refineloc_e2e.model.segments import PostprocessConfig
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Trained head (runs/<name>/model.pt).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
-              help="Feature cache folder.")
+              help="Feature cache folder (with --ray: a shared folder every node sees).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Write one timeline PNG per video.")
 @click.option("--save-scores", "scores_dir", type=click.Path(file_okay=False), default=None,
               help="Save the head's raw per-snippet scores (.npz) for re-running post-processing.")
@@ -37,9 +37,11 @@ from refineloc_e2e.model.segments import PostprocessConfig
 @click.option("--alpha-class", type=float, default=None, help="Per-class activation threshold.")
 @click.option("--top-k", type=int, default=None, help="How many top video-level classes to localise.")
 @extract_options
+@ray_option
 @errors_to_exit
 def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, ground_truth,
-           alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights, quiet, workers):
+           alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights, quiet, workers,
+           ray_address):
     """Videos in, labelled time segments out (ActivityNet results JSON)."""
     pp_over = {k: v for k, v in (("alpha_attention", alpha_attention), ("alpha_class", alpha_class),
                                  ("top_k", top_k)) if v is not None}
@@ -68,7 +70,7 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     announce_flow_init(extractor)
     summary = detect_videos(videos, model_path=model_path, out_json=out_json, extract_cfg=cfg, cache_dir=cache_dir,
                             postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
-                            progress=not quiet, extractor=extractor, model=loaded)
+                            progress=not quiet, extractor=extractor, model=loaded, ray_address=ray_address)
     _report_detect(out_json, summary)
 
 

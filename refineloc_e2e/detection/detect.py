@@ -32,6 +32,7 @@ from refineloc_e2e.device import resolve_device
 from refineloc_e2e.errors import CacheError, InputError, ModelMismatchError, RefineLocError
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.head import LoadedHead, load_head
@@ -167,9 +168,11 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
                   extract_cfg: ExtractConfig, cache_dir: str | Path, postprocess=None,
                   plot_dir: str | Path | None = None, scores_dir: str | Path | None = None,
                   ground_truth=None, progress: bool = True, extractor: FeatureExtractor | None = None,
-                  model: LoadedHead | None = None, log: Callable[[str], None] | None = None) -> DetectSummary:
+                  model: LoadedHead | None = None, log: Callable[[str], None] | None = None,
+                  ray_address: str | None = None) -> DetectSummary:
     """Detect actions in ``videos`` with the head at ``model_path`` (or the already loaded ``model``);
-    writes ``out_json`` (also on partial failure)."""
+    writes ``out_json`` (also on partial failure). With ``ray_address`` the features are extracted on that
+    Ray cluster (``features.distributed``; the head runs here, on each video's features as they arrive)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     model_path = Path(model_path)
     loaded = model or load_model(model_path)
@@ -181,8 +184,13 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
     summary = DetectSummary()
     detector = _Detector(loaded, extractor.device, pp, plot_dir, scores_dir, ground_truth, summary, log)
     # the cache only hands over entries with the extractor's settings hash: checked above, once
-    batch = extract_batch(videos, cache_dir, extract_cfg, extractor=extractor, progress=progress, log=log,
-                          on_ready=lambda video, vid, feats, meta: detector(str(video), vid, feats, meta))
+    ready = lambda video, vid, feats, meta: detector(str(video), vid, feats, meta)  # noqa: E731
+    if ray_address is not None:
+        batch = extract_batch_ray(videos, cache_dir, extract_cfg, address=ray_address, progress=progress, log=log,
+                                  on_ready=ready)
+    else:
+        batch = extract_batch(videos, cache_dir, extract_cfg, extractor=extractor, progress=progress, log=log,
+                              on_ready=ready)
     summary.failed[:0] = batch.failed
     external = {
         "tool": f"refineloc-e2e {__version__}",

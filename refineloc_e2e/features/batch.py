@@ -98,6 +98,8 @@ class BatchSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, cause)
     outputs: dict[str, str] = field(default_factory=dict)  # source path -> video_id
     loaded_models: bool = False  # False when every video was skipped or failed before extraction
+    model_builds: int = 0  # processes that built the I3D models (one per Ray worker that extracted)
+    per_node: dict[str, int] = field(default_factory=dict)  # on a Ray cluster: node -> videos it handled
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,8 @@ class BatchSummary:
     def format(self) -> str:
         lines = [f"extracted {len(self.extracted)}, skipped (up to date) {len(self.skipped)}, failed {len(self.failed)}"]
         lines += [f"  FAILED {p}: {why}" for p, why in self.failed]
+        if self.per_node:
+            lines.append("  per node: " + ", ".join(f"{n} {k}" for n, k in sorted(self.per_node.items())))
         return "\n".join(lines)
 
 
@@ -143,6 +147,132 @@ def _read_memo(path: Path | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
+class LazyExtractor:
+    """The I3D extractor of one config for one cache folder, built on first need, so that a rerun that only
+    skips loads no model; its settings hash is known without building it when remembered in the memo.
+
+    Used by :func:`extract_batch` (one per run) and by ``features.distributed`` (one per worker process,
+    reused by every video that process handles). ``log`` receives the flow-initialisation note once.
+    """
+
+    def __init__(self, cfg: ExtractConfig, out_dir: Path, *, extractor: FeatureExtractor | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.log = log or (lambda msg: None)
+        self.memo = None if extractor is not None else _settings_memo_path(out_dir, cfg)
+        self.extractor = extractor
+        self.settings_hash = extractor.settings_hash if extractor is not None else _read_memo(self.memo)
+        self.built = False  # this object built the models (summary.loaded_models)
+
+    def get(self) -> FeatureExtractor:
+        """The extractor; set-up errors (weights missing, bad checksum, ...) propagate."""
+        if self.extractor is None:
+            ex = FeatureExtractor(self.cfg)
+            prov = ex.provenance.get("flow")
+            if prov is not None:
+                self.log(f"flow stream initialised from: {prov.get('weights_id')} ({prov.get('init')})")
+            if self.memo is not None:
+                atomic_write_json(self.memo, {"settings_hash": ex.settings_hash, "settings": ex.settings})
+            self.extractor, self.settings_hash, self.built = ex, ex.settings_hash, True
+        return self.extractor
+
+
+@dataclass
+class VideoOutcome:
+    """What became of one video in :func:`process_video`.
+
+    ``status``: ``extracted`` | ``skipped`` (up to date) | ``failed`` (``cause`` says why) | ``busy`` (another
+    run holds its lock; only when not blocking). ``features`` (float32 [n_snippets, dim]) and ``meta`` are
+    set for extracted and skipped videos; ``notes`` are log lines for the caller (e.g. why it re-extracts).
+    """
+    video: str
+    video_id: str
+    status: str
+    cause: str | None = None
+    features: np.ndarray | None = None
+    meta: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return float((self.meta or {}).get("duration_s") or 0.0)
+
+
+def _cause(video: Path, e: Exception) -> str:
+    msg = str(e) if isinstance(e, RefineLocError) else str(getattr(e, "strerror", None) or e)
+    return msg[len(f"{video}: "):] if msg.startswith(f"{video}: ") else msg
+
+
+def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtractor, *, started: float,
+                  blocking: bool, before_extract: Callable[[], None] | None = None) -> VideoOutcome:
+    """One video into the cache under its :class:`VideoLock`: skip it if up to date, else extract it.
+
+    The cache rules in one place, for one process or a cluster: an existing entry under ``video_id`` made
+    from another source moves this video to a disambiguated id; temp files of killed writers older than
+    ``started`` (a ``time.time()``) are removed first; an entry is reused only if ``check_entry`` accepts
+    it; features are written atomically, JSON last. A per-video failure (corrupt file, disk full) is
+    returned as ``failed`` with its cause, never raised; set-up errors (weights) raise.
+    """
+    vid = video_id
+    if owner_conflict(out_dir, vid, video):
+        vid = disambiguated_id(vid, video)
+    lock = VideoLock.for_video(out_dir, vid)
+    if not lock.acquire(blocking=blocking):
+        return VideoOutcome(str(video), vid, "busy")
+    try:
+        has_entry = feature_paths(out_dir, vid)[1].exists()
+        if has_entry and source.settings_hash is None:
+            source.get()  # no remembered settings hash: the models tell it (set-up errors propagate)
+        notes = []
+        try:
+            remove_stale_entry_temps(out_dir, vid, older_than=started)
+            problem, entry = (check_entry(out_dir, vid, source=video, settings_hash=source.settings_hash)
+                              if has_entry else ("missing", None))
+            if problem is None:
+                return VideoOutcome(str(video), vid, "skipped", features=entry[0], meta=entry[1])
+            if problem.startswith("cached entry unusable"):
+                notes.append(f"note: {video}: re-extracting ({problem})")
+            info = probe_video(video)  # cheap; a bad file fails here, before any model is loaded
+        except (RefineLocError, OSError) as e:
+            return VideoOutcome(str(video), vid, "failed", cause=_cause(video, e), notes=notes)
+        ex = source.get()
+        try:
+            if before_extract is not None:
+                before_extract()
+            feats, meta = ex.extract(video, info)
+            meta = write_features(out_dir, vid, feats, meta)
+        except (RefineLocError, OSError) as e:
+            return VideoOutcome(str(video), vid, "failed", cause=_cause(video, e), notes=notes)
+        return VideoOutcome(str(video), vid, "extracted", features=feats, meta=meta, notes=notes)
+    finally:
+        lock.release()
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output folder; InputError if it cannot be created or written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"{out_dir}: output folder is not writable")
+
+
+def record(summary: BatchSummary, outcome: VideoOutcome, log: Callable[[str], None],
+           on_ready: Callable[[Path, str, np.ndarray, dict[str, Any]], None] | None) -> None:
+    """Log ``outcome``'s notes and failure, add it to ``summary``, hand ready features to ``on_ready``."""
+    for note in outcome.notes:
+        log(note)
+    if outcome.status == "failed":
+        log(f"error: {outcome.video}: {outcome.cause}")
+        summary.failed.append((outcome.video, outcome.cause or ""))
+        return
+    (summary.extracted if outcome.status == "extracted" else summary.skipped).append(outcome.video)
+    summary.outputs[outcome.video] = outcome.video_id
+    if on_ready is not None:
+        on_ready(Path(outcome.video), outcome.video_id, outcome.features, outcome.meta)
+
+
 def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
                   extractor: FeatureExtractor | None = None, progress: bool = True,
                   log: Callable[[str], None] | None = None,
@@ -156,7 +286,8 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     its recorded shape and checksum, for the same source content and settings (``check_entry``).
     ``on_ready(video, video_id, features, meta)`` is called for each video whose features are ready
     (extracted now, or up to date in the cache) with the arrays already in memory, so a caller such as
-    detect never re-reads what was just written or checked.
+    detect never re-reads what was just written or checked. ``features.distributed.extract_batch_ray``
+    does the same across a Ray cluster.
     """
     started = time.time()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -168,82 +299,27 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     summary.failed.extend(failures)
     if not videos:
         return summary
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"{out_dir}: output folder is not writable")
-    memo = None if extractor is not None else _settings_memo_path(out_dir, cfg)
-    state: dict[str, Any] = {"extractor": extractor,
-                             "hash": extractor.settings_hash if extractor is not None else _read_memo(memo)}
-
-    def get_extractor() -> FeatureExtractor:
-        if state["extractor"] is None:
-            ex = FeatureExtractor(cfg)  # set-up errors (weights missing, bad checksum, ...) propagate
-            prov = ex.provenance.get("flow")
-            if prov is not None:
-                log(f"flow stream initialised from: {prov.get('weights_id')} ({prov.get('init')})")
-            if memo is not None:
-                atomic_write_json(memo, {"settings_hash": ex.settings_hash, "settings": ex.settings})
-            state["extractor"], state["hash"] = ex, ex.settings_hash
-            summary.loaded_models = True
-        return state["extractor"]
-
+    prepare_out_dir(out_dir)
+    source = LazyExtractor(cfg, out_dir, extractor=extractor, log=log)
     ids = assign_video_ids(videos)
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)
 
-    def fail(video: Path, e: Exception) -> None:
-        msg = str(e) if isinstance(e, RefineLocError) else str(getattr(e, "strerror", None) or e)
-        line = msg if msg.startswith(f"{video}: ") else f"{video}: {msg}"
-        log(f"error: {line}")
-        summary.failed.append((str(video), line[len(f"{video}: "):]))
-
     def process(video: Path, blocking: bool) -> bool:
-        vid = ids[video]
-        if owner_conflict(out_dir, vid, video):
-            vid = disambiguated_id(vid, video)
-        lock = VideoLock.for_video(out_dir, vid)
-        if not lock.acquire(blocking=blocking):
-            return False
         try:
-            has_entry = feature_paths(out_dir, vid)[1].exists()
-            if has_entry and state["hash"] is None:
-                get_extractor()  # no remembered settings hash: the models tell it (set-up errors propagate)
-            try:
-                remove_stale_entry_temps(out_dir, vid, older_than=started)
-                problem, entry = (check_entry(out_dir, vid, source=video, settings_hash=state["hash"])
-                                  if has_entry else ("missing", None))
-                if problem is None:
-                    summary.skipped.append(str(video))
-                    summary.outputs[str(video)] = vid
-                    if on_ready is not None:
-                        on_ready(video, vid, *entry)
-                    return True
-                if problem.startswith("cached entry unusable"):
-                    log(f"note: {video}: re-extracting ({problem})")
-                info = probe_video(video)  # cheap; a bad file fails here, before any model is loaded
-            except (RefineLocError, OSError) as e:
-                fail(video, e)
-                return True
-            ex = get_extractor()
-            try:
-                bar.set_postfix_str(video.name[-40:])
-                feats, meta = ex.extract(video, info)
-                meta = write_features(out_dir, vid, feats, meta)
-                summary.extracted.append(str(video))
-                summary.outputs[str(video)] = vid
-                if on_ready is not None:
-                    on_ready(video, vid, feats, meta)
-            except (RefineLocError, OSError) as e:
-                fail(video, e)
-            return True
-        finally:
-            lock.release()
+            outcome = process_video(video, ids[video], out_dir, source, started=started, blocking=blocking,
+                                    before_extract=lambda: bar.set_postfix_str(video.name[-40:]))
+        except BaseException:
             bar.update(1)
+            raise
+        if outcome.status == "busy":
+            return False
+        bar.update(1)
+        record(summary, outcome, log, on_ready)
+        return True
 
     deferred = [v for v in videos if not process(v, blocking=False)]  # held by another process
     for video in deferred:  # come back when the other process is done: then usually up to date
         process(video, blocking=True)
     bar.close()
+    summary.loaded_models, summary.model_builds = source.built, int(source.built)
     return summary

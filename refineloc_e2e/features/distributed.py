@@ -1,0 +1,359 @@
+"""Batches of videos across a Ray cluster: one task per video, the cache rules of ``batch.py`` unchanged.
+
+``address``: ``local`` starts a Ray runtime on this machine only (loopback, sized by Ray to its cores and
+GPUs); ``auto`` joins the cluster this machine belongs to (``ray start``); ``ray://host:port`` (Ray Client)
+or ``host:port`` joins that one. The output folder must be one shared filesystem path (NFS, Lustre, ...),
+mounted at the same path on every node and supporting ``flock``: :func:`check_shared_folder` proves it at
+start (a probe file with a random token, read back by a task pinned to each node), so a node that cannot
+see it is an error naming that node, never a silent write to its local disk.
+
+Each task runs :func:`~refineloc_e2e.features.batch.process_video` (lock, skip if up to date, atomic
+write, settings hash) and requests ``num_cpus = cfg.workers`` (its flow processes) and ``num_gpus = 1``
+when it extracts on CUDA, so a GPU node runs as many videos at once as it has GPUs. The I3D models are
+built once per worker process (``_SOURCES``: keyed by the config, the cache folder and the GPUs Ray gave
+that process), not once per video.
+
+Faults. A task whose worker process dies (SIGKILL, the OOM killer, a lost node) is retried by Ray up to
+``MAX_RETRIES`` times, then reported as failed; its killed attempt's temp files are removed by the retry
+(under the video's lock, no other writer of it can be alive). A video that fails for its own reasons
+(corrupt file, disk full) is a returned outcome, never an exception, so Ray never retries it: it is
+reported once with its cause. A set-up error (weights missing) cancels the other tasks and is raised.
+Ctrl-C cancels the outstanding tasks with a KeyboardInterrupt in each (their atomic writers remove their
+temp files), waits at most ``CANCEL_WAIT_S`` for their locks, removes what is left, and re-raises.
+Rerunning the same command after any failure computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from refineloc_e2e.config import settings_hash, to_dict
+from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
+from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, collect_inputs,
+                                          prepare_out_dir, process_video, record)
+from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, feature_paths,
+                                          owner_conflict, remove_stale_entry_temps)
+from refineloc_e2e.features.extractor import ExtractConfig
+from refineloc_e2e.fileio import atomic_write_json, atomic_writer
+
+try:  # the optional [ray] extra
+    import ray
+    import ray._private.ray_constants as ray_constants
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError:
+    ray = None
+
+RAY_INSTALL = "pip install 'refineloc-e2e[ray]'"
+MAX_RETRIES = 2  # a task whose worker process dies is run at most 1 + MAX_RETRIES times
+CANCEL_WAIT_S = 30.0  # after Ctrl-C or a set-up error: how long cancelled tasks get to clean up
+PROBE_TIMEOUT_S = 60.0  # the shared-folder check: how long every node gets to answer
+WAIT_STEP_S = 1.0  # the driver wakes at least this often (Ctrl-C, deadline)
+KILL_ONCE_ENV = "REFINELOC_TEST_KILL_ONCE"  # tests only, see _test_kill_hook
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def require_ray() -> None:
+    if ray is None:
+        raise ConfigError(f"--ray needs Ray, which is not installed; install it with: {RAY_INSTALL}")
+
+
+# ----------------------------------------------------------------------------- connecting
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+@contextmanager
+def _loopback_only(on: bool) -> Iterator[None]:
+    """Ray on Linux replaces a loopback address by this machine's network address (so that other machines
+    can join); a local or loopback cluster must stay on 127.0.0.1, so that rewrite is off while connecting."""
+    if not on:
+        yield
+        return
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+@contextmanager
+def ray_session(address: str) -> Iterator[None]:
+    """Connected to Ray at ``address`` (see the module docstring) inside the block; disconnected (a local
+    runtime stopped) after it. An existing connection (a test, a notebook) is used and left open."""
+    require_ray()
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "logging_level": "warning"}
+    if address == "local":
+        loopback = True
+        kwargs.update(address="local", _node_ip_address="127.0.0.1")
+    elif address.startswith("ray://"):
+        loopback = False
+        kwargs = {"address": address, "logging_level": "warning"}
+    else:
+        with _loopback_only(True):  # read the address of `auto` without rewriting a loopback one
+            resolved = ray._private.services.canonicalize_bootstrap_address(address)
+        if resolved is None:
+            raise InputError(f"--ray {address}: no running Ray cluster found (start one with `ray start --head` "
+                             f"on this machine, or give its address)")
+        loopback = _host(resolved) in _LOOPBACK or _host(resolved).startswith("127.")
+        kwargs["address"] = resolved
+    try:
+        with _loopback_only(loopback):
+            ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise InputError(f"--ray {address}: cannot connect to Ray ({e})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- the shared output folder
+
+def _node_label(node: dict[str, Any]) -> str:
+    return f"{node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
+
+
+def _probe(folder: str, token: str) -> str | None:
+    """On one node: None if ``folder`` holds the driver's probe file for ``token`` and is writable, else why not."""
+    path = Path(folder) / f".probe-{token}.json"
+    try:
+        if token not in path.read_text(encoding="utf-8"):
+            return f"{path} holds another token (a different folder at the same path)"
+    except OSError as e:
+        return f"cannot read the probe file {path} ({e.strerror or e})"
+    mine = Path(folder) / f".probe-{token}-{os.getpid()}"
+    try:
+        mine.write_bytes(b"ok")
+        mine.unlink()
+    except OSError as e:
+        return f"cannot write in {folder} ({e.strerror or e})"
+    return None
+
+
+def _write_probe(out_dir: Path, token: str) -> Path:
+    path = out_dir / f".probe-{token}.json"
+    atomic_write_json(path, {"token": token})
+    return path
+
+
+def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+    """Every alive node must see ``out_dir`` (an absolute path): the driver writes a probe file holding a
+    random token and a task pinned to each node reads it back and writes beside it. Returns the node labels;
+    raises InputError naming each node that cannot, or that does not answer within ``timeout_s``."""
+    token = secrets.token_hex(16)
+    probe = _write_probe(out_dir, token)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    remote = ray.remote(_probe)
+    refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
+    try:
+        ready, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        problems = []
+        for node, ref in zip(nodes, refs):
+            why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
+            if why is not None:
+                problems.append(f"node {_node_label(node)}: {why}")
+        for ref in late:
+            ray.cancel(ref, force=True)
+    finally:
+        probe.unlink(missing_ok=True)
+    if problems:
+        raise InputError(f"{out_dir}: the output folder must be one shared filesystem path, mounted at the same "
+                         f"path on every Ray node; " + "; ".join(problems))
+    return [_node_label(n) for n in nodes]
+
+
+# ----------------------------------------------------------------------------- the task (runs on a worker)
+
+@dataclass
+class TaskResult:
+    outcome: VideoOutcome
+    node: str  # "<ip> (<node id[:8]>)"
+    pid: int  # the worker process
+    built_models: bool  # this task built the worker's I3D models (once per worker process)
+
+
+_SOURCES: dict[tuple, LazyExtractor] = {}  # per worker process: (config, cache folder, GPU ids) -> models
+
+
+def _worker_source(cfg: ExtractConfig, out_dir: Path) -> LazyExtractor:
+    key = (settings_hash(to_dict(cfg)), str(out_dir), tuple(ray.get_gpu_ids()))
+    if key not in _SOURCES:
+        _SOURCES[key] = LazyExtractor(cfg, out_dir)
+    return _SOURCES[key]
+
+
+def _test_kill_hook(out_dir: Path, video_id: str) -> None:
+    """Tests only: with ``$REFINELOC_TEST_KILL_ONCE=<folder>`` holding ``<video_id>.kill``, the first worker
+    that extracts that video leaves half a temp file, records ``<video_id>.killed`` and SIGKILLs itself."""
+    folder = os.environ.get(KILL_ONCE_ENV)
+    if not folder or not (Path(folder) / f"{video_id}.kill").exists() or (Path(folder) / f"{video_id}.killed").exists():
+        return
+    (Path(folder) / f"{video_id}.killed").write_text(str(os.getpid()))
+    with atomic_writer(feature_paths(out_dir, video_id)[0]) as f:
+        f.write(b"half an array")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
+                  keep_arrays: bool) -> TaskResult:
+    started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
+    out = Path(out_dir)
+    source = _worker_source(cfg, out)
+    notes: list[str] = []
+    source.log, built_before = notes.append, source.built
+    outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
+                            before_extract=lambda: _test_kill_hook(out, video_id))
+    outcome.notes[:0] = notes
+    if not keep_arrays:
+        outcome.features = None  # the driver does not need them: do not ship them
+    ctx = ray.get_runtime_context()
+    node = f"{ray.util.get_node_ip_address()} ({ctx.get_node_id()[:8]})"
+    return TaskResult(outcome, node, os.getpid(), source.built and not built_before)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+def task_resources(cfg: ExtractConfig) -> tuple[dict[str, float], ExtractConfig]:
+    """Ray resources of one video's task, and the config the workers use: ``num_cpus`` = its flow processes,
+    ``num_gpus`` = 1 on CUDA (``cuda``/``cuda:N``, or ``auto`` on a cluster with GPUs). A worker's device is
+    the one Ray gave it (``cuda``), or ``cpu`` (device does not change the features or their hash)."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and gpus >= 1)
+    if on_gpu and gpus < 1:
+        raise ConfigError(f"config key 'device': {cfg.device} asks for a GPU, but the Ray cluster has none")
+    per_node = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(r.get("CPU", 0) >= cfg.workers for r in per_node):
+        raise ConfigError(f"config key 'workers': each video's task needs {cfg.workers} CPUs, but no Ray node has "
+                          f"that many (largest: {max((r.get('CPU', 0) for r in per_node), default=0):g})")
+    return ({"num_cpus": cfg.workers, "num_gpus": 1 if on_gpu else 0},
+            dataclasses.replace(cfg, device="cuda" if on_gpu else "cpu"))
+
+
+def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path) -> None:
+    """Cancel the tasks of ``pending`` with a KeyboardInterrupt in each running one; then, for each of their
+    videos, wait (at most CANCEL_WAIT_S in all) until no task holds its lock and remove any temp file left,
+    so that the driver returns with no half-written file behind, whatever the workers managed to do."""
+    for ref in pending:
+        ray.cancel(ref, force=False)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    for video in pending.values():
+        vid = ids[video]
+        if owner_conflict(out_dir, vid, video):
+            vid = disambiguated_id(vid, video)
+        lock = VideoLock.for_video(out_dir, vid)
+        while not lock.acquire(blocking=False):  # bounded by the deadline
+            if time.monotonic() > deadline:
+                return  # still held: the next run removes what that task leaves (remove_stale_entry_temps)
+            time.sleep(0.1)
+        try:
+            remove_stale_entry_temps(out_dir, vid, older_than=time.time() + 1)  # under its lock: no live writer
+        finally:
+            lock.release()
+
+
+def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
+                      address: str = "local", progress: bool = True, log: Callable[[str], None] | None = None,
+                      on_ready: Callable[[Path, str, np.ndarray, dict[str, Any]], None] | None = None,
+                      max_retries: int = MAX_RETRIES, timeout_s: float | None = None) -> BatchSummary:
+    """:func:`~refineloc_e2e.features.batch.extract_batch` on a Ray cluster: the same inputs, cache, log lines
+    and summary (plus ``per_node``). ``on_ready`` runs here, in the driver, with the arrays the workers send
+    back. ``timeout_s``: give up (cancelling every task) after that long; None waits as long as it takes.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    require_ray()
+    out_dir = Path(os.path.abspath(out_dir))  # the workers' working folders are not ours
+    summary = BatchSummary()
+    videos, failures = collect_inputs(inputs)
+    for p, why in failures:
+        log(f"error: {p}: {why}")
+    summary.failed.extend(failures)
+    if not videos:
+        return summary
+    prepare_out_dir(out_dir)
+    ids = assign_video_ids(videos)
+    with ray_session(address):
+        check_shared_folder(out_dir)
+        resources, worker_cfg = task_resources(cfg)
+        task = ray.remote(_extract_task).options(**resources, max_retries=max_retries, retry_exceptions=False)
+        pending: dict[Any, Path] = {}
+
+        def submit(video: Path, blocking: bool) -> None:
+            ref = task.remote(os.path.abspath(video), ids[video], str(out_dir), worker_cfg, blocking,
+                              on_ready is not None)
+            pending[ref] = video
+
+        for video in videos:
+            submit(video, blocking=False)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bar = tqdm(total=len(videos), desc="extract (ray)", unit="video", disable=not progress, file=sys.stderr)
+        video_s, notes_seen, deferred = 0.0, set(), []
+        try:
+            while pending:  # each pass takes at most WAIT_STEP_S and ends when every task has reported
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RefineLocError(f"the Ray batch did not finish within {timeout_s:g} s; finished work "
+                                         f"is kept, run the same command again to continue")
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_STEP_S)
+                for ref in done:
+                    video = pending.pop(ref)
+                    result = _result(ref, video, ids[video], max_retries)
+                    outcome = result.outcome
+                    if outcome.status == "busy":  # another run holds it: come back when it is done
+                        deferred.append(video)
+                    else:
+                        outcome.video = str(video)  # the path as the user gave it, as in extract_batch
+                        outcome.notes = [n for n in outcome.notes if n not in notes_seen]
+                        notes_seen.update(outcome.notes)
+                        record(summary, outcome, log, on_ready)
+                        if result.pid != -1:  # not a worker that died every time
+                            summary.per_node[result.node] = summary.per_node.get(result.node, 0) + 1
+                        summary.loaded_models |= result.built_models
+                        summary.model_builds += int(result.built_models)
+                        video_s += outcome.duration_s
+                        bar.update(1)
+                        bar.set_postfix_str(f"{video_s:.0f} video-s")
+                if not pending and deferred:
+                    for video in deferred:
+                        submit(video, blocking=True)
+                    deferred = []
+        except BaseException:  # Ctrl-C, a set-up error, the deadline: stop the cluster's work on this batch
+            _cancel(pending, ids, out_dir)
+            raise
+        finally:
+            bar.close()
+    return summary
+
+
+def _result(ref, video: Path, video_id: str, max_retries: int) -> TaskResult:
+    """The task's result; a worker that died 1 + max_retries times is this video's failure; a set-up error
+    raised in the task is raised here as itself (a RefineLocError), anything else keeps its traceback."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, RefineLocError):
+            raise e.cause from None
+        raise
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError,
+            ray.exceptions.OutOfMemoryError) as e:
+        cause = (f"the Ray worker extracting it died {1 + max_retries} times ({type(e).__name__}); "
+                 f"run the same command again to retry it")
+        return TaskResult(VideoOutcome(str(video), video_id, "failed", cause=cause), "-", -1, False)

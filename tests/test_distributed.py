@@ -1,0 +1,157 @@
+"""Extraction on a local 2-node Ray cluster (1 CPU each, bound to 127.0.0.1): the same features as one process,
+a SIGKILLed worker retried, a corrupt file reported once, Ctrl-C leaving no temp file, reruns that skip,
+a folder some node cannot see. Random-weight I3D on tiny frames, saved as a weights file the workers load."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import tiny_cfg, write_moving_video
+from refineloc_e2e.backbone.formats import save_i3d
+from refineloc_e2e.backbone.i3d import InceptionI3d
+from refineloc_e2e.cli import main
+from refineloc_e2e.errors import InputError
+from refineloc_e2e.features import distributed
+from refineloc_e2e.features.batch import extract_batch
+from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.distributed import KILL_ONCE_ENV, extract_batch_ray
+
+TIMEOUT_S = 90  # every Ray call in these tests gives up after this long
+NOT_A_VIDEO = ("cannot open as a video container (InvalidDataError: Invalid data found when processing input); "
+               "truncated, corrupt or not a video file")
+
+
+def test_ray_missing_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "ray", None)  # as if `import ray` had failed
+    video = write_moving_video(tmp_path / "v.mkv", n=9)
+    r = CliRunner().invoke(main, ["extract", str(video), "-o", str(tmp_path / "out"), "--ray", "local"])
+    assert r.exit_code == 1
+    assert r.stderr == ("error: --ray needs Ray, which is not installed; install it with: "
+                        "pip install 'refineloc-e2e[ray]'\n")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two Ray nodes of 1 CPU on 127.0.0.1, its files in a short /tmp folder; stopped whatever happens."""
+    from ray.cluster_utils import Cluster
+
+    ray_tmp = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")  # Ray's socket paths must stay short
+    kill_dir = tmp_path_factory.mktemp("kill")
+    patch = pytest.MonkeyPatch()
+    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", KILL_ONCE_ENV: str(kill_dir)}.items():
+        patch.setenv(key, value)  # the nodes (and so their workers) inherit these
+    weights = tmp_path_factory.mktemp("weights") / "rgb.pt"
+    torch.manual_seed(0)
+    save_i3d(weights, InceptionI3d(3, 10).state_dict(), {"note": "random weights for tests"})
+    c = None
+    try:
+        c = Cluster(initialize_head=True, head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1,
+                                                          "include_dashboard": False})
+        c.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+        c.wait_for_nodes(timeout=60)
+        yield SimpleNamespace(address=c.address, kill_dir=kill_dir,
+                              cfg=tiny_cfg(rgb_weights=str(weights), flow_weights="cross-modality-from-rgb"),
+                              weights=weights)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if c is not None:
+            c.shutdown()
+        patch.undo()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _ray(videos, out, cluster, **kw):
+    kw.setdefault("log", lambda m: None)
+    return extract_batch_ray(videos, out, cluster.cfg, address=cluster.address, progress=False,
+                             timeout_s=TIMEOUT_S, **kw)
+
+
+def _tmp_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+@pytest.mark.ray
+def test_cluster_features_equal_one_process_and_a_rerun_skips(tmp_path, cluster, one_thread):
+    videos = [write_moving_video(tmp_path / f"v{i}.mkv", n=9 + 5 * i, step_px=(1, i % 2)) for i in range(4)]
+    single = extract_batch(videos, tmp_path / "single", cluster.cfg, progress=False, log=lambda m: None)
+    summary = _ray(videos, tmp_path / "ray", cluster)
+    assert (sorted(summary.extracted), summary.skipped, summary.failed) == (sorted(map(str, videos)), [], [])
+    assert sum(summary.per_node.values()) == 4 and len(summary.per_node) == 2  # both nodes worked
+    assert 1 <= summary.model_builds <= 2  # once per worker process, not once per video
+    for video in videos:
+        a, meta_a = read_features(tmp_path / "single", video.stem)
+        b, meta_b = read_features(tmp_path / "ray", video.stem)
+        assert np.array_equal(a, b) and a.shape[1] == 2048  # bitwise
+        assert meta_a["settings_hash"] == meta_b["settings_hash"]
+    # the same command through the CLI: everything up to date, no model built, the usual summary
+    r = CliRunner().invoke(main, ["extract", *map(str, videos), "-o", str(tmp_path / "ray"), "--ray", cluster.address,
+                                  "-q", "--device", "cpu", "--set", "decode.short_side=48", "--set",
+                                  "decode.crop_size=32", "--set", "decode.snippet_frames=8", "--set", "batch_snippets=2", "--set",
+                                  f"rgb_weights={cluster.weights}", "--flow-weights", "cross-modality-from-rgb"])
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 0, r.stderr
+    assert lines[0] == "extracted 0, skipped (up to date) 4, failed 0"
+    assert lines[1].startswith("  per node: 127.0.0.1 (") and len(lines) == 2
+
+
+@pytest.mark.ray
+def test_killed_worker_is_retried_and_a_corrupt_file_fails_once(tmp_path, cluster):
+    videos = [write_moving_video(tmp_path / f"k{i}.mkv", n=12) for i in range(3)]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    (cluster.kill_dir / "k1.kill").touch()  # the first worker extracting k1 SIGKILLs itself mid-write
+    lines: list[str] = []
+    summary = _ray([*videos, bad], tmp_path / "out", cluster, log=lines.append)
+    assert (cluster.kill_dir / "k1.killed").exists()  # it did die once ...
+    assert sorted(summary.extracted) == sorted(map(str, videos))  # ... and Ray ran it again
+    assert summary.failed == [(str(bad), NOT_A_VIDEO)]  # its own failure: once, not retried
+    assert [x for x in lines if x.startswith("error:")] == [f"error: {bad}: {NOT_A_VIDEO}"]
+    assert _tmp_files(tmp_path / "out") == []  # the killed attempt's half-written temp was removed
+    for video in videos:
+        assert read_features(tmp_path / "out", video.stem)[0].shape == (2, 2048)
+    again = _ray([*videos, bad], tmp_path / "out", cluster)
+    assert (again.extracted, sorted(again.skipped)) == ([], sorted(map(str, videos)))
+    assert again.failed == [(str(bad), NOT_A_VIDEO)] and again.model_builds == 0
+
+
+@pytest.mark.ray
+def test_interrupt_cancels_the_rest_and_leaves_no_temp_file(tmp_path, cluster):
+    videos = [write_moving_video(tmp_path / f"c{i}.mkv", n=32) for i in range(4)]
+
+    def interrupt(*_):
+        raise KeyboardInterrupt  # Ctrl-C in the driver while the other videos run or wait
+
+    with pytest.raises(KeyboardInterrupt):
+        _ray(videos, tmp_path / "out", cluster, on_ready=interrupt)
+    done = sorted(p.stem for p in (tmp_path / "out").glob("*.json"))
+    assert 1 <= len(done) < 4 and _tmp_files(tmp_path / "out") == []
+    rest = _ray(videos, tmp_path / "out", cluster)  # the rerun computes only what is missing
+    assert sorted(Path(v).stem for v in rest.skipped) == done
+    assert len(rest.extracted) == 4 - len(done) and not rest.failed
+
+
+@pytest.mark.ray
+def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real = distributed._write_probe
+    monkeypatch.setattr(distributed, "_write_probe", lambda out_dir, token: real(elsewhere, token))
+    video = write_moving_video(tmp_path / "v.mkv", n=9)
+    with pytest.raises(InputError) as e:
+        _ray([video], tmp_path / "out", cluster)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'out'}: the output folder must be one shared filesystem path, mounted at "
+                          f"the same path on every Ray node; node 127.0.0.1 (")
+    assert msg.count("cannot read the probe file") == 2 and not list((tmp_path / "out").glob("*.json"))

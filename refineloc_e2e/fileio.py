@@ -34,6 +34,15 @@ def package_data(*parts: str) -> Path:
     return Path(str(resources.files("refineloc_e2e").joinpath(*parts)))
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/refineloc-e2e/<parts>`` (default ``~/.cache/refineloc-e2e/<parts>``): where fetched
+    weights and the default feature cache go, never inside the installed package. A relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification says."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base.joinpath("refineloc-e2e", *parts)
+
+
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -44,7 +44,7 @@ class ExtractConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)  # TV-L1; the defaults are the `fast` preset
     streams: str = "both"                          # rgb | flow | both; features are [rgb | flow] in that order
-    rgb_weights: str = DEFAULT_WEIGHTS["rgb"]       # manifest name or path (see weights/manifest.json)
+    rgb_weights: str = DEFAULT_WEIGHTS["rgb"]       # manifest name or path (see backbone/manifest.json)
     flow_weights: str = DEFAULT_WEIGHTS["flow"]     # manifest name, path, or the named init method
     batch_snippets: int = 8                         # snippets per I3D forward (32+ on a GPU)
     device: str = "auto"                            # auto | cpu | cuda | cuda:N

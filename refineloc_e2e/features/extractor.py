@@ -258,6 +258,7 @@ class FeatureExtractor:
             "rotation_deg": info.rotation_deg,
             "fps": dcfg.fps,
             "snippet_frames": dcfg.snippet_frames,
+            "stride_frames": dcfg.snippet_frames,  # non-overlapping windows
             "n_frames": n_frames,
             "duration_s": n_frames / dcfg.fps,
             "snippet_start_s": [round(float(snippet_to_seconds(t, fps=dcfg.fps, snippet_frames=dcfg.snippet_frames)), 6)

@@ -16,7 +16,7 @@ from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.errors import DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import RestrictedUnpickler, load_npy_untrusted, package_data, sha256_file
-from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, seconds_to_snippet
+from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
 
 _DATA_DIR = package_data("data")
 
@@ -74,14 +74,14 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
         if feats.ndim != 2 or feats.shape[1] != 2 * FEATURE_DIM or feats.shape[0] == 0 or feats.dtype.kind != "f":
             raise DatasetError(f"{features_npy}: row {i} ({vid}) is {feats.dtype}{list(feats.shape)}, "
                                f"expected float[T, 2048]")
-        expected_t = seconds_to_snippet(duration_s, fps=I3D_FPS, snippet_frames=I3D_SNIPPET_FRAMES)
+        expected_t = expected_snippets(duration_s, fps=I3D_FPS, snippet_frames=I3D_SNIPPET_FRAMES)
         if abs(feats.shape[0] - expected_t) > max(3.0, 0.05 * expected_t):
             raise DatasetError(f"{features_npy}: row {i} ({vid}) has {feats.shape[0]} snippets but its duration "
                                f"{duration_s:.1f} s gives ~{expected_t:.0f} at 25 fps / 16 frames: rows do not "
                                f"follow {ann / 'videoname.npy'}")
         if not np.isfinite(feats).all():
             raise DatasetError(f"{features_npy}: row {i} ({vid}) contains NaN or infinite values")
-        meta = {"fps": I3D_FPS, "snippet_frames": I3D_SNIPPET_FRAMES, "dim": 2 * FEATURE_DIM, "streams": ["rgb", "flow"],
+        meta = {"fps": I3D_FPS, "snippet_frames": I3D_SNIPPET_FRAMES, "stride_frames": I3D_SNIPPET_FRAMES, "dim": 2 * FEATURE_DIM, "streams": ["rgb", "flow"],
                 "backbone": WTALC_BACKBONE, "source": {**source, "row": i}}
         write_features(out_dir, vid, feats.astype(np.float32), meta)
         if not quiet:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from refineloc_e2e.errors import CacheError, DatasetError
 from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.timebase import with_stride
 
 
 def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
@@ -41,7 +42,8 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
 
 def _common_meta(metas: dict, features_dir: Path) -> dict:
     """The feature settings every video shares (what the trained head will demand of detect's features)."""
-    keys = ("dim", "fps", "snippet_frames", "streams", "settings_hash")
+    keys = ("dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash")
+    metas = {vid: with_stride(m) for vid, m in metas.items()}
     first_vid = next(iter(metas))
     first = metas[first_vid]
     ref = {k: first.get(k) for k in keys}

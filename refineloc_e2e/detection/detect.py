@@ -32,7 +32,7 @@ from refineloc_e2e.device import resolve_device
 from refineloc_e2e.errors import CacheError, InputError, ModelMismatchError, RefineLocError
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
-from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
@@ -47,6 +47,7 @@ RESULTS_VERSION = "VERSION 1.3"
 def expected_feature_meta(extractor: FeatureExtractor) -> dict[str, Any]:
     cfg = extractor.cfg
     return {
+        "origin": ORIGIN,
         "settings_hash": extractor.settings_hash,
         "dim": FEATURE_DIM * len(cfg.stream_list),
         "fps": cfg.decode.fps,
@@ -94,7 +95,7 @@ def check_compatible(model_meta: dict, feature_meta: dict, *, model_name: str, f
     """Raise ``ModelMismatchError`` naming both sides unless the features are what the model was trained on."""
     problems = []
     model_meta, feature_meta = with_stride(model_meta), with_stride(feature_meta)
-    for key in ("dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash"):
+    for key in ("origin", "dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash"):
         a, b = model_meta.get(key), feature_meta.get(key)
         if a is not None and b is not None and a != b:
             problems.append(f"{key}: model {a!r} vs features {b!r}")

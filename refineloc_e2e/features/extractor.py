@@ -35,6 +35,7 @@ from refineloc_e2e.video.flow_chunks import REGIONS, ChunkedFlow, FlowPool, flow
 from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 
 STREAMS = ("rgb", "flow")
+ORIGIN = "extracted by refineloc-e2e"  # feature metadata "origin"; importers write "imported"
 # settings that change speed or memory, never the features (not hashed; a model's settings keep them free)
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 
@@ -252,6 +253,7 @@ class FeatureExtractor:
     def metadata(self, path: Path, info, *, n_frames: int, n_snippets: int) -> dict[str, Any]:
         dcfg = self.cfg.decode
         return {
+            "origin": ORIGIN,
             "source": source_identity(path),
             "native_fps": info.native_fps,
             "native_size": [info.width, info.height],

@@ -42,8 +42,10 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
 
 def _common_meta(metas: dict, features_dir: Path) -> dict:
     """The feature settings every video shares (what the trained head will demand of detect's features)."""
-    keys = ("dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash")
+    keys = ("origin", "dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash")
     metas = {vid: with_stride(m) for vid, m in metas.items()}
+    origin = next((m["origin"] for m in metas.values() if m.get("origin")), None)  # entries older than the key:
+    metas = {vid: {**m, "origin": m.get("origin") or origin} for vid, m in metas.items()}  # take the others'
     first_vid = next(iter(metas))
     first = metas[first_vid]
     ref = {k: first.get(k) for k in keys}

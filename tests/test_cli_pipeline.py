@@ -70,6 +70,25 @@ def test_train_lists_videos_without_features(tmp_path):
     assert "warning: skipping 2 videos without features (--skip-missing)" in r.output
 
 
+def test_train_skips_unlabelled_videos_without_features(tmp_path):
+    """W-TALC has no THUMOS'14 features for video_test_0001292 (only Ambiguous spans): a video without features
+    and without any action label is skipped with one warning line, no flag needed; a labelled one is not."""
+    ann, feats = _layout(tmp_path)
+    doc = json.loads(ann.read_text())
+    doc["database"]["ambiguous_only"] = {"subset": "validation", "duration": 19.2, "annotations": [],
+                                         "ambiguous": [[1.0, 2.0]]}
+    ann.write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                  "--run-dir", str(tmp_path / "run"), *FAST])
+    assert r.exit_code == 0, r.output
+    warnings = [x for x in r.output.splitlines() if x.startswith("warning:")]
+    assert warnings == ["warning: skipped 1 video(s) without features that carry no action label: ambiguous_only"]
+    (feats / "vid05.json").unlink()  # a labelled video without features is still an error
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                  "--run-dir", str(tmp_path / "run2"), *FAST])
+    assert r.exit_code == 1 and "1 of 13 listed videos have no usable features: vid05;" in r.output
+
+
 def test_detect_refuses_features_of_another_width(tmp_path):
     ann, feats = _layout(tmp_path)
     assert CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),

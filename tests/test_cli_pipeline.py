@@ -53,6 +53,14 @@ def test_train_detect_evaluate(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0].split() == ["tIoU", "0.30", "0.50", "Avg"]
     assert json.loads((tmp_path / "e.json").read_text())["tious"] == [0.3, 0.5]
+    r = runner.invoke(main, ["evaluate", "--predictions", str(tmp_path / "p.json"), "--ground-truth", str(ann),
+                             "--tiou", "0.1,0.3", "--tiou", "0.5:0.7:0.1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0].split() == ["tIoU", "0.10", "0.30", "0.50", "0.60", "0.70", "Avg"]
+    r = runner.invoke(main, ["evaluate", "--predictions", str(tmp_path / "p.json"), "--ground-truth", str(ann),
+                             "--tiou", "0.5:0.95"])
+    assert (r.exit_code, r.stderr) == (1, "error: --tiou '0.5:0.95': expected a number, a list (0.1,0.3,0.5) or a "
+                                          "range start:stop:step with stop included (0.5:0.95:0.05)\n")
 
 
 def test_train_lists_videos_without_features(tmp_path):

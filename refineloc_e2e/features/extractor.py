@@ -36,7 +36,8 @@ from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 
 STREAMS = ("rgb", "flow")
 ORIGIN = "extracted by refineloc-e2e"  # feature metadata "origin"; importers write "imported"
-# settings that change speed or memory, never the features (not hashed; a model's settings keep them free)
+# settings that change speed or memory, never which features (not hashed; a model's settings keep them free);
+# batch_snippets changes the float rounding of the I3D sums only (tests/test_cli_pipeline.py: rtol 1e-4)
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 
 

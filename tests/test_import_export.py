@@ -285,6 +285,12 @@ def test_overlapping_windows_train_detect_evaluate(tmp_path, one_thread):
     assert bounds.max() <= 8.2 + 1e-9 and {4.2, 6.2} & set(np.round(bounds, 6))
     r = run("evaluate", "--predictions", tmp_path / "p.json", "--ground-truth", ann, "--tiou", "0.5")
     assert r.exit_code == 0, r.output
+    r = run("detect", "--features", tmp_path / "feats", "--model", model, "-o", tmp_path / "p1.json", "--plot",
+            tmp_path / "plots", "--save-scores", tmp_path / "scores", "v09")
+    assert r.exit_code == 0 and (tmp_path / "plots" / "v09.png").is_file(), r.output
+    r = run("detect", "--from-scores", tmp_path / "scores", "--model", model, "-o", tmp_path / "p1b.json")
+    assert r.exit_code == 0, r.output  # saved scores keep the stride: the same seconds come back
+    assert json.loads((tmp_path / "p1b.json").read_text())["results"]["v09"] == preds["v09"]
 
     # the same arrays stated as non-overlapping: refused, naming the stride
     r = run("import-features", src, "-o", tmp_path / "f16", "--fps", "30", "--snippet-frames", "16",

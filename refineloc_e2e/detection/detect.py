@@ -154,7 +154,8 @@ class _Detector:
                 save_scores(Path(self.scores_dir) / f"{vid}.npz",
                             _scores_with_context(scores, self.loaded.class_names, meta))
             segs = predict_segments_from_scores(scores, self.pp)
-            results = segments_to_results(segs, self.loaded.class_names, **time_base(meta), n_snippets=meta["n_snippets"],
+            results = segments_to_results(segs, self.loaded.class_names, **time_base(meta),
+                                          n_snippets=meta["n_snippets"],
                                           duration_s=meta.get("duration_s"))
             self.summary.results[vid] = results
             if self.plot_dir is not None:

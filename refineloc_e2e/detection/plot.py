@@ -37,7 +37,8 @@ def _pack_rows(spans: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, fps: float, snippet_frames: int,
-                  stride_frames: int | None = None, fg_attention: np.ndarray, class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
+                  stride_frames: int | None = None, fg_attention: np.ndarray,
+                  class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
                   ground_truth: Sequence[Segment] | None = None, title: str | None = None,
                   attention_threshold: float | None = None, top_k_classes: int = 5) -> None:
     """Write a three-panel timeline PNG to ``path`` (atomically).

@@ -15,7 +15,7 @@ Both import back bitwise (``import-features`` and ``import-wtalc``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +47,8 @@ def _shared(features_dir: Path, vid: str, meta: dict, ref: dict | None, ref_vid:
     return got
 
 
-def export_features(features_dir: str | Path, out_dir: str | Path, *, layout: str, name: str | None = None,
-                    log: Callable[[str], None] | None = None) -> list[str]:
+def export_features(features_dir: str | Path, out_dir: str | Path, *, layout: str,
+                    name: str | None = None) -> list[str]:
     """Write every video of ``features_dir`` in ``layout`` (see the module docstring); returns the ids in the
     order written."""
     features_dir, out_dir = Path(features_dir), Path(out_dir)

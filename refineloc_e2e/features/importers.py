@@ -133,7 +133,8 @@ class FolderImport:
         if not (self.fps > 0 and self.snippet_frames >= 1 and (self.stride_frames is None or self.stride_frames >= 1)):
             raise ConfigError(f"time base: need fps > 0, snippet frames >= 1 and stride >= 1, got fps {self.fps}, "
                               f"snippet frames {self.snippet_frames}, stride {self.stride_frames}")
-        if not self.streams or len(set(self.streams)) != len(self.streams) or not set(self.streams) <= set(STREAM_NAMES):
+        streams = set(self.streams)
+        if not self.streams or len(streams) != len(self.streams) or not streams <= set(STREAM_NAMES):
             raise ConfigError(f"streams: expected a comma-separated order of rgb and/or flow, got "
                               f"{','.join(self.streams) or 'nothing'}")
         if self.layout not in ("auto", *LAYOUTS):

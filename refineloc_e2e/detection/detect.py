@@ -95,8 +95,11 @@ def check_compatible(model_meta: dict, feature_meta: dict, *, model_name: str, f
     """Raise ``ModelMismatchError`` naming both sides unless the features are what the model was trained on."""
     problems = []
     model_meta, feature_meta = with_stride(model_meta), with_stride(feature_meta)
+    both_non_overlapping = all(m.get("stride_frames") == m.get("snippet_frames") for m in (model_meta, feature_meta))
     for key in ("origin", "dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash"):
         a, b = model_meta.get(key), feature_meta.get(key)
+        if key == "stride_frames" and both_non_overlapping:
+            continue  # the strides follow the windows: snippet_frames says it all
         if a is not None and b is not None and a != b:
             problems.append(f"{key}: model {a!r} vs features {b!r}")
     mb, fb = model_meta.get("backbone") or {}, feature_meta.get("backbone") or {}

@@ -200,7 +200,8 @@ def load_activitynet_json(path: str | Path) -> Dataset:
     """ActivityNet "database" JSON. Per video: ``subset``, optional ``duration`` (s), ``fps``,
     ``annotations`` [{label, segment: [s, e]}], ``labels`` (weak labels without segments) and
     ``ambiguous`` ([[s, e], ...]). Optional top level: ``name``, ``classes`` (the full class list; a
-    ``taxonomy`` that is a plain list of names is used the same way)."""
+    ``taxonomy`` that is a non-empty plain list of names is used the same way; an empty taxonomy or one of
+    ActivityNet's node objects means: the labels found in the annotations)."""
     path = Path(path)
     doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("database"), dict):
@@ -241,8 +242,11 @@ def load_activitynet_json(path: str | Path) -> Dataset:
         if spans:
             ambiguous[vid] = sorted(_span(a[0], a[1], f"{where}.ambiguous") for a in spans)
     found = sorted({lab for v in videos.values() for lab in v.labels})
-    taxonomy = doc.get("taxonomy")  # ActivityNet's is a list of node objects; a list of names is used as classes
-    names = taxonomy if isinstance(taxonomy, list) and all(isinstance(t, str) for t in taxonomy) else found
+    # A non-empty list of names is the class list. ActivityNet's own taxonomy is a list of node objects (parents
+    # and leaves), and many files carry an empty one: like ActivityNet's evaluator, take the labels found.
+    taxonomy = doc.get("taxonomy")
+    names = taxonomy if isinstance(taxonomy, list) and taxonomy and all(isinstance(t, str) for t in taxonomy) \
+        else found
     classes = doc.get("classes", names)
     if not isinstance(classes, list) or not set(found) <= set(classes) or len(set(classes)) != len(classes):
         raise DatasetError(f"{path}: 'classes' must be a list of unique names containing every label "

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from refineloc_e2e.errors import RefineLocError, WeightsError
+from refineloc_e2e.errors import InputError, RefineLocError, WeightsError
 
 TMP_SUFFIX = ".tmp"
 
@@ -32,6 +33,15 @@ TMP_SUFFIX = ".tmp"
 def package_data(*parts: str) -> Path:
     """A file or folder shipped inside the package (``refineloc_e2e/<parts>``), as a path."""
     return Path(str(resources.files("refineloc_e2e").joinpath(*parts)))
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/refineloc-e2e/<parts>`` (default ``~/.cache/refineloc-e2e/<parts>``): where fetched
+    weights and the default feature cache go, never inside the installed package. A relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification says."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base.joinpath("refineloc-e2e", *parts)
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -192,18 +202,46 @@ def load_npy_untrusted(path: str | Path) -> Any:
     """Read an ``.npy`` file; object arrays (pickled) are read through the restricted unpickler only."""
     path = Path(path)
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        if not dtype.hasobject:
-            f.seek(0)
-            return np.load(f, allow_pickle=False)
-        try:
-            return RestrictedUnpickler(f).load()
-        except pickle.UnpicklingError as e:
-            raise WeightsError(f"{path}: refused to load: {e}") from None
+        return _read_npy_untrusted(f, path)
+
+
+def _read_npy_untrusted(f, where: str | Path) -> Any:
+    """One ``.npy`` from a seekable binary file object (a file, or a member of an ``.npz``)."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if not dtype.hasobject:
+        f.seek(start)
+        return np.load(f, allow_pickle=False)
+    try:
+        return RestrictedUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise WeightsError(f"{where}: refused to load: {e}") from None
+
+
+def load_arrays_untrusted(path: str | Path) -> Any:
+    """An array container someone else wrote: ``.npy`` (an array; object arrays restricted), ``.npz`` (a dict
+    of its arrays, each read like an ``.npy``) or ``.pkl``/``.pickle`` (whatever it holds, through
+    :class:`RestrictedUnpickler`). Never runs code from the file; ``RefineLocError`` names it when unreadable."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            out = {}
+            with zipfile.ZipFile(path) as z:
+                for member in z.namelist():
+                    if member.endswith(".npy"):
+                        with z.open(member) as raw:
+                            out[member[:-4]] = _read_npy_untrusted(io.BytesIO(raw.read()), f"{path}[{member}]")
+            return out
+        if suffix in (".pkl", ".pickle"):
+            return restricted_pickle_load(path)
+        return load_npy_untrusted(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a readable {suffix or 'array'} file ({e})") from None
 
 
 def torch_load_untrusted(path: str | Path, map_location: str = "cpu") -> Any:

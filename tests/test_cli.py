@@ -34,7 +34,8 @@ def test_every_command_has_help():
         assert cmd.help and cmd.help.strip(), f"{' '.join(path)} has no help text"
         assert "Usage: main " + " ".join(path) in result.output
         names.append(" ".join(path))
-    assert {"extract", "classify", "train", "detect", "evaluate", "import-wtalc", "demo", "doctor",
+    assert {"extract", "classify", "train", "detect", "evaluate", "import-wtalc", "import-features",
+            "export-features", "demo", "doctor",
             "weights", "weights list", "weights fetch"} <= set(names)
     assert run("--help").exit_code == 0 and run("--version").output.startswith("refineloc-e2e, version ")
 

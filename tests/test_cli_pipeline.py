@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
-from refineloc_e2e.features.cache import write_features
+from refineloc_e2e.features.cache import read_features, write_features
 
 CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 FAST = ["--config", str(CONFIGS / "demo.yaml"), "--set", "head.feature_dim=32", "--set", "train.epochs=2",
@@ -53,6 +53,14 @@ def test_train_detect_evaluate(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0].split() == ["tIoU", "0.30", "0.50", "Avg"]
     assert json.loads((tmp_path / "e.json").read_text())["tious"] == [0.3, 0.5]
+    r = runner.invoke(main, ["evaluate", "--predictions", str(tmp_path / "p.json"), "--ground-truth", str(ann),
+                             "--tiou", "0.1,0.3", "--tiou", "0.5:0.7:0.1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0].split() == ["tIoU", "0.10", "0.30", "0.50", "0.60", "0.70", "Avg"]
+    r = runner.invoke(main, ["evaluate", "--predictions", str(tmp_path / "p.json"), "--ground-truth", str(ann),
+                             "--tiou", "0.5:0.95"])
+    assert (r.exit_code, r.stderr) == (1, "error: --tiou '0.5:0.95': expected a number, a list (0.1,0.3,0.5) or a "
+                                          "range start:stop:step with stop included (0.5:0.95:0.05)\n")
 
 
 def test_train_lists_videos_without_features(tmp_path):
@@ -68,6 +76,25 @@ def test_train_lists_videos_without_features(tmp_path):
                                   "--run-dir", str(tmp_path / "run"), *FAST])
     assert r.exit_code == 0, r.output
     assert "warning: skipping 2 videos without features (--skip-missing)" in r.output
+
+
+def test_train_skips_unlabelled_videos_without_features(tmp_path):
+    """W-TALC has no THUMOS'14 features for video_test_0001292 (only Ambiguous spans): a video without features
+    and without any action label is skipped with one warning line, no flag needed; a labelled one is not."""
+    ann, feats = _layout(tmp_path)
+    doc = json.loads(ann.read_text())
+    doc["database"]["ambiguous_only"] = {"subset": "validation", "duration": 19.2, "annotations": [],
+                                         "ambiguous": [[1.0, 2.0]]}
+    ann.write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                  "--run-dir", str(tmp_path / "run"), *FAST])
+    assert r.exit_code == 0, r.output
+    warnings = [x for x in r.output.splitlines() if x.startswith("warning:")]
+    assert warnings == ["warning: skipped 1 video(s) without features that carry no action label: ambiguous_only"]
+    (feats / "vid05.json").unlink()  # a labelled video without features is still an error
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
+                                  "--run-dir", str(tmp_path / "run2"), *FAST])
+    assert r.exit_code == 1 and "1 of 13 listed videos have no usable features: vid05;" in r.output
 
 
 def test_detect_refuses_features_of_another_width(tmp_path):
@@ -99,3 +126,66 @@ def test_train_extracts_on_the_fly_from_data_root(tmp_path, real_weights):
     meta = json.loads((tmp_path / "feats" / "synthetic_training_0000.json").read_text())
     assert meta["streams"] == ["rgb"] and meta["decode"]["crop_size"] == 56
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def _fake_real_weights(monkeypatch):
+    """The extractor's I3D with the real weights' name and checksum but small random (seeded) parameters, so
+    a trained model and detect see exactly what they would with the real ones, without fetching them."""
+    import torch
+
+    from refineloc_e2e.backbone.i3d import InceptionI3d
+    from refineloc_e2e.features import extractor as extractor_mod
+
+    def build_i3d(stream, spec=None, device="cpu", *, rgb_spec=None):
+        torch.manual_seed(0)
+        model = InceptionI3d(3 if stream == "rgb" else 2, 10).to(device).eval()
+        return model, {"weights_id": spec or "i3d-kinetics400-rgb", "init": "pretrained",
+                       "sha256": "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd",
+                       "stream": stream, "in_channels": 3 if stream == "rgb" else 2, "num_classes": 10}
+    monkeypatch.setattr(extractor_mod, "build_i3d", build_i3d)
+
+
+def test_detect_speed_only_options_keep_the_models_features(tmp_path, monkeypatch, make_video, one_thread):
+    """A model trained on extracted features: `detect --workers 2 --device cpu --set batch_snippets=1` uses
+    the model's own extraction settings (not the defaults), is not rejected, and computes the very same
+    features; an option that changes the numbers is still refused."""
+    from conftest import SMALL_EXTRACT
+
+    _fake_real_weights(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "videos").mkdir()
+    db = {}
+    for i in range(6):
+        make_video(tmp_path / "videos" / f"v{i}.mp4", n=40, size=(80, 64), seed=i)
+        db[f"v{i}"] = {"subset": "training" if i < 4 else "validation", "duration": 1.6,
+                       "annotations": [{"label": f"C{i % 2}", "segment": [0.3, 1.2]}]}
+    (tmp_path / "ann.json").write_text(json.dumps({"taxonomy": ["C0", "C1"], "database": db}))
+    runner = CliRunner()
+    r = runner.invoke(main, ["extract", "videos", "-o", "feats", *SMALL_EXTRACT])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["train", "--annotations", "ann.json", "--features", "feats", "--run-dir", "run", *FAST,
+                             "--set", "head.feature_dim=1024"])
+    assert r.exit_code == 0, r.output
+    want, want_meta = read_features(tmp_path / "feats", "v4")
+    r = runner.invoke(main, ["detect", "videos/v4.mp4", "--model", "run/model.pt", "--cache", "cache2", "-q",
+                             "--workers", "2", "--device", "cpu", "-o", "s.json"])
+    assert r.exit_code == 0, r.output
+    got, meta = read_features(tmp_path / "cache2", "v4")
+    assert got.tobytes() == want.tobytes() and meta["settings_hash"] == want_meta["settings_hash"]
+    assert meta["decode"]["crop_size"] == 56  # the model's setting, not the default 224
+    ext = json.loads((tmp_path / "s.json").read_text())["external_data"]["extract_config"]
+    assert (ext["workers"], ext["device"]) == (2, "cpu")
+    # another I3D batch size: accepted, same settings hash; the numbers agree to float rounding only (a
+    # convolution over 1 snippet sums in another order than over 8)
+    r = runner.invoke(main, ["detect", "videos/v4.mp4", "--model", "run/model.pt", "--cache", "cache4", "-q",
+                             "--set", "batch_snippets=1", "-o", "s4.json"])
+    assert r.exit_code == 0, r.output
+    got, meta = read_features(tmp_path / "cache4", "v4")
+    assert meta["settings_hash"] == want_meta["settings_hash"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    r = runner.invoke(main, ["detect", "videos/v4.mp4", "--model", "run/model.pt", "--cache", "cache3", "-q",
+                             "--workers", "2", "--set", "decode.crop_size=48", "-o", "s2.json"])
+    assert r.exit_code == 1
+    error = r.stderr.splitlines()[-1]  # a numbers-changing option makes the given settings (defaults + it) count
+    assert error.startswith("error: run/model.pt was trained on other features than the extraction settings ")
+    assert "settings_hash: model " in error

@@ -159,6 +159,12 @@ def test_activitynet_json(tmp_path):
     assert with_taxonomy.classes == ["Jump", "Run", "Swim"] and with_taxonomy.name == "tax"
     with pytest.raises(DatasetError, match=r"missing: \['Run'\]"):
         load_activitynet_json(_write(tmp_path / "cls.json", {"classes": ["Jump"], "database": db}))
+    # ActivityNet's own files: an empty taxonomy, or one of node objects -> the labels found (as its evaluator)
+    empty = load_activitynet_json(_write(tmp_path / "empty.json", {"taxonomy": [], "database": db}))
+    nodes = [{"nodeId": 0, "nodeName": "Root", "parentId": None, "parentName": None},
+             {"nodeId": 1, "nodeName": "Jump", "parentId": 0, "parentName": "Root"}]
+    tree = load_activitynet_json(_write(tmp_path / "nodes.json", {"taxonomy": nodes, "database": db}))
+    assert empty.classes == tree.classes == ["Jump", "Run"]
 
 
 @pytest.mark.parametrize("entry, match", [

@@ -4,7 +4,6 @@ a folder some node cannot see. Random-weight I3D on tiny frames, saved as a weig
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,6 +85,7 @@ def _tmp_files(folder: Path) -> list[str]:
 def test_cluster_features_equal_one_process_and_a_rerun_skips(tmp_path, cluster, one_thread):
     videos = [write_moving_video(tmp_path / f"v{i}.mkv", n=9 + 5 * i, step_px=(1, i % 2)) for i in range(4)]
     single = extract_batch(videos, tmp_path / "single", cluster.cfg, progress=False, log=lambda m: None)
+    assert (len(single.extracted), single.failed) == (4, [])
     summary = _ray(videos, tmp_path / "ray", cluster)
     assert (sorted(summary.extracted), summary.skipped, summary.failed) == (sorted(map(str, videos)), [], [])
     assert sum(summary.per_node.values()) == 4 and len(summary.per_node) == 2  # both nodes worked

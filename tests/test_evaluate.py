@@ -246,3 +246,23 @@ def test_average_precision_edge_cases():
     assert average_precision(np.array([True, False]), 0) == 0.0
     assert average_precision(np.array([False, True]), 1) == 0.5
     assert average_precision(np.array([True, True, False, False]), 4) == 0.5
+
+
+def test_parse_tious_lists_ranges_and_errors():
+    from refineloc_e2e.evaluation.metrics import parse_tious
+
+    assert parse_tious(["0.5"]) == [0.5]
+    assert parse_tious(["0.1,0.3,0.5"]) == [0.1, 0.3, 0.5]
+    assert parse_tious(["0.5:0.95:0.05"]) == pytest.approx(ACTIVITYNET_TIOUS)
+    assert parse_tious(["0.5:0.95:0.05"])[-1] == 0.95 and len(parse_tious(["0.5:0.95:0.05"])) == 10
+    assert parse_tious(["0.1:0.7:0.1"]) == pytest.approx(default_tious("thumos14"))
+    assert parse_tious(["0.3", "0.5", "0.3"]) == [0.3, 0.5]  # repeated flags still work; duplicates dropped
+    assert parse_tious([]) == []
+    with pytest.raises(InputError) as e:
+        parse_tious(["0.5:0.95"])
+    assert str(e.value) == ("--tiou '0.5:0.95': expected a number, a list (0.1,0.3,0.5) or a range start:stop:step "
+                            "with stop included (0.5:0.95:0.05)")
+    with pytest.raises(InputError, match=r"--tiou '1.5': thresholds must be in \(0, 1\], got 1.5"):
+        parse_tious(["0.5,1.5"])
+    with pytest.raises(InputError, match="expected a number"):
+        parse_tious(["0.9:0.5:0.1"])

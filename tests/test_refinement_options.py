@@ -9,7 +9,7 @@ import torch
 
 from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, otsu_threshold, weak_label_map
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.model.head import HeadConfig, build_head, video_loss
+from refineloc_e2e.model.head import HeadConfig, video_loss
 from refineloc_e2e.model.segments import PostprocessConfig, kept_by_attention, predict_segments
 from refineloc_e2e.model.pseudo import PseudoConfig, class_weights, generate
 from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model

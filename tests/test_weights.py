@@ -381,3 +381,21 @@ def test_resolve_path_spec_and_build(tmp_path, monkeypatch, state):
         W.resolve_stream("depth", None)
     with pytest.raises(WeightsError, match="flow-stream initialisation"):
         W.resolve_stream("rgb", W.CROSS_MODALITY)
+
+
+def test_weights_live_in_a_user_cache_never_in_the_package(monkeypatch, tmp_path):
+    """$REFINELOC_WEIGHTS_DIR, else $XDG_CACHE_HOME/refineloc-e2e/weights, else ~/.cache/...; the manifest is
+    package data."""
+    import refineloc_e2e
+
+    monkeypatch.setenv("REFINELOC_WEIGHTS_DIR", str(tmp_path / "mine"))
+    assert W.weights_dir() == tmp_path / "mine"
+    monkeypatch.delenv("REFINELOC_WEIGHTS_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert W.weights_dir() == tmp_path / "xdg" / "refineloc-e2e" / "weights"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: relative paths are invalid
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert W.weights_dir() == tmp_path / "home" / ".cache" / "refineloc-e2e" / "weights"
+    package = Path(refineloc_e2e.__file__).parent
+    assert W.manifest_path() == package / "backbone" / "manifest.json" and W.manifest_path().is_file()
+    assert package not in W.weights_dir().parents

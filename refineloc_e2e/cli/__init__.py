@@ -15,7 +15,9 @@ from refineloc_e2e.cli.demo import demo
 from refineloc_e2e.cli.detect import detect
 from refineloc_e2e.cli.doctor import doctor
 from refineloc_e2e.cli.evaluate import evaluate
+from refineloc_e2e.cli.export_features import export_features
 from refineloc_e2e.cli.extract import extract
+from refineloc_e2e.cli.import_features import import_features
 from refineloc_e2e.cli.import_wtalc import import_wtalc
 from refineloc_e2e.cli.train import train
 from refineloc_e2e.cli.weights import weights
@@ -27,5 +29,6 @@ def main() -> None:
     """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""
 
 
-for _command in (extract, classify, weights, train, detect, evaluate, import_wtalc, demo, doctor):
+for _command in (extract, classify, weights, train, detect, evaluate, import_features, import_wtalc, export_features,
+                 demo, doctor):
     main.add_command(_command)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import click
 
 from refineloc_e2e.config import load_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.features.extractor import ExtractConfig
+from refineloc_e2e.fileio import user_cache_dir
 
-DEFAULT_CACHE = Path.home() / ".cache" / "refineloc-e2e" / "features"
+DEFAULT_CACHE = user_cache_dir("features")  # $XDG_CACHE_HOME/refineloc-e2e/features
 
 
 class UserError(click.ClickException):

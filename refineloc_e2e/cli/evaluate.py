@@ -8,14 +8,17 @@ import click
 
 from refineloc_e2e.cli.common import errors_to_exit
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.evaluation.metrics import default_tious, evaluate as run_eval, format_table, load_predictions
+from refineloc_e2e.evaluation.metrics import (default_tious, evaluate as run_eval, format_table, load_predictions,
+                                              parse_tious)
 from refineloc_e2e.fileio import atomic_write_json
 
 
 @click.command()
 @click.option("--predictions", type=click.Path(dir_okay=False), required=True, help="ActivityNet results JSON.")
 @click.option("--ground-truth", required=True, help="thumos14-test | thumos14-val | activitynet12-val | FILE.json")
-@click.option("--tiou", "tious", type=float, multiple=True, help="tIoU thresholds (default per dataset).")
+@click.option("--tiou", "tious", multiple=True,
+              help="tIoU thresholds: 0.5, a list 0.1,0.3,0.5 or a numpy-style range start:stop:step with the stop "
+                   "included, 0.5:0.95:0.05 (repeatable; default: THUMOS 0.1:0.7:0.1, else 0.5:0.95:0.05).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON.")
 @click.option("--per-class", is_flag=True, help="Also print per-class AP.")
 @click.option("--drop-ambiguous", is_flag=True, help="THUMOS: drop predictions overlapping Ambiguous spans (official kit).")
@@ -31,7 +34,7 @@ def evaluate(predictions, ground_truth, tious, json_out, per_class, drop_ambiguo
     else:
         ds = load_dataset(ground_truth)
     preds = load_predictions(predictions)
-    result = run_eval(preds, ds, subset=subset, tious=list(tious) or default_tious(ds.name),
+    result = run_eval(preds, ds, subset=subset, tious=parse_tious(tious) or default_tious(ds.name),
                       drop_ambiguous=drop_ambiguous)
     click.echo(format_table(result, per_class=per_class))
     if json_out:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import click
 
-from refineloc_e2e.backbone.weights import DEFAULT_WEIGHTS, fetch, list_weights
+from refineloc_e2e.backbone.weights import DEFAULT_WEIGHTS, WEIGHTS_DIR_ENV, fetch, list_weights, weights_dir
 from refineloc_e2e.cli.common import errors_to_exit
 
 
 @click.group()
 def weights():
-    """List or fetch pretrained I3D weights (weights/manifest.json)."""
+    """List or fetch pretrained I3D weights (the package's manifest; files in ~/.cache/refineloc-e2e/weights
+    or $REFINELOC_WEIGHTS_DIR)."""
 
 
 @weights.command("list")
 @errors_to_exit
 def weights_list():
     """Show every manifest entry, whether it is present and whether its sha256 matches."""
+    click.echo(f"weights folder: {weights_dir()}  (set {WEIGHTS_DIR_ENV} to use another)")
     for w in list_weights():
         state = "present, sha256 ok" if w.get("present") and w.get("sha256_ok") else (
             "present, SHA256 MISMATCH" if w.get("present") else "not present")

@@ -33,12 +33,13 @@ from refineloc_e2e.errors import CacheError, InputError, ModelMismatchError, Ref
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
-from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
 from refineloc_e2e.model.segments import (PostprocessConfig, background_score, load_scores,
                                           predict_segments_from_scores, save_scores, segments_to_results)
+from refineloc_e2e.timebase import time_base, with_stride
 from refineloc_e2e.video.flow import FlowConfig
 
 RESULTS_VERSION = "VERSION 1.3"
@@ -47,10 +48,12 @@ RESULTS_VERSION = "VERSION 1.3"
 def expected_feature_meta(extractor: FeatureExtractor) -> dict[str, Any]:
     cfg = extractor.cfg
     return {
+        "origin": ORIGIN,
         "settings_hash": extractor.settings_hash,
         "dim": FEATURE_DIM * len(cfg.stream_list),
         "fps": cfg.decode.fps,
         "snippet_frames": cfg.decode.snippet_frames,
+        "stride_frames": cfg.decode.snippet_frames,
         "streams": cfg.stream_list,
         "backbone": {s: {"weights_id": p.get("weights_id"), "init": p.get("init")}
                      for s, p in extractor.provenance.items()},
@@ -93,8 +96,12 @@ def extract_config_from_meta(meta: dict) -> ExtractConfig | None:
 def check_compatible(model_meta: dict, feature_meta: dict, *, model_name: str, feature_name: str) -> None:
     """Raise ``ModelMismatchError`` naming both sides unless the features are what the model was trained on."""
     problems = []
-    for key in ("dim", "fps", "snippet_frames", "streams", "settings_hash"):
+    model_meta, feature_meta = with_stride(model_meta), with_stride(feature_meta)
+    both_non_overlapping = all(m.get("stride_frames") == m.get("snippet_frames") for m in (model_meta, feature_meta))
+    for key in ("origin", "dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash"):
         a, b = model_meta.get(key), feature_meta.get(key)
+        if key == "stride_frames" and both_non_overlapping:
+            continue  # the strides follow the windows: snippet_frames says it all
         if a is not None and b is not None and a != b:
             problems.append(f"{key}: model {a!r} vs features {b!r}")
     mb, fb = model_meta.get("backbone") or {}, feature_meta.get("backbone") or {}
@@ -152,8 +159,8 @@ class _Detector:
                 save_scores(Path(self.scores_dir) / f"{vid}.npz",
                             _scores_with_context(scores, self.loaded.class_names, meta))
             segs = predict_segments_from_scores(scores, self.pp)
-            results = segments_to_results(segs, self.loaded.class_names, fps=meta["fps"],
-                                          snippet_frames=meta["snippet_frames"], n_snippets=meta["n_snippets"],
+            results = segments_to_results(segs, self.loaded.class_names, **time_base(meta),
+                                          n_snippets=meta["n_snippets"],
                                           duration_s=meta.get("duration_s"))
             self.summary.results[vid] = results
             if self.plot_dir is not None:
@@ -243,6 +250,7 @@ def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], 
     out["class_names"] = np.array(class_names, dtype=str)
     out["fps"] = np.float64(meta["fps"])
     out["snippet_frames"] = np.int64(meta["snippet_frames"])
+    out["stride_frames"] = np.int64(time_base(meta)["stride_frames"])
     out["duration_s"] = np.float64(meta.get("duration_s") or np.nan)
     return out
 
@@ -254,8 +262,7 @@ def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -
     if ground_truth is not None and vid in ground_truth.videos:
         gt = ground_truth.videos[vid].segments
     path = Path(plot_dir) / f"{vid}.png"
-    plot_timeline(path, video_id=vid, duration_s=meta["duration_s"], fps=meta["fps"],
-                  snippet_frames=meta["snippet_frames"],
+    plot_timeline(path, video_id=vid, duration_s=meta.get("duration_s"), **time_base(meta),
                   fg_attention=1.0 - background_score(scores["attention_bf"], pp, scores.get("attention_logodds")),
                   class_scores={class_names[i]: scores["cas"][:, i] for i in top}, predictions=results,
                   ground_truth=gt, attention_threshold=1.0 - pp.alpha_attention)
@@ -274,10 +281,11 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
         try:
             names = [str(n) for n in s["class_names"]]
             fps, sf = float(s["fps"]), int(s["snippet_frames"])
+            stride = int(s["stride_frames"]) if "stride_frames" in s else sf  # scores saved before strides
         except KeyError as e:
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
         segs = predict_segments_from_scores(s, postprocess)
-        results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf,
+        results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf, stride_frames=stride,
                                               n_snippets=int(s["cas"].shape[0]),
                                               duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
     atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",

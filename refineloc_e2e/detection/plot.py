@@ -37,7 +37,8 @@ def _pack_rows(spans: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, fps: float, snippet_frames: int,
-                  fg_attention: np.ndarray, class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
+                  stride_frames: int | None = None, fg_attention: np.ndarray,
+                  class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
                   ground_truth: Sequence[Segment] | None = None, title: str | None = None,
                   attention_threshold: float | None = None, top_k_classes: int = 5) -> None:
     """Write a three-panel timeline PNG to ``path`` (atomically).
@@ -56,7 +57,8 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     bad = {c: s.shape for c, s in scores.items() if s.shape != (n_snippets,)}
     if bad:
         raise InputError(f"plot_timeline({video_id}): class_scores must each be float[{n_snippets}], got {bad}")
-    edges_s = snippet_to_seconds(np.arange(n_snippets + 1), fps=fps, snippet_frames=snippet_frames)  # [T + 1]
+    edges_s = snippet_to_seconds(np.arange(n_snippets + 1), fps=fps, snippet_frames=snippet_frames,
+                                 stride_frames=stride_frames)  # [T + 1]
     end_s = float(duration_s) if duration_s is not None else float(edges_s[-1])
 
     top = sorted(scores, key=lambda c: -float(scores[c].max()))[:top_k_classes]
@@ -68,7 +70,8 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     fig = Figure(figsize=(12, 7.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax_att, ax_cls, ax_seg = fig.subplots(3, 1, sharex=True, height_ratios=[1, 1.4, 1.6])
-    fig.suptitle(title or f"{video_id}  ({end_s:.1f} s, {n_snippets} snippets of {snippet_frames} frames "
+    every = "" if stride_frames in (None, snippet_frames) else f" every {stride_frames}"
+    fig.suptitle(title or f"{video_id}  ({end_s:.1f} s, {n_snippets} snippets of {snippet_frames} frames{every} "
                           f"at {fps:g} fps)")
 
     ax_att.stairs(attention, edges_s, color="black", linewidth=1.2, label="foreground attention")

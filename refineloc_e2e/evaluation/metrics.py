@@ -57,6 +57,36 @@ def default_tious(dataset_name: str) -> list[float]:
     return list(THUMOS_TIOUS) if "thumos" in dataset_name.lower() else list(ACTIVITYNET_TIOUS)
 
 
+TIOU_SYNTAX = "a number, a list (0.1,0.3,0.5) or a range start:stop:step with stop included (0.5:0.95:0.05)"
+
+
+def parse_tious(specs: Iterable[str]) -> list[float]:
+    """tIoU thresholds from command-line strings, each a number (``0.5``), a comma-separated list
+    (``0.1,0.3,0.5``) or a numpy-style range ``start:stop:step`` whose stop is included (``0.5:0.95:0.05`` ->
+    0.5, 0.55, ..., 0.95). Duplicates are dropped, the order kept; ``InputError`` names a bad one."""
+    out: list[float] = []
+    for spec in specs:
+        for part in str(spec).split(","):
+            part = part.strip()
+            try:
+                if ":" in part:
+                    start, stop, step = (float(x) for x in part.split(":"))
+                    if not step > 0 or stop < start:
+                        raise ValueError
+                    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+                    values = [round(start + i * step, 10) for i in range(n)]
+                else:
+                    values = [float(part)]
+            except ValueError:
+                raise InputError(f"--tiou {part!r}: expected {TIOU_SYNTAX}") from None
+            for t in values:
+                if not 0.0 < t <= 1.0:
+                    raise InputError(f"--tiou {part!r}: thresholds must be in (0, 1], got {t:g}")
+                if t not in out:
+                    out.append(t)
+    return out
+
+
 def _check_prediction(p: Any, where: str, err: type[Exception]) -> tuple[str, float, float, float]:
     """Validate one ``{label, score, segment: [s, e]}``; returns (label, score, start_s, end_s)."""
     if not isinstance(p, Mapping):

@@ -37,7 +37,9 @@ from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 STREAMS = ("rgb", "flow")
 FLOW_IMPLEMENTATIONS = {"opencv": "cv2.optflow.DualTVL1OpticalFlow",
                         "torch": "refineloc_e2e.video.tvl1_torch (batched port of OpenCV's DualTVL1OpticalFlow)"}
-# settings that change speed or memory, never the features (not hashed; a model's settings keep them free)
+ORIGIN = "extracted by refineloc-e2e"  # feature metadata "origin"; importers write "imported"
+# settings that change speed or memory, never which features (not hashed; a model's settings keep them free);
+# batch_snippets changes the float rounding of the I3D sums only (tests/test_cli_pipeline.py: rtol 1e-4)
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 
 
@@ -46,7 +48,7 @@ class ExtractConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)  # TV-L1; the defaults are the `fast` preset
     streams: str = "both"                          # rgb | flow | both; features are [rgb | flow] in that order
-    rgb_weights: str = DEFAULT_WEIGHTS["rgb"]       # manifest name or path (see weights/manifest.json)
+    rgb_weights: str = DEFAULT_WEIGHTS["rgb"]       # manifest name or path (see backbone/manifest.json)
     flow_weights: str = DEFAULT_WEIGHTS["flow"]     # manifest name, path, or the named init method
     batch_snippets: int = 8                         # snippets per I3D forward (32+ on a GPU)
     device: str = "auto"                            # auto | cpu | cuda | cuda:N
@@ -266,12 +268,14 @@ class FeatureExtractor:
     def metadata(self, path: Path, info, *, n_frames: int, n_snippets: int) -> dict[str, Any]:
         dcfg = self.cfg.decode
         return {
+            "origin": ORIGIN,
             "source": source_identity(path),
             "native_fps": info.native_fps,
             "native_size": [info.width, info.height],
             "rotation_deg": info.rotation_deg,
             "fps": dcfg.fps,
             "snippet_frames": dcfg.snippet_frames,
+            "stride_frames": dcfg.snippet_frames,  # non-overlapping windows
             "n_frames": n_frames,
             "duration_s": n_frames / dcfg.fps,
             "snippet_start_s": [round(float(snippet_to_seconds(t, fps=dcfg.fps, snippet_frames=dcfg.snippet_frames)), 6)

@@ -203,7 +203,8 @@ def class_weights(labels: Sequence[np.ndarray], sampled: Sequence[np.ndarray],
 
 # ------------------------------------------------------------------ strong annotations (reporting only)
 
-def truth_labels(segments, n_snippets: int, *, fps: float, snippet_frames: int) -> np.ndarray:
+def truth_labels(segments, n_snippets: int, *, fps: float, snippet_frames: int,
+                 stride_frames: int | None = None) -> np.ndarray:
     """uint8[T] from STRONG annotations: snippet t is fg iff its centre lies in a segment [start, end).
 
     For reporting (pseudo-label precision/recall) and the distribution-aware baseline only.
@@ -211,8 +212,8 @@ def truth_labels(segments, n_snippets: int, *, fps: float, snippet_frames: int) 
     centres = np.arange(n_snippets) + 0.5  # (T,)
     out = np.zeros(n_snippets, dtype=np.uint8)
     for seg in segments:
-        s = seconds_to_snippet(seg.start_s, fps=fps, snippet_frames=snippet_frames)
-        e = seconds_to_snippet(seg.end_s, fps=fps, snippet_frames=snippet_frames)
+        s = seconds_to_snippet(seg.start_s, fps=fps, snippet_frames=snippet_frames, stride_frames=stride_frames)
+        e = seconds_to_snippet(seg.end_s, fps=fps, snippet_frames=snippet_frames, stride_frames=stride_frames)
         out[(centres >= s) & (centres < e)] = 1
     return out
 

@@ -190,7 +190,8 @@ def coverage(segments: list[SnippetSegment], n_snippets: int) -> np.ndarray:
 
 
 def segments_to_results(segments: list[SnippetSegment], class_names: list[str], *, fps: float,
-                        snippet_frames: int, n_snippets: int, duration_s: float | None = None) -> list[dict]:
+                        snippet_frames: int, n_snippets: int, duration_s: float | None = None,
+                        stride_frames: int | None = None) -> list[dict]:
     """ActivityNet-style results ``[{"label", "score", "segment": [start_s, end_s]}]``, best score first.
 
     Seconds come only from :func:`timebase.snippet_to_seconds`; ``end_s`` is clipped to ``duration_s``
@@ -200,8 +201,8 @@ def segments_to_results(segments: list[SnippetSegment], class_names: list[str], 
     for seg in segments:
         if not 0 <= seg.start < seg.end <= n_snippets:
             raise ValueError(f"segment [{seg.start}, {seg.end}) outside [0, {n_snippets})")
-        start_s = float(snippet_to_seconds(seg.start, fps=fps, snippet_frames=snippet_frames))
-        end_s = float(snippet_to_seconds(seg.end, fps=fps, snippet_frames=snippet_frames))
+        start_s, end_s = (float(snippet_to_seconds(b, fps=fps, snippet_frames=snippet_frames,
+                                                   stride_frames=stride_frames)) for b in (seg.start, seg.end))
         if duration_s is not None:
             end_s = min(end_s, float(duration_s))
             if end_s <= start_s:  # starts at or after the annotated end of the video

@@ -18,7 +18,7 @@ import numpy
 import torch
 
 from refineloc_e2e import __version__
-from refineloc_e2e.backbone.weights import list_weights
+from refineloc_e2e.backbone.weights import list_weights, manifest_path, weights_dir
 from refineloc_e2e.errors import RefineLocError
 
 Check = tuple[bool | None, str, str]
@@ -67,6 +67,7 @@ def _weights() -> Iterator[Check]:
     except RefineLocError as e:
         yield False, "weights manifest", str(e)
         return
+    yield True, "weights folder", f"{weights_dir()} (manifest: {manifest_path()})"
     for w in entries:
         name = f"weights {w['name']}"
         if not w.get("present"):

@@ -1,7 +1,10 @@
 """The features a training run reads: every train/test video of a dataset from a feature folder.
 
-The one missing-video policy: a listed video without usable features is an error that names it, unless
-``skip_missing`` (then each is reported and skipped). All videos must share one extraction setting; the
+The one missing-video policy: a listed video that carries no action label and has no feature file is
+skipped with one warning line naming it (there is nothing to learn from it nor to detect in it: W-TALC's
+THUMOS'14 features leave out ``video_test_0001292``, which has only Ambiguous spans). Any other listed
+video without usable features is an error that names it, unless ``skip_missing`` (then each is reported
+and skipped). All videos must share one extraction setting; the
 shared part becomes the ``feature_meta`` a trained head demands of detect's features.
 """
 
@@ -12,19 +15,26 @@ from pathlib import Path
 from typing import Callable
 
 from refineloc_e2e.errors import CacheError, DatasetError
-from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.cache import feature_paths, read_features
+from refineloc_e2e.timebase import with_stride
 
 
 def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
                            log: Callable[[str], None] | None = None):
     """Read the cached features of every train/test video of ``dataset``; returns (features, meta, missing)."""
     log = log or (lambda m: print(m, file=sys.stderr))
-    features, metas, missing = {}, {}, []
+    features, metas, missing, unlabelled = {}, {}, [], []
     for vid in sorted(dataset.videos):
+        if not dataset.videos[vid].labels and not feature_paths(features_dir, vid)[1].exists():
+            unlabelled.append(vid)  # nothing to learn or score there (e.g. W-TALC has no THUMOS test 1292)
+            continue
         try:
             features[vid], metas[vid] = read_features(features_dir, vid)
         except CacheError as e:
             missing.append((vid, str(e)))
+    if unlabelled:
+        log(f"warning: skipped {len(unlabelled)} video(s) without features that carry no action label: "
+            f"{', '.join(unlabelled)}")
     if missing and not skip_missing:
         listed = ", ".join(v for v, _ in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise DatasetError(f"{features_dir}: {len(missing)} of {len(dataset.videos)} listed videos have no usable "
@@ -41,7 +51,10 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
 
 def _common_meta(metas: dict, features_dir: Path) -> dict:
     """The feature settings every video shares (what the trained head will demand of detect's features)."""
-    keys = ("dim", "fps", "snippet_frames", "streams", "settings_hash")
+    keys = ("origin", "dim", "fps", "snippet_frames", "stride_frames", "streams", "settings_hash")
+    metas = {vid: with_stride(m) for vid, m in metas.items()}
+    origin = next((m["origin"] for m in metas.values() if m.get("origin")), None)  # entries older than the key:
+    metas = {vid: {**m, "origin": m.get("origin") or origin} for vid, m in metas.items()}  # take the others'
     first_vid = next(iter(metas))
     first = metas[first_vid]
     ref = {k: first.get(k) for k in keys}

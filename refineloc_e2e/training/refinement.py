@@ -37,6 +37,7 @@ from refineloc_e2e.model.pseudo import class_weights as pseudo_class_weights
 from refineloc_e2e.device import resolve_device
 from refineloc_e2e.evaluation.metrics import evaluate
 from refineloc_e2e.model.inference import predict_batch
+from refineloc_e2e.timebase import time_base
 from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, weak_label_map
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
 
@@ -145,7 +146,7 @@ def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_me
     for v, s in zip(test_videos, scores):
         segs = predict_segments_from_scores(s, cfg.postprocess)
         predictions[v.video_id] = segments_to_results(
-            segs, dataset.classes, fps=feature_meta["fps"], snippet_frames=feature_meta["snippet_frames"],
+            segs, dataset.classes, **time_base(feature_meta),
             n_snippets=len(s["attention_time"]), duration_s=v.duration_s)
     result = evaluate(predictions, dataset, subset="test", tious=cfg.eval_tious,
                       video_ids=[v.video_id for v in test_videos])
@@ -261,12 +262,11 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
     fit_ids, held_ids = _holdout_split(sorted(items), cfg.train.holdout_fraction, cfg.train.seed)
     fit_items, held_items = [items[i] for i in fit_ids], [items[i] for i in held_ids]
     all_items = fit_items + held_items
-    fps, sf = feature_meta["fps"], feature_meta["snippet_frames"]
     # strong annotations: reporting (pseudo precision/recall) and the distribution-aware baseline only
     truths = None
     if all(v.segments for v in train_videos):
         by_id = {v.video_id: v for v in train_videos}
-        truths = [truth_labels(by_id[it.video_id].segments, it.features.shape[0], fps=fps, snippet_frames=sf)
+        truths = [truth_labels(by_id[it.video_id].segments, it.features.shape[0], **time_base(feature_meta))
                   for it in all_items]
     fg_probability = None
     if cfg.pseudo.uses_strong_annotations:

@@ -273,6 +273,20 @@ def record(summary: BatchSummary, outcome: VideoOutcome, log: Callable[[str], No
         on_ready(Path(outcome.video), outcome.video_id, outcome.features, outcome.meta)
 
 
+def begin_batch(inputs: Iterable[str | Path], out_dir: Path, log: Callable[[str], None]
+                ) -> tuple[BatchSummary, list[Path]]:
+    """Expand the inputs (each bad one logged and recorded as failed) and, if any video is left, prepare
+    ``out_dir``: the start every batch runner shares."""
+    summary = BatchSummary()
+    videos, failures = collect_inputs(inputs)
+    for p, why in failures:
+        log(f"error: {p}: {why}")
+    summary.failed.extend(failures)
+    if videos:
+        prepare_out_dir(out_dir)
+    return summary, videos
+
+
 def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
                   extractor: FeatureExtractor | None = None, progress: bool = True,
                   log: Callable[[str], None] | None = None,
@@ -292,14 +306,9 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     started = time.time()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
-    summary = BatchSummary()
-    videos, failures = collect_inputs(inputs)
-    for p, why in failures:
-        log(f"error: {p}: {why}")
-    summary.failed.extend(failures)
+    summary, videos = begin_batch(inputs, out_dir, log)
     if not videos:
         return summary
-    prepare_out_dir(out_dir)
     source = LazyExtractor(cfg, out_dir, extractor=extractor, log=log)
     ids = assign_video_ids(videos)
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)

@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
-from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, collect_inputs,
-                                          prepare_out_dir, process_video, record)
+from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
+                                          process_video, record)
 from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, feature_paths,
                                           owner_conflict, remove_stale_entry_temps)
 from refineloc_e2e.features.extractor import ExtractConfig
@@ -282,14 +282,9 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
     log = log or (lambda msg: print(msg, file=sys.stderr))
     require_ray()
     out_dir = Path(os.path.abspath(out_dir))  # the workers' working folders are not ours
-    summary = BatchSummary()
-    videos, failures = collect_inputs(inputs)
-    for p, why in failures:
-        log(f"error: {p}: {why}")
-    summary.failed.extend(failures)
+    summary, videos = begin_batch(inputs, out_dir, log)
     if not videos:
         return summary
-    prepare_out_dir(out_dir)
     ids = assign_video_ids(videos)
     with ray_session(address):
         check_shared_folder(out_dir)

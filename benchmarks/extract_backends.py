@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from refineloc_e2e.backbone.i3d import InceptionI3d  # noqa: E402
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor  # noqa: E402
-from refineloc_e2e.video.flow import flow_config  # noqa: E402
+from refineloc_e2e.video.flow import cv2_optflow, flow_config  # noqa: E402
 
 
 def trimmed(src: Path, seconds: float, dst: Path) -> Path:
@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    cv2_optflow().setNumThreads(args.threads)  # both backends on the same number of threads
     models = None
     if args.random_weights:
         torch.manual_seed(0)

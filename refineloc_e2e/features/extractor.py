@@ -32,6 +32,7 @@ from refineloc_e2e.timebase import snippet_to_seconds
 from refineloc_e2e.video.decode import DecodeConfig, VideoInfo, iter_frames, probe_video
 from refineloc_e2e.video.flow import FlowConfig, resolve_backend, to_gray
 from refineloc_e2e.video.flow_chunks import REGIONS, ChunkedFlow, FlowPool, flow_window
+from refineloc_e2e.video.prefetch import prefetch
 from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 
 STREAMS = ("rgb", "flow")
@@ -40,6 +41,7 @@ FLOW_IMPLEMENTATIONS = {"opencv": "cv2.optflow.DualTVL1OpticalFlow",
 ORIGIN = "extracted by refineloc-e2e"  # feature metadata "origin"; importers write "imported"
 # settings that change speed or memory, never which features (not hashed; a model's settings keep them free);
 # batch_snippets changes the float rounding of the I3D sums only (tests/test_cli_pipeline.py: rtol 1e-4)
+DECODE_AHEAD_FRAMES = 64  # frames decoded ahead on a thread when the models run on CUDA
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 
 
@@ -219,7 +221,8 @@ class FeatureExtractor:
                 pending[s] = []
 
         flow: ChunkedFlow | None = None
-        frames = iter_frames(path, dcfg)
+        # on a GPU, decode on a CPU thread ahead of flow and I3D; on the CPU the cores are busy with flow already
+        frames = prefetch(iter_frames(path, dcfg), DECODE_AHEAD_FRAMES if self.device.type == "cuda" else 0)
         n_frames = 0
         finished = False
         try:

@@ -225,7 +225,10 @@ class FlowEngine:
                                 fixed_iterations=self.cfg.fixed_iterations)[0].cpu().numpy()
                 out.append(raw)
             return np.stack(out)  # [n, H, W, 2]
-        fields = tvl1_flow(grays[:-1], grays[1:], self.cfg, device=self.device,
+        frames = torch.from_numpy(np.ascontiguousarray(grays))  # [n + 1, H, W] uint8
+        if self.device.type == "cuda":  # one pinned uint8 copy to the GPU per chunk; flow is computed there
+            frames = frames.pin_memory().to(self.device, non_blocking=True)
+        fields = tvl1_flow(frames[:-1], frames[1:], self.cfg, device=self.device,
                            fixed_iterations=self.cfg.fixed_iterations)  # [n, H, W, 2]
         return fields.cpu().numpy()
 

@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from refineloc_e2e.datasets import load_dataset  # noqa: E402
+from refineloc_e2e.training.features import load_training_features  # noqa: E402
 from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
-from wstal_bench import FPS, SNIPPET_FRAMES, BenchSpec, write_benchmark  # noqa: E402
+from wstal_bench import BenchSpec, write_benchmark  # noqa: E402
 
 # form -> (config file, overrides). Shared overrides (epochs, iterations, patience, eval) come from the CLI.
 FORMS = {
@@ -59,7 +60,7 @@ def _select(its: list[dict], crit: str) -> int:
     return int(np.argmax(vals))  # first maximum: ties keep the earlier iteration
 
 
-def run_one(form: str, seed: int, args, ds, feat_dir: Path, out: Path) -> dict:
+def run_one(form: str, seed: int, args, ds, feats: dict, meta: dict, out: Path) -> dict:
     cfg_file, extra = FORMS[form]
     overrides = extra + [f"train.seed={seed}", f"train.epochs={args.epochs}", f"train.n_iterations={args.iterations}",
                          f"train.early_stop_patience={args.patience}", "train.device=cpu", "select=wap",
@@ -72,8 +73,8 @@ def run_one(form: str, seed: int, args, ds, feat_dir: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        res = run_training(cfg, dataset=ds, features=feat_dir, run_dir=run_dir, progress=False, resume=True,
-                           feature_meta={"dim": 2048, "fps": FPS, "snippet_frames": SNIPPET_FRAMES})
+        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, progress=False, resume=True,
+                           feature_meta=meta)
     print(f"--- {form} seed {seed} ({time.perf_counter() - t0:.0f} s)\n{buf.getvalue()}", flush=True)
     return res.metrics
 
@@ -146,7 +147,9 @@ def main() -> None:
         write_benchmark(bench, BenchSpec(n_train=args.train, n_test=args.test))
     ds = load_dataset(ann)
     t0 = time.perf_counter()
-    results = {f: [run_one(f, s, args, ds, bench / "features", out) for s in args.seeds] for f in args.forms}
+    # the CLI's path: the feature cache read by load_training_features (run_training takes a mapping)
+    feats, meta, _ = load_training_features(ds, bench / "features", skip_missing=False)
+    results = {f: [run_one(f, s, args, ds, feats, meta, out) for s in args.seeds] for f in args.forms}
     table = summarise(results)
     (out / "ablation.md").write_text(table + "\n")
     print(table)

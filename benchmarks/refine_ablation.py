@@ -42,6 +42,12 @@ FORMS = {
     "released+otsu": ("thumos14-released.yaml", ["pseudo.calibration=otsu"]),
     "paper+quantile": ("thumos14-paper.yaml", ["pseudo.calibration=quantile", "pseudo.calibration_fraction=0.3"]),
     "default": ("thumos14.yaml", []),
+    # pseudo labels = the snippets that pass the filters, no inflation (grouping by gap <= max_gap; the released
+    # form's dilation would grow every run by 1 again): see docs/refinement.md "where the pseudo labels lose it"
+    "paper+noinflate": ("thumos14-paper.yaml", ["pseudo.segment.inflate_snippets=0"]),
+    "released+noinflate": ("thumos14-released.yaml", ["pseudo.segment.inflate_snippets=0",
+                                                       "pseudo.segment.grouping=gap"]),
+    "paper+detcov": ("thumos14-paper.yaml", ["pseudo.calibration=detection_coverage"]),
 }
 CRITERIA = ("fixed3", "val_loss", "wap", "wap_dup")
 

@@ -92,8 +92,9 @@ def map05(e: dict) -> float:
 
 def summarise(results: dict[str, list[dict]]) -> str:
     lines = []
-    lines.append("| form | iter | mAP@0.5 mean ± sd [min..max] | pseudo-fg | P | R | F1 | kept/run epochs | h-wAP |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| form | iter | mAP@0.5 mean ± sd [min..max] | minus iter 0, paired: mean ± sd [min] | pseudo-fg | P | R "
+                 "| F1 | kept/run epochs | h-wAP |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     pairs = {c: ([], []) for c in ("val_loss", "wap", "wap_dup")}
     sel_lines = []
     for form, runs in results.items():
@@ -108,8 +109,10 @@ def summarise(results: dict[str, list[dict]]) -> str:
                 return f"{np.mean(v):.2f}" if v else "-"
             ep = f"{np.mean([e['best_epoch'] for e in es]):.1f}/{np.mean([e.get('epochs_run', 0) for e in es]):.1f}"
             wap = np.mean([100 * e["heldout"]["wap"] for e in es])
+            d = m - np.array([map05(r["iterations"][0]) for r in runs])  # paired by seed
+            dtxt = "-" if k == 0 else f"{d.mean():+.2f} ± {d.std(ddof=1) if len(d) > 1 else 0:.2f} [{d.min():+.2f}]"
             lines.append(f"| {form} | {k} | {m.mean():.2f} ± {m.std(ddof=1) if len(m) > 1 else 0:.2f} "
-                         f"[{m.min():.2f}..{m.max():.2f}] | {avg('fg_fraction')} | {avg('precision_vs_truth')} | "
+                         f"[{m.min():.2f}..{m.max():.2f}] | {dtxt} | {avg('fg_fraction')} | {avg('precision_vs_truth')} | "
                          f"{avg('recall_vs_truth')} | {avg('f1_vs_truth')} | {ep} | {wap:.1f} |")
         for r in runs:
             its = r["iterations"]

@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from refineloc_e2e.config import settings_hash, to_dict  # noqa: E402
 from refineloc_e2e.datasets import load_dataset  # noqa: E402
 from refineloc_e2e.training.features import load_training_features  # noqa: E402
 from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
@@ -75,6 +77,9 @@ def run_one(form: str, seed: int, args, ds, feats: dict, meta: dict, out: Path) 
     run_dir = out / "runs" / f"{form}_s{seed}"
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("selected_iteration") is not None:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        if settings_hash(saved) != settings_hash(to_dict(cfg)):  # e.g. another --epochs into the same --out
+            raise SystemExit(f"{run_dir}: finished with other settings than these; use another --out")
         return json.loads(metrics_path.read_text())
     t0 = time.perf_counter()
     buf = io.StringIO()

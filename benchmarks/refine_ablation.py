@@ -23,14 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from refineloc_e2e.config import settings_hash, to_dict  # noqa: E402
 from refineloc_e2e.datasets import load_dataset  # noqa: E402
+from refineloc_e2e.training.features import load_training_features  # noqa: E402
 from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
-from wstal_bench import FPS, SNIPPET_FRAMES, BenchSpec, write_benchmark  # noqa: E402
+from wstal_bench import BenchSpec, write_benchmark  # noqa: E402
 
 # form -> (config file, overrides). Shared overrides (epochs, iterations, patience, eval) come from the CLI.
 FORMS = {
@@ -41,6 +44,12 @@ FORMS = {
     "released+otsu": ("thumos14-released.yaml", ["pseudo.calibration=otsu"]),
     "paper+quantile": ("thumos14-paper.yaml", ["pseudo.calibration=quantile", "pseudo.calibration_fraction=0.3"]),
     "default": ("thumos14.yaml", []),
+    # pseudo labels = the snippets that pass the filters, no inflation (grouping by gap <= max_gap; the released
+    # form's dilation would grow every run by 1 again): see docs/refinement.md "where the pseudo labels lose it"
+    "paper+noinflate": ("thumos14-paper.yaml", ["pseudo.segment.inflate_snippets=0"]),
+    "released+noinflate": ("thumos14-released.yaml", ["pseudo.segment.inflate_snippets=0",
+                                                       "pseudo.segment.grouping=gap"]),
+    "paper+detcov": ("thumos14-paper.yaml", ["pseudo.calibration=detection_coverage"]),
 }
 CRITERIA = ("fixed3", "val_loss", "wap", "wap_dup")
 
@@ -59,7 +68,7 @@ def _select(its: list[dict], crit: str) -> int:
     return int(np.argmax(vals))  # first maximum: ties keep the earlier iteration
 
 
-def run_one(form: str, seed: int, args, ds, feat_dir: Path, out: Path) -> dict:
+def run_one(form: str, seed: int, args, ds, feats: dict, meta: dict, out: Path) -> dict:
     cfg_file, extra = FORMS[form]
     overrides = extra + [f"train.seed={seed}", f"train.epochs={args.epochs}", f"train.n_iterations={args.iterations}",
                          f"train.early_stop_patience={args.patience}", "train.device=cpu", "select=wap",
@@ -68,12 +77,15 @@ def run_one(form: str, seed: int, args, ds, feat_dir: Path, out: Path) -> dict:
     run_dir = out / "runs" / f"{form}_s{seed}"
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("selected_iteration") is not None:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        if settings_hash(saved) != settings_hash(to_dict(cfg)):  # e.g. another --epochs into the same --out
+            raise SystemExit(f"{run_dir}: finished with other settings than these; use another --out")
         return json.loads(metrics_path.read_text())
     t0 = time.perf_counter()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        res = run_training(cfg, dataset=ds, features=feat_dir, run_dir=run_dir, progress=False, resume=True,
-                           feature_meta={"dim": 2048, "fps": FPS, "snippet_frames": SNIPPET_FRAMES})
+        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, progress=False, resume=True,
+                           feature_meta=meta)
     print(f"--- {form} seed {seed} ({time.perf_counter() - t0:.0f} s)\n{buf.getvalue()}", flush=True)
     return res.metrics
 
@@ -85,8 +97,9 @@ def map05(e: dict) -> float:
 
 def summarise(results: dict[str, list[dict]]) -> str:
     lines = []
-    lines.append("| form | iter | mAP@0.5 mean ± sd [min..max] | pseudo-fg | P | R | F1 | kept/run epochs | h-wAP |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| form | iter | mAP@0.5 mean ± sd [min..max] | minus iter 0, paired: mean ± sd [min] | pseudo-fg | P | R "
+                 "| F1 | kept/run epochs | h-wAP |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     pairs = {c: ([], []) for c in ("val_loss", "wap", "wap_dup")}
     sel_lines = []
     for form, runs in results.items():
@@ -101,8 +114,10 @@ def summarise(results: dict[str, list[dict]]) -> str:
                 return f"{np.mean(v):.2f}" if v else "-"
             ep = f"{np.mean([e['best_epoch'] for e in es]):.1f}/{np.mean([e.get('epochs_run', 0) for e in es]):.1f}"
             wap = np.mean([100 * e["heldout"]["wap"] for e in es])
+            d = m - np.array([map05(r["iterations"][0]) for r in runs])  # paired by seed
+            dtxt = "-" if k == 0 else f"{d.mean():+.2f} ± {d.std(ddof=1) if len(d) > 1 else 0:.2f} [{d.min():+.2f}]"
             lines.append(f"| {form} | {k} | {m.mean():.2f} ± {m.std(ddof=1) if len(m) > 1 else 0:.2f} "
-                         f"[{m.min():.2f}..{m.max():.2f}] | {avg('fg_fraction')} | {avg('precision_vs_truth')} | "
+                         f"[{m.min():.2f}..{m.max():.2f}] | {dtxt} | {avg('fg_fraction')} | {avg('precision_vs_truth')} | "
                          f"{avg('recall_vs_truth')} | {avg('f1_vs_truth')} | {ep} | {wap:.1f} |")
         for r in runs:
             its = r["iterations"]
@@ -146,7 +161,9 @@ def main() -> None:
         write_benchmark(bench, BenchSpec(n_train=args.train, n_test=args.test))
     ds = load_dataset(ann)
     t0 = time.perf_counter()
-    results = {f: [run_one(f, s, args, ds, bench / "features", out) for s in args.seeds] for f in args.forms}
+    # the CLI's path: the feature cache read by load_training_features (run_training takes a mapping)
+    feats, meta, _ = load_training_features(ds, bench / "features", skip_missing=False)
+    results = {f: [run_one(f, s, args, ds, feats, meta, out) for s in args.seeds] for f in args.forms}
     table = summarise(results)
     (out / "ablation.md").write_text(table + "\n")
     print(table)

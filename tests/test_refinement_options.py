@@ -1,13 +1,15 @@
 """The refinement options of issue 12: released-code variants, calibrated pseudo labels, held-out selection,
 early stopping, and the shipped paper / released configs."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, otsu_threshold, weak_label_map
+from refineloc_e2e.training.calibrate import (calibrate_segment, coverage_matched_threshold, fraction_warning,
+                                             otsu_threshold, weak_label_map)
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig, video_loss
 from refineloc_e2e.model.segments import PostprocessConfig, kept_by_attention, predict_segments
@@ -110,6 +112,37 @@ def test_otsu_and_quantile_calibration_track_ranking_not_level():
     assert same == PostprocessConfig() and info["method"] == "none"
 
 
+def _ramp_scores(level, T=20):
+    lo = level + 5.0 - np.abs(np.arange(T) - 7.5)  # peak at snippets 7-8, > level outside 3..12
+    fg = 1.0 / (1.0 + np.exp(-lo))
+    cas = np.stack([np.full(T, 0.9), np.full(T, 0.1)], axis=1)  # class context on every snippet
+    return {"cas": cas, "attention_bf": np.stack([1 - fg, fg], axis=1), "attention_time": np.full(T, 1.0 / T),
+            "video_scores": np.array([0.7, 0.3]), "attention_logodds": lo}
+
+
+def test_detection_coverage_calibration_matches_pseudo_fraction_to_detections():
+    seg = PostprocessConfig(alpha_attention=0.08, alpha_class=0.1, top_k=1, inflate_snippets=2)
+    det = PostprocessConfig(alpha_attention=0.5, alpha_class=0.35, top_k=1, inflate_snippets=0)
+    s = _ramp_scores(0.0)
+    # detections keep fg prob > 0.5 (snippets 3..12): 10 of 20; the pseudo path inflates by 2, so it must keep 6
+    cfg, info = calibrate_segment(seg, [s, s], "detection_coverage", detection=det)
+    assert info["target_fraction"] == pytest.approx(0.5) and info["heldout_pseudo_fraction"] == pytest.approx(0.5)
+    assert cfg.attention_norm == "logodds" and cfg.logodds_threshold == pytest.approx(2.5)
+    lab = generate(PseudoConfig(segment=cfg), s, np.random.default_rng(0))
+    assert lab.tolist() == [0] * 3 + [1] * 10 + [0] * 7  # keeps 5..10, inflated to 3..12
+    with pytest.raises(ValueError):
+        calibrate_segment(seg, [s], "detection_coverage")  # needs the detection config
+    # the threshold follows the attention's level (drift) and keeps the covered fraction
+    for level in (0.0, -60.0):
+        thr, frac = coverage_matched_threshold(seg, [_ramp_scores(level)], 0.3)
+        assert thr == pytest.approx(level + 4.5) and frac == pytest.approx(0.3)
+    thr, frac = coverage_matched_threshold(seg, [s], 0.0)  # no detections: no pseudo foreground
+    assert frac == 0.0 and generate(PseudoConfig(segment=PostprocessConfig(**{**seg.__dict__, "attention_norm": "logodds",
+                                                                          "logodds_threshold": thr})),
+                                    s, np.random.default_rng(0)).sum() == 0
+    PseudoConfig(calibration="detection_coverage").validate()
+
+
 def test_weak_label_map_and_fraction_warning():
     s = _scores([0.9, 0.9, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1])
     cfg = PostprocessConfig(top_k=1, inflate_snippets=0)
@@ -179,3 +212,21 @@ def test_every_unmarked_yaml_key_differs_from_default():
                 elif k not in marked:
                     assert v != ref[k], f"{name}: {prefix}{k} = {v!r} restates the default without saying so"
         walk(data, default)
+
+
+def test_ablation_forms_load_and_noinflate_labels_only_kept_snippets():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("refine_ablation", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "refine_ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for form, (cfg_file, extra) in mod.FORMS.items():
+        cfg = load_run_config(CONFIGS / cfg_file, extra)
+        cfg.validate()
+        cfg.pseudo.validate()
+    no = load_run_config(CONFIGS / "thumos14-paper.yaml", mod.FORMS["paper+noinflate"][1])
+    assert no.pseudo.segment.inflate_snippets == 0 and no.postprocess.inflate_snippets == 2  # detection unchanged
+    s = _scores([0.1, 0.1, 0.95, 0.95, 0.1, 0.1, 0.1], [0.9] * 7)  # class context everywhere
+    lab = generate(dataclasses.replace(no.pseudo, segment=dataclasses.replace(no.pseudo.segment, top_k=1)),
+                   s, np.random.default_rng(0))
+    assert lab.tolist() == [0, 0, 1, 1, 0, 0, 0]  # the inflated default would label 0..5

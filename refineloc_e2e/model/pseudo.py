@@ -39,7 +39,7 @@ from refineloc_e2e.timebase import seconds_to_snippet
 GENERATORS = ("uniform_random", "distribution_aware", "class_activation", "attention", "segment_prediction")
 ATTENTION_SOURCES = ("foreground", "time")
 CLASS_WEIGHTINGS = ("inverse_frequency", "none", "released_sqrt")
-CALIBRATIONS = ("none", "quantile", "otsu")
+CALIBRATIONS = ("none", "quantile", "otsu", "detection_coverage")
 
 
 def _released_code_segment_thresholds() -> PostprocessConfig:
@@ -68,7 +68,9 @@ class PseudoConfig:
     # or attention_norm). "otsu": every iteration, a foreground log-odds threshold is calibrated on the HELD-OUT
     # training videos' pooled attention (Otsu's between-class-variance split: no prior on the fg fraction;
     # tracks the ranking, not the drifting level, and no per-video quota); "quantile": the threshold above
-    # which ``calibration_fraction`` of held-out snippets lie. See calibrate.py.
+    # which ``calibration_fraction`` of held-out snippets lie; "detection_coverage": the threshold at which the
+    # held-out videos' pseudo labels cover the same fraction of snippets as the generating model's detections
+    # (``postprocess`` thresholds) do: a foreground fraction from weak supervision, no prior. See calibrate.py.
     calibration: str = "none"
     calibration_fraction: float = 0.3  # quantile calibration only: target pooled fg fraction
     # warn when the pseudo foreground fraction leaves [lo, hi] (None: no check). THUMOS'14 truth ~0.25-0.3.

@@ -5,7 +5,8 @@ into three things :mod:`train` uses every iteration:
 
 - :func:`calibrate_segment`: the pseudo-label attention threshold, calibrated on the held-out videos'
   pooled foreground log-odds (``pseudo.calibration``): Otsu's split (no prior) or a quantile (a prior on
-  the foreground fraction). The threshold follows the attention's *ranking* across videos, not its
+  the foreground fraction), or the threshold at which the held-out pseudo labels cover as many snippets as
+  the same model's detections do (``detection_coverage``). The threshold follows the attention's *ranking* across videos, not its
   absolute level (which drifts freely: conventions.md "attention level drift"), and sets no per-video quota
   (a video without confident foreground gets none).
 - :func:`weak_label_map`: a localisation proxy for choosing the saved iteration: the detections on
@@ -22,7 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from refineloc_e2e.model.segments import PostprocessConfig, foreground_logodds, predict_segments_from_scores
+from refineloc_e2e.model.segments import (PostprocessConfig, coverage, foreground_logodds,
+                                          predict_segments_from_scores)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -48,24 +50,80 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
+def covered_fraction(scores: Sequence[Mapping[str, np.ndarray]], cfg: PostprocessConfig) -> float:
+    """Pooled fraction of the videos' snippets covered by a segment of ``cfg``'s segment prediction."""
+    n = sum(len(s["attention_time"]) for s in scores)
+    covered = sum(int(coverage(predict_segments_from_scores(s, cfg), len(s["attention_time"])).sum()) for s in scores)
+    return covered / n if n else 0.0
+
+
+def coverage_matched_threshold(segment: PostprocessConfig, scores: Sequence[Mapping[str, np.ndarray]],
+                               target: float) -> tuple[float, float]:
+    """(log-odds threshold, achieved fraction): the threshold on the pooled foreground log-odds at which
+    ``segment``'s segment prediction (attention filter ``logodds``) covers the pooled fraction of snippets
+    closest to ``target``.
+
+    Coverage is non-increasing in the threshold (a higher threshold keeps a subset of snippets, so every
+    run, joined run and inflated segment is a subset of one it had), so a binary search over the sorted
+    distinct pooled log-odds finds the crossing. A target of 0 gives a threshold above every snippet.
+    """
+    lo = np.unique(np.concatenate([foreground_logodds(s["attention_bf"], s.get("attention_logodds"))
+                                   for s in scores]))  # ascending
+    if target <= 0.0:
+        return float(lo[-1] + 1.0), 0.0
+
+    def frac(i: int) -> float:
+        return covered_fraction(scores, dataclasses.replace(segment, attention_norm="logodds",
+                                                            logodds_threshold=float(lo[i])))
+
+    a, b = 0, len(lo) - 1  # find the first index whose coverage <= target (coverage falls with the index)
+    fa = frac(a)
+    if fa <= target:
+        return float(lo[a]), fa
+    fb = frac(b)
+    if fb > target:
+        return float(lo[b]), fb
+    while b - a > 1:  # invariant: frac(a) > target >= frac(b)
+        m = (a + b) // 2
+        fm = frac(m)
+        if fm > target:
+            a, fa = m, fm
+        else:
+            b, fb = m, fm
+    return (float(lo[a]), fa) if fa - target < target - fb else (float(lo[b]), fb)
+
+
 def calibrate_segment(segment: PostprocessConfig, heldout_scores: Sequence[Mapping[str, np.ndarray]],
-                      method: str, fraction: float = 0.3) -> tuple[PostprocessConfig, dict]:
+                      method: str, fraction: float = 0.3,
+                      detection: PostprocessConfig | None = None) -> tuple[PostprocessConfig, dict]:
     """``segment`` with its attention filter replaced by a calibrated foreground log-odds threshold.
 
     method "none" returns ``segment`` unchanged; "otsu" / "quantile" pool the held-out videos' log-odds.
+    "detection_coverage": the target is the fraction of held-out snippets that the SAME model's
+    detections (``detection``: the postprocess thresholds) cover, a foreground fraction estimated from
+    weak supervision only, with no prior; the threshold is chosen so that the pseudo labels (``segment``'s
+    whole segment path: class filter, grouping, inflation) cover that fraction of the held-out snippets.
     Returns (config, info) where info records the method, threshold and held-out fraction above it.
     """
     if method == "none" or not heldout_scores:
         return segment, {"method": "none" if method == "none" else f"{method} (no held-out videos: not applied)"}
     lo = np.concatenate([foreground_logodds(s["attention_bf"], s.get("attention_logodds")) for s in heldout_scores])
+    extra: dict = {}
     if method == "otsu":
         thr = otsu_threshold(lo)
     elif method == "quantile":
         thr = float(np.quantile(lo, 1.0 - fraction))
+    elif method == "detection_coverage":
+        if detection is None:
+            raise ValueError("calibration 'detection_coverage' needs the detection (postprocess) config")
+        target = covered_fraction(heldout_scores, detection)
+        thr, achieved = coverage_matched_threshold(segment, heldout_scores, target)
+        extra = {"target_fraction": target, "heldout_pseudo_fraction": achieved}
     else:
-        raise ValueError(f"calibration method {method!r} is not one of none, otsu, quantile")
+        raise ValueError(f"calibration method {method!r} is not one of none, otsu, quantile, detection_coverage")
     cfg = dataclasses.replace(segment, attention_norm="logodds", logodds_threshold=thr)
-    return cfg, {"method": method, "logodds_threshold": thr, "heldout_fraction_above": float(np.mean(lo >= thr))}
+    return cfg, {"method": method, "logodds_threshold": thr, "heldout_fraction_above": float(np.mean(lo >= thr)),
+                 **extra}
 
 
 def _ap(hits: np.ndarray, n_pos: int) -> float:

@@ -163,7 +163,7 @@ def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration:
     scores = predict_batch(prev_head, [it.features for it in items], device, EVAL_BATCH_VIDEOS)
     held = [s for it, s in zip(items, scores) if held_ids and it.video_id in held_ids]
     segment, info = calibrate_segment(cfg.pseudo.segment, held, cfg.pseudo.calibration,
-                                      cfg.pseudo.calibration_fraction)
+                                      cfg.pseudo.calibration_fraction, detection=cfg.postprocess)
     pcfg = dataclasses.replace(cfg.pseudo, segment=segment)
     for it, s in zip(items, scores):
         rng = video_rng(cfg.train.seed, iteration, it.video_id)

@@ -82,6 +82,14 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
+def _default_instance(cls):
+    """``cls()`` when every field has a default, else None."""
+    try:
+        return cls()
+    except TypeError:
+        return None
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: T | None = None) -> T:
     """Build dataclass ``cls`` from ``data``; keys missing from ``data`` keep their defaults (or ``base``'s).
 
@@ -92,6 +100,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: 
     hook = getattr(cls, "config_base", None)
     if hook is not None:
         base = hook(data, base, prefix)
+    if base is None:
+        base = _default_instance(cls)  # nested keys then apply to the field's own default (its default_factory)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:

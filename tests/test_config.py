@@ -66,3 +66,15 @@ def test_override_syntax_errors():
 def test_settings_hash_changes_with_values():
     assert settings_hash(Outer()) == settings_hash(Outer())
     assert settings_hash(Outer()) != settings_hash(Outer(inner=Inner(rate=0.6)))
+
+
+@dataclass
+class WithFactory:
+    inner: Inner = field(default_factory=lambda: Inner(rate=0.9, n=7))
+
+
+def test_partial_nested_keys_keep_the_field_default():
+    """A YAML giving one key of a nested config keeps the others from the field's default (its
+    default_factory), not from the nested class's own defaults: one loader, one meaning."""
+    cfg = from_dict(WithFactory, {"inner": {"n": 1}})
+    assert (cfg.inner.rate, cfg.inner.n) == (0.9, 1)

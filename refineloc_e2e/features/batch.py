@@ -314,15 +314,16 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)
 
     def process(video: Path, blocking: bool) -> bool:
+        busy = False
         try:
             outcome = process_video(video, ids[video], out_dir, source, started=started, blocking=blocking,
                                     before_extract=lambda: bar.set_postfix_str(video.name[-40:]))
-        except BaseException:
-            bar.update(1)
-            raise
-        if outcome.status == "busy":
+            busy = outcome.status == "busy"
+        finally:
+            if not busy:  # a video held by another run is counted when it comes back
+                bar.update(1)
+        if busy:
             return False
-        bar.update(1)
         record(summary, outcome, log, on_ready)
         return True
 

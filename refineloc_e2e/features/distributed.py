@@ -302,6 +302,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         bar = tqdm(total=len(videos), desc="extract (ray)", unit="video", disable=not progress, file=sys.stderr)
         video_s, notes_seen, deferred = 0.0, set(), []
+        finished = False
         try:
             while pending:  # each pass takes at most WAIT_STEP_S and ends when every task has reported
                 if deadline is not None and time.monotonic() > deadline:
@@ -330,10 +331,10 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
                     for video in deferred:
                         submit(video, blocking=True)
                     deferred = []
-        except BaseException:  # Ctrl-C, a set-up error, the deadline: stop the cluster's work on this batch
-            _cancel(pending, ids, out_dir)
-            raise
+            finished = True
         finally:
+            if not finished:  # Ctrl-C, a set-up error, the deadline: stop the cluster's work on this batch
+                _cancel(pending, ids, out_dir)
             bar.close()
     return summary
 

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from refineloc_e2e.evaluation.metrics import average_precision
 from refineloc_e2e.model.segments import (PostprocessConfig, coverage, foreground_logodds,
                                           predict_segments_from_scores)
 
@@ -126,20 +127,6 @@ def calibrate_segment(segment: PostprocessConfig, heldout_scores: Sequence[Mappi
                  **extra}
 
 
-def _ap(hits: np.ndarray, n_pos: int) -> float:
-    """All-point interpolated AP of a ranked 0/1 hit list against n_pos positives (ActivityNet / VOC)."""
-    if n_pos == 0:
-        return float("nan")
-    if hits.size == 0:
-        return 0.0
-    tp = np.cumsum(hits)
-    prec = tp / np.arange(1, hits.size + 1)
-    rec = tp / n_pos
-    prec = np.maximum.accumulate(prec[::-1])[::-1]
-    rec_prev = np.concatenate([[0.0], rec[:-1]])
-    return float(np.sum((rec - rec_prev) * prec))
-
-
 def weak_label_map(heldout_scores: Sequence[Mapping[str, np.ndarray]], label_indices: Sequence[Sequence[int]],
                    cfg: PostprocessConfig, n_classes: int, *, dup: bool = False) -> tuple[float, int]:
     """(mean over classes of the weak-label detection AP, number of detections) on held-out videos.
@@ -171,7 +158,7 @@ def weak_label_map(heldout_scores: Sequence[Mapping[str, np.ndarray]], label_ind
         if n_pos[n] == 0:
             continue
         ranked = sorted(dets[n], key=lambda d: -d[0])
-        aps.append(_ap(np.array([h for _, h in ranked], dtype=float), int(n_pos[n])))
+        aps.append(average_precision(np.array([h for _, h in ranked], dtype=bool), int(n_pos[n])))
     return (float(np.mean(aps)) if aps else 0.0), n_dets
 
 

@@ -168,3 +168,21 @@ def test_class_name_count_must_match(tmp_path):
         save_head(tmp_path / "m.pt", h, class_names=["a"], feature_meta={}, head_config=h.cfg,
                   postprocess_config=PostprocessConfig())
     assert not np.any([p.name.endswith(".tmp") for p in tmp_path.iterdir()])
+
+
+def test_forward_packed_equals_padded_forward():
+    """Training feeds the valid snippets back to back (fit.collate); the outputs equal the padded path's."""
+    from refineloc_e2e.training.fit import VideoItem, collate
+    torch.manual_seed(0)
+    head = build_head(HeadConfig(feature_dim=16), 3)
+    items = [VideoItem("a", torch.randn(4, 16), [0]), VideoItem("b", torch.randn(7, 16), [1, 2]),
+             VideoItem("c", torch.randn(1, 16), [2])]
+    batch = collate(items, 3, torch.device("cpu"))
+    padded = torch.zeros(3, 7, 16)
+    for b, it in enumerate(items):
+        padded[b, :len(it.features)] = it.features
+    ref, packed = head(padded, batch.mask), head.forward_packed(batch.valid, batch.mask)
+    for key in ref:
+        torch.testing.assert_close(packed[key], ref[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="packed snippets"):
+        head.forward_packed(batch.valid[:-1], batch.mask)

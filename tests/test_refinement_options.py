@@ -2,6 +2,7 @@
 early stopping, and the shipped paper / released configs."""
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from refineloc_e2e.training.calibrate import (calibrate_segment, coverage_matche
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig, video_loss
 from refineloc_e2e.model.segments import PostprocessConfig, kept_by_attention, predict_segments
-from refineloc_e2e.model.pseudo import PseudoConfig, class_weights, generate
+from refineloc_e2e.datasets import load_dataset, load_thumos14
+from refineloc_e2e.model.pseudo import PseudoConfig, class_weights, generate, truth_labels
+from refineloc_e2e.training.features import load_training_features
 from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model
 from refineloc_e2e.training.refinement import RunConfig, format_iteration_table, load_run_config, select_iteration
 
@@ -230,3 +233,26 @@ def test_ablation_forms_load_and_noinflate_labels_only_kept_snippets():
     lab = generate(dataclasses.replace(no.pseudo, segment=dataclasses.replace(no.pseudo.segment, top_k=1)),
                    s, np.random.default_rng(0))
     assert lab.tolist() == [0, 0, 1, 1, 0, 0, 0]  # the inflated default would label 0..5
+
+
+def test_thumos14_shaped_benchmark_has_the_real_videos_and_instances(tmp_path, monkeypatch):
+    """benchmarks/wstal_bench.py --layout thumos14 (the speed benchmark's set): the bundled THUMOS'14 videos, their
+    durations and annotated instances, in the feature-cache layout the training path reads."""
+    import importlib.util
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("wstal_bench_under_test", bench_dir / "wstal_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    ann = mod.write_thumos14_layout(tmp_path, mod.BenchSpec(dim=4))
+    ds, real = load_dataset(ann), load_thumos14()
+    assert len(ds.subset("train")) == 200 and len(ds.subset("test")) == len([v for v in real.subset("test") if v.labels])
+    assert ds.classes == real.classes
+    feats, meta, _ = load_training_features(ds, tmp_path / "features", skip_missing=False)
+    n_train = sum(len(feats[v.video_id]) for v in ds.subset("train"))
+    assert 60_000 < n_train < 70_000  # ~65k snippets, as the real training split at 25 fps / 16 frames
+    v = real.videos["video_validation_0000051"]
+    assert ds.videos[v.video_id].segments == v.segments
+    assert len(feats[v.video_id]) == int(v.duration_s * 25 / 16)
+    fg = truth_labels(v.segments, len(feats[v.video_id]), fps=meta["fps"], snippet_frames=meta["snippet_frames"])
+    assert 0 < fg.mean() < 1

@@ -127,7 +127,7 @@ def test_eq4_by_hand():
     ln3 = math.log(3.0)
     raw = {"cas_logits": torch.zeros(1, 3, 2),  # y-hat = [.5, .5]
            "attention_logits": torch.tensor([[[0.0, ln3], [ln3, 0.0], [0.0, 0.0]]])}  # fg .75, .25, (pad)
-    batch = Batch(features=torch.zeros(1, 3, 4), mask=torch.tensor([[True, True, False]]),
+    batch = Batch(valid=torch.zeros(2, 4), mask=torch.tensor([[True, True, False]]),
                   targets=torch.tensor([[1.0, 0.0]]), pseudo=torch.tensor([[1, 1, 0]]),
                   sampled=torch.tensor([[True, True, False]]))
     w = torch.tensor([0.5, 2.0])
@@ -203,7 +203,7 @@ def test_collate_pads_and_masks():
     items = [VideoItem("a", torch.ones(3, 4), [0], np.array([1, 0, 1], np.uint8), np.array([True, True, False])),
              VideoItem("b", torch.ones(5, 4), [1, 2], np.zeros(5, np.uint8), np.ones(5, bool))]
     b = collate(items, 3, CPU)
-    assert b.features.shape == (2, 5, 4) and b.mask.sum().item() == 8
+    assert b.valid.shape == (8, 4) and b.mask.shape == (2, 5) and b.mask.sum().item() == 8
     assert b.sampled[0].tolist() == [True, True, False, False, False]
     torch.testing.assert_close(b.targets[1], torch.tensor([0.0, 0.5, 0.5]))
 
@@ -217,6 +217,9 @@ def test_run_folder_resume_equals_uninterrupted(tmp_path, monkeypatch):
                         progress=False)
     for name in ("config.yaml", "iter_0.pt", "iter_1.pt", "iter_2.pt", "metrics.json", "model.pt"):
         assert (tmp_path / "full" / name).is_file(), name
+    for e in full.metrics["iterations"]:  # seconds per stage (benchmarks/iteration_speed.py reads them)
+        assert set(e["timing"]) == {"pseudo_s", "fit_s", "heldout_proxy_s", "test_s"}
+        assert sum(e["timing"].values()) <= e["wall_s"] and e["timing"]["fit_s"] > 0
     real_fit = fit_mod.fit_model
 
     def crash_on_2(*a, **kw):
@@ -242,7 +245,7 @@ def test_run_folder_resume_equals_uninterrupted(tmp_path, monkeypatch):
         a = load_head(tmp_path / "full" / f"iter_{k}.pt").model.state_dict()
         b = load_head(tmp_path / "cut" / f"iter_{k}.pt").model.state_dict()
         assert all(torch.equal(a[n], b[n]) for n in a), k
-    strip = lambda its: [{k: v for k, v in e.items() if k != "wall_s"} for e in its]  # noqa: E731
+    strip = lambda its: [{k: v for k, v in e.items() if k not in ("wall_s", "timing")} for e in its]  # noqa: E731
     assert strip(full.metrics["iterations"]) == strip(resumed.metrics["iterations"])
     assert (tmp_path / "cut" / "model.pt").read_bytes() == (tmp_path / "cut" / "iter_2.pt").read_bytes()
 

@@ -92,12 +92,20 @@ class WSTALHead(nn.Module):
         Returns ``cas_logits`` Tensor[B, T, N] and ``attention_logits`` Tensor[B, T, 2] (index 0 =
         background, 1 = foreground). Only valid snippets go through the MLPs; padded positions are 0.
         """
-        B, T, D = features.shape
+        return self.forward_packed(features[mask], mask)  # features[mask]: (n_valid, D)
+
+    def forward_packed(self, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """:meth:`forward` on the valid snippets only: ``x`` Tensor[n_valid, D] holds them in ``mask``'s
+        row-major order (video 0's snippets, then video 1's, ...), i.e. ``features[mask]``. Training builds
+        this directly (no padded [B, T, D] copy); the outputs are the same [B, T, ...] tensors."""
+        D = x.shape[-1]
         if D != self.cfg.feature_dim:
             raise ValueError(f"features have D={D}, the head expects {self.cfg.feature_dim}")
-        x = features[mask]  # (n_valid, D)
-        cas = features.new_zeros(B, T, self.n_classes)  # (B, T, N)
-        att = features.new_zeros(B, T, 2)  # (B, T, 2)
+        if x.shape[0] != int(mask.sum()):
+            raise ValueError(f"{x.shape[0]} packed snippets but the mask marks {int(mask.sum())} valid")
+        B, T = mask.shape
+        cas = x.new_zeros(B, T, self.n_classes)  # (B, T, N)
+        att = x.new_zeros(B, T, 2)  # (B, T, 2)
         cas[mask] = self.classifier(x)  # (n_valid, N)
         att[mask] = self.attention(x)  # (n_valid, 2)
         if self.cfg.attention_time_input == "logit":

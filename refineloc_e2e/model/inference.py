@@ -20,10 +20,11 @@ def predict_batch(head: WSTALHead, features: list[np.ndarray] | list[Tensor], de
     for i in range(0, len(features), batch_size):
         chunk = [torch.as_tensor(f, dtype=torch.float32) for f in features[i:i + batch_size]]
         lengths = [c.shape[0] for c in chunk]
-        x = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True).to(device)  # (B, T, D)
-        mask = torch.arange(x.shape[1])[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+        # the valid snippets back to back: no padded [B, T, D] copy (one long video would pad every other one)
+        x = torch.cat(chunk).to(device)  # (n_valid, D)
+        mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
         mask = mask.to(device)
-        scores = compute_scores(head(x, mask), mask)
+        scores = compute_scores(head.forward_packed(x, mask), mask)
         for b, t in enumerate(lengths):
             out.append({"cas": scores["cas"][b, :t].cpu().numpy(),
                         "attention_bf": scores["attention_bf"][b, :t].cpu().numpy(),

@@ -63,7 +63,7 @@ class VideoItem:
 
 @dataclass
 class Batch:
-    features: Tensor  # (B, T, D)
+    valid: Tensor  # (n_valid, D): the videos' snippets back to back, in ``mask``'s row-major order (no padding)
     mask: Tensor  # (B, T) bool
     targets: Tensor  # (B, N)
     pseudo: Tensor  # (B, T) long, 0 where padded
@@ -73,20 +73,18 @@ class Batch:
 def collate(items: list[VideoItem], n_classes: int, device: torch.device) -> Batch:
     B = len(items)
     T = max(it.features.shape[0] for it in items)
-    D = items[0].features.shape[1]
-    features = torch.zeros(B, T, D)  # (B, T, D)
+    valid = torch.cat([it.features for it in items])  # (n_valid, D): one copy, no padded [B, T, D] tensor
     mask = torch.zeros(B, T, dtype=torch.bool)  # (B, T)
     pseudo = torch.zeros(B, T, dtype=torch.long)  # (B, T)
     sampled = torch.zeros(B, T, dtype=torch.bool)  # (B, T)
     for b, it in enumerate(items):
         t = it.features.shape[0]
-        features[b, :t] = it.features
         mask[b, :t] = True
         if it.pseudo is not None:
             pseudo[b, :t] = torch.from_numpy(it.pseudo.astype(np.int64))
             sampled[b, :t] = torch.from_numpy(it.sampled)
     targets = label_targets([it.label_indices for it in items], n_classes)  # (B, N)
-    return Batch(features.to(device), mask.to(device), targets.to(device), pseudo.to(device), sampled.to(device))
+    return Batch(valid.to(device), mask.to(device), targets.to(device), pseudo.to(device), sampled.to(device))
 
 
 def eq4_loss(raw: dict[str, Tensor], batch: Batch, class_weights: Tensor | None, beta: float,
@@ -139,10 +137,10 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
     batches = items if items and isinstance(items[0], Batch) else eval_batches(items, n_classes, device, batch_size)
     total, video, n = 0.0, 0.0, 0
     for batch in batches:
-        t, v, _ = eq4_loss(model(batch.features, batch.mask), batch, class_weights, beta, model.cfg.video_loss)
+        t, v, _ = eq4_loss(model.forward_packed(batch.valid, batch.mask), batch, class_weights, beta, model.cfg.video_loss)
         total += float(t.sum())
         video += float(v.sum())
-        n += batch.features.shape[0]
+        n += batch.mask.shape[0]
     return total / n, video / n
 
 
@@ -172,7 +170,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             running = 0.0
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
-                loss, _, _ = eq4_loss(model(batch.features, batch.mask), batch, weights, beta, head_cfg.video_loss)
+                loss, _, _ = eq4_loss(model.forward_packed(batch.valid, batch.mask), batch, weights, beta, head_cfg.video_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 opt.step()

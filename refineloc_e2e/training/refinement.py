@@ -291,6 +291,7 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
         t0 = time.perf_counter()
         entry: dict = {"iteration": k}
         weights = None
+        timing: dict[str, float] = {}  # seconds per stage of this iteration (benchmarks/iteration_speed.py)
         if k > 0:
             prev = load_head(run_dir / f"iter_{k - 1}.pt", device=device).model
             calib = _pseudo_labels(prev, all_items, cfg, k, device, fg_probability, set(held_ids))
@@ -303,6 +304,8 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
             warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
             if warn:
                 _log(warn)
+        timing["pseudo_s"] = time.perf_counter() - t0
+        t_fit = time.perf_counter()
         fit = fit_model(fit_items, held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
                         iteration=k, beta=cfg.pseudo.beta if k > 0 else 0.0, class_weights=weights,
                         device=device, progress=progress)
@@ -310,6 +313,8 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
                       "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
                       "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
                       "lr_final": fit.lr_final, "epochs_run": fit.epochs_run})
+        timing["fit_s"] = time.perf_counter() - t_fit
+        t_stage = time.perf_counter()
         entry["heldout"] = _heldout_proxy(fit.model, held_items, cfg, n_classes, device)
         if entry["heldout"]["n_detections"] == 0:
             _log(f"warning: iteration {k}: no detections on the {len(held_items)} held-out training videos "
@@ -318,8 +323,12 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
                   head_config=cfg.head, postprocess_config=cfg.postprocess,
                   extra={"iteration": k, "best_epoch": fit.best_epoch, "dataset": dataset.name,
                          "uses_strong_annotation_statistics": cfg.pseudo.uses_strong_annotations})
+        timing["heldout_proxy_s"] = time.perf_counter() - t_stage
+        t_stage = time.perf_counter()
         entry["test"] = _evaluate_test(fit.model, test_videos, feats, dataset, cfg, feature_meta, device) \
             if test_videos else None
+        timing["test_s"] = time.perf_counter() - t_stage
+        entry["timing"] = timing
         entry["wall_s"] = time.perf_counter() - t0
         metrics["iterations"].append(entry)
         atomic_write_json(run_dir / "metrics.json", metrics)

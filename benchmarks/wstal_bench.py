@@ -85,11 +85,15 @@ def _instances(rng: np.random.Generator, T: int, labels: list[int]) -> list[tupl
     return out
 
 
-def make_video(rng: np.random.Generator, spec: BenchSpec, dirs: dict, labels: list[int]
+def make_video(rng: np.random.Generator, spec: BenchSpec, dirs: dict, labels: list[int], *,
+               T: int | None = None, inst: list[tuple[int, int, int]] | None = None
                ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    T = int(rng.integers(spec.min_snippets, spec.max_snippets + 1))
+    """Features of one video; ``T`` and ``inst`` (snippet spans) are drawn unless given (thumos14 layout)."""
+    if T is None:
+        T = int(rng.integers(spec.min_snippets, spec.max_snippets + 1))
     d = spec.dim
-    inst = _instances(rng, T, labels)
+    if inst is None:
+        inst = _instances(rng, T, labels)
     x = np.zeros((T, d), dtype=np.float64)
     x += 0.8 * _unit(rng, 1, d)  # per-video offset (camera, lighting)
     scene_mix = rng.dirichlet(np.ones(len(dirs["scene"])))
@@ -99,6 +103,8 @@ def make_video(rng: np.random.Generator, spec: BenchSpec, dirs: dict, labels: li
     fg = np.zeros(T, dtype=bool)
     for s, e, c in inst:
         L = e - s
+        if L <= 0:
+            continue
         ramp = np.minimum(1.0, np.minimum(np.arange(1, L + 1), np.arange(L, 0, -1)) / 2.0)  # weak at edges
         x[s:e] += ramp[:, None] * (spec.action * dirs["action"][c] + spec.shared * dirs["shared"])
         fg[s:e] = True
@@ -152,6 +158,45 @@ def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
     return ann
 
 
+def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
+    """THUMOS'14-shaped: the bundled THUMOS'14 videos (200 validation = training, 213 test), their real
+    durations, classes and annotated instances (seconds -> snippets at 25 fps / 16 frames), with the generated
+    features of :func:`make_video` around them. About 65k training snippets, as on the real dataset.
+    ``spec.n_classes`` / counts / lengths are ignored; the signal and noise levels are used."""
+    from refineloc_e2e.datasets import load_thumos14
+    ds = load_thumos14()
+    out_dir = Path(out_dir)
+    feat_dir = out_dir / "features"
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    n = len(ds.classes)
+    d = spec.dim
+    dirs = {"action": _unit(rng, n, d), "context": _unit(rng, n, d),
+            "scene": _unit(rng, 6, d), "shared": _unit(rng, 1, d)[0]}
+    spec = BenchSpec(**{**spec.__dict__, "n_classes": n})
+    meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both",
+            "settings_hash": f"wstal_bench-thumos14-{spec}", "layout": "[rgb | flow] (generated: no real streams)",
+            "generated_by": "benchmarks/wstal_bench.py --layout thumos14"}
+    database = {}
+    per_s = FPS / SNIPPET_FRAMES
+    for vid, v in ds.videos.items():
+        if not v.labels or not v.duration_s:
+            continue
+        T = max(1, int(v.duration_s * per_s))
+        labels = [ds.class_index(lab) for lab in v.labels]
+        inst = [(min(T - 1, int(np.floor(g.start_s * per_s))), min(T, int(np.ceil(g.end_s * per_s))),
+                 ds.class_index(g.label)) for g in v.segments]
+        x, _ = make_video(rng, spec, dirs, labels, T=T, inst=inst)
+        write_features(feat_dir, vid, x, meta)
+        database[vid] = {"subset": "training" if v.subset == "train" else "validation", "duration": v.duration_s,
+                         "fps": FPS, "annotations": [{"label": g.label, "segment": [g.start_s, g.end_s]}
+                                                     for g in v.segments]}
+    ann = out_dir / "annotations.json"
+    atomic_write_json(ann, {"name": "wstal_bench-thumos14", "version": f"benchmarks/wstal_bench.py thumos14 {spec}",
+                            "taxonomy": ds.classes, "database": database})
+    return ann
+
+
 def probe_accuracy(out_dir: Path) -> float:
     """Held-out accuracy of a least-squares linear fg/bg probe on single snippets (uses STRONG labels)."""
     import json
@@ -180,11 +225,13 @@ def main() -> None:
     ap.add_argument("--min-snippets", type=int, default=BenchSpec.min_snippets)
     ap.add_argument("--max-snippets", type=int, default=BenchSpec.max_snippets)
     ap.add_argument("--classes", type=int, default=BenchSpec.n_classes)
+    ap.add_argument("--layout", choices=["generated", "thumos14"], default="generated",
+                    help="thumos14: the real THUMOS'14 videos' durations and instances (~65k training snippets)")
     ap.add_argument("--check-probe", action="store_true", help="fit a linear fg/bg probe on single snippets")
     a = ap.parse_args()
     spec = BenchSpec(n_train=a.train, n_test=a.test, min_snippets=a.min_snippets, max_snippets=a.max_snippets,
                      n_classes=a.classes)
-    ann = write_benchmark(a.out_dir, spec)
+    ann = (write_thumos14_layout if a.layout == "thumos14" else write_benchmark)(a.out_dir, spec)
     print(f"wrote {ann}")
     if a.check_probe:
         acc, base = probe_accuracy(Path(a.out_dir))

@@ -86,7 +86,7 @@ def padded_predict_batch(head, features, device, batch_size=32):
 def _config(args, seed: int, overrides: list[str], iterations: int):
     return load_run_config(ROOT / "refineloc_e2e" / "configs" / f"{args.config}.yaml",
                            [f"train.seed={seed}", f"train.n_iterations={iterations}", "train.device=cpu",
-                            "eval_tious=[0.5]"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + overrides)
+                            f"select_iteration={iterations}", "eval_tious=[0.5]"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + overrides)
 
 
 def run_one(name: str, overrides: list[str], seed: int, args, ds, feats, meta, out: Path,

@@ -101,8 +101,9 @@ class WSTALHead(nn.Module):
         D = x.shape[-1]
         if D != self.cfg.feature_dim:
             raise ValueError(f"features have D={D}, the head expects {self.cfg.feature_dim}")
-        if x.shape[0] != int(mask.sum()):
-            raise ValueError(f"{x.shape[0]} packed snippets but the mask marks {int(mask.sum())} valid")
+        n_valid = int(mask.sum())
+        if x.shape[0] != n_valid:
+            raise ValueError(f"{x.shape[0]} packed snippets but the mask marks {n_valid} valid")
         B, T = mask.shape
         cas = x.new_zeros(B, T, self.n_classes)  # (B, T, N)
         att = x.new_zeros(B, T, 2)  # (B, T, 2)

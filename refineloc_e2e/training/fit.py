@@ -137,7 +137,8 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
     batches = items if items and isinstance(items[0], Batch) else eval_batches(items, n_classes, device, batch_size)
     total, video, n = 0.0, 0.0, 0
     for batch in batches:
-        t, v, _ = eq4_loss(model.forward_packed(batch.valid, batch.mask), batch, class_weights, beta, model.cfg.video_loss)
+        raw = model.forward_packed(batch.valid, batch.mask)
+        t, v, _ = eq4_loss(raw, batch, class_weights, beta, model.cfg.video_loss)
         total += float(t.sum())
         video += float(v.sum())
         n += batch.mask.shape[0]
@@ -170,7 +171,8 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             running = 0.0
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
-                loss, _, _ = eq4_loss(model.forward_packed(batch.valid, batch.mask), batch, weights, beta, head_cfg.video_loss)
+                raw = model.forward_packed(batch.valid, batch.mask)
+                loss, _, _ = eq4_loss(raw, batch, weights, beta, head_cfg.video_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 opt.step()

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from refineloc_e2e.datasets import Dataset, Segment, VideoAnnotation
+from refineloc_e2e.timebase import snippet_to_seconds
+
 from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.video.decode import DecodeConfig
@@ -148,3 +151,45 @@ def tiny_models():
 def tiny_cfg(**kw) -> ExtractConfig:
     kw = {"decode": TINY_DECODE, "flow": FAST, "device": "cpu", "batch_snippets": 2, **kw}
     return ExtractConfig(**kw)
+
+
+# ---- generated weakly-labelled features (training, refinement and guard tests)
+
+def _unit(rng, *shape):
+    v = rng.normal(size=shape).astype(np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True) * np.sqrt(shape[-1])
+
+
+def make_dataset(n_train=60, n_test=30, n_classes=4, dim=64, seed=0, t_range=(60, 200)):
+    """Generated weakly-labelled features. Background: a per-video scene vector + unit noise. Actions
+    (6-23 snippets, 1-3 per label, 20% of videos with two labels): a direction shared by all classes
+    ("actionness") throughout, plus the class direction at full strength in the middle third and at
+    0.25 at the edges - the edges are what a video-label-only model tends to miss. Strong segments are
+    kept for evaluation only; training sees the weak labels."""
+    rng = np.random.default_rng(seed)
+    classes = [f"Action{c}" for c in range(n_classes)]
+    protos, act = _unit(rng, n_classes, dim), _unit(rng, dim)
+    videos, feats = {}, {}
+    for i in range(n_train + n_test):
+        vid, T = f"v{i:03d}", int(rng.integers(*t_range))
+        x = (0.5 * _unit(rng, dim) + rng.normal(size=(T, dim))).astype(np.float32)  # (T, D)
+        labs = rng.choice(n_classes, size=1 if rng.random() < 0.8 else 2, replace=False)
+        segs, occupied = [], np.zeros(T, bool)
+        for j in range(int(rng.integers(1, 4)) * len(labs)):
+            c, L = labs[j % len(labs)], int(rng.integers(6, 24))
+            s = int(rng.integers(0, T - L))
+            if occupied[max(0, s - 3):s + L + 3].any():
+                continue
+            occupied[s:s + L] = True
+            profile = np.full(L, 0.25, np.float32)
+            profile[L // 3:L - L // 3] = 1.0
+            x[s:s + L] += profile[:, None] * protos[c] + 0.8 * act
+            segs.append(Segment(float(snippet_to_seconds(s, fps=25.0, snippet_frames=16)),
+                                float(snippet_to_seconds(s + L, fps=25.0, snippet_frames=16)), classes[c]))
+        if not segs:
+            continue
+        segs.sort(key=lambda g: (g.start_s, g.end_s, g.label))
+        videos[vid] = VideoAnnotation(vid, "train" if i < n_train else "test", sorted({g.label for g in segs}),
+                                      segs, float(snippet_to_seconds(T, fps=25.0, snippet_frames=16)), 30.0)
+        feats[vid] = x
+    return Dataset("synthetic", classes, videos), feats

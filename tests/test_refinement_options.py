@@ -18,7 +18,8 @@ from refineloc_e2e.datasets import load_dataset, load_thumos14
 from refineloc_e2e.model.pseudo import PseudoConfig, class_weights, generate, truth_labels
 from refineloc_e2e.training.features import load_training_features
 from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model
-from refineloc_e2e.training.refinement import RunConfig, format_iteration_table, load_run_config, select_iteration
+from refineloc_e2e.training.refinement import RunConfig, format_iteration_table, load_run_config
+from refineloc_e2e.training.selection import select_iteration
 
 CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 
@@ -173,10 +174,11 @@ def test_select_by_heldout_proxy_never_below_iteration_zero_and_table_marks_it()
             "best_epoch": 1, "epochs_run": 4, "pseudo": None if k == 0 else
             {"fg_fraction": 0.3, "precision_vs_truth": 0.6, "recall_vs_truth": 0.5, "f1_vs_truth": 0.545}}
            for k, w in enumerate([0.5, 0.7, 0.7, 0.4])]
-    k, why = select_iteration(its, RunConfig(select="wap"))
+    k, why = select_iteration(its, "wap", None)
     assert k == 1 and "0.70" not in why and "70.00" in why
-    assert select_iteration(its, RunConfig(select="val_loss"))[0] == 3
-    assert select_iteration(its, RunConfig(select="fixed", select_iteration=2))[0] == 2
+    assert select_iteration(its, "val_loss", None)[0] == 3
+    assert select_iteration(its, "fixed", 2)[0] == 2
+    assert select_iteration(its, "fixed", None) == (3, "fixed: the last iteration (3)")
     table = format_iteration_table(its, selected=1)
     assert " F1" in table and "*   1" in table and "0.55" in table
 

@@ -21,12 +21,14 @@ from refineloc_e2e.cli.import_features import import_features
 from refineloc_e2e.cli.import_wtalc import import_wtalc
 from refineloc_e2e.cli.train import train
 from refineloc_e2e.cli.weights import weights
+from refineloc_e2e.device import configure_cpu_math
 
 
 @click.group()
 @click.version_option(__version__, prog_name="refineloc-e2e")
 def main() -> None:
     """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""
+    configure_cpu_math()
 
 
 for _command in (extract, classify, weights, train, detect, evaluate, import_features, import_wtalc, export_features,

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from refineloc_e2e.config import settings_hash, to_dict
+from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
                                           process_video, record)
@@ -216,6 +217,7 @@ def _test_kill_hook(out_dir: Path, video_id: str) -> None:
 
 def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
                   keep_arrays: bool) -> TaskResult:
+    configure_cpu_math()  # a Ray worker is its own process: the CLI's setting does not reach it
     started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
     out = Path(out_dir)
     source = _worker_source(cfg, out)

@@ -9,6 +9,7 @@ the lowest held-out eq.-4 loss. :mod:`train` runs the iterations around it.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,6 +117,7 @@ class FitResult:
     heldout_losses: list[float] = field(default_factory=list)
     lr_final: float = 0.0
     epochs_run: int = 0
+    epoch_s: list[float] = field(default_factory=list)  # wall seconds of each epoch (training + held-out pass)
 
 
 EVAL_BATCH_VIDEOS = 128  # videos per forward pass without gradients (held-out loss, scores)
@@ -166,6 +168,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
         bar = tqdm(range(cfg.epochs), desc=f"iteration {iteration}", disable=not progress, leave=False)
         held_batches = eval_batches(heldout_items, n_classes, device) if heldout_items else []  # collated once
         for epoch in bar:
+            t_epoch = time.perf_counter()
             model.train()
             order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(len(train_items))
             running = 0.0
@@ -187,6 +190,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
                 h_loss = h_video = None
                 watched = -epoch  # keep the latest epoch
             sched.step(train_loss if h_loss is None else h_loss)
+            result.epoch_s.append(time.perf_counter() - t_epoch)
             if watched < best[0]:
                 best = (watched, h_loss, h_video, epoch)
                 best_state = copy.deepcopy(model.state_dict())  # a copy, never the live weights

@@ -34,15 +34,15 @@ from refineloc_e2e.model.segments import PostprocessConfig, predict_segments_fro
 from refineloc_e2e.model.pseudo import (PseudoConfig, foreground_fraction, generate, pseudo_stats, sample_mask,
                      truth_labels, video_rng)
 from refineloc_e2e.model.pseudo import class_weights as pseudo_class_weights
-from refineloc_e2e.device import resolve_device
+from refineloc_e2e.device import configure_cpu_math, resolve_device
 from refineloc_e2e.evaluation.metrics import evaluate
 from refineloc_e2e.model.inference import predict_batch
 from refineloc_e2e.timebase import time_base
-from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, weak_label_map
+from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction, fraction_warning, weak_label_map
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
-
-SELECT_MODES = ("fixed", "val_loss", "wap", "wap_dup")
-
+from refineloc_e2e.training.fit_cache import cached_fit, features_digest, fit_key
+from refineloc_e2e.training.guard import GuardConfig, check_pseudo
+from refineloc_e2e.training.selection import SELECT_MODES, select_iteration
 
 @dataclass
 class RunConfig:
@@ -51,20 +51,23 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)  # detection thresholds
-    # which iteration becomes model.pt. "fixed": select_iteration; "val_loss": lowest held-out video loss
-    # (measures classification); "wap" / "wap_dup": highest weak-label detection mAP on the held-out training
-    # videos (calibrate.weak_label_map; a localisation proxy using only video labels), ties -> the earlier
-    # iteration, so the saved model never scores below iteration 0 on it.
+    guard: GuardConfig = field(default_factory=GuardConfig)  # training/guard.py: stop on implausible pseudo labels
+    # which iteration becomes model.pt: one of selection.SELECT_MODES (see training/selection.py)
     select: str = "fixed"
-    select_iteration: int = 3  # paper 4.3: best after eta = 3 on both datasets
+    select_iteration: int | None = None  # "fixed": this iteration (paper 4.3: eta = 3); None = the last one
+    heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
     eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluate.default_tious)
 
     def validate(self) -> None:
         if self.select not in SELECT_MODES:
             raise ConfigError(f"config key 'select': {self.select!r} is not one of {SELECT_MODES}")
-        if self.select == "fixed" and not 0 <= self.select_iteration <= self.train.n_iterations:
+        if self.select == "fixed" and self.select_iteration is not None \
+                and not 0 <= self.select_iteration <= self.train.n_iterations:
             raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
-                              f"iterations 0..{self.train.n_iterations} (train.n_iterations)")
+                              f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
+                              f"(null) to save the last iteration")
+        if not 0.0 < self.heldout_map_tiou <= 1.0:
+            raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -172,43 +175,41 @@ def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration:
     return info
 
 
-def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes: int, device) -> dict:
-    """Weak-label detection mAP (both forms) and detection count on the held-out training videos."""
+def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes: int, device, dataset,
+                   feature_meta: dict, annotated: bool) -> dict:
+    """On the held-out TRAINING videos: weak-label detection mAP (both forms), detection count, the fraction
+    of snippets the detections cover (the guard's reference) and, where the videos have temporal
+    annotations, detection mAP@``heldout_map_tiou`` against them (select "heldout_map"; reporting otherwise)."""
     if not held_items:
-        return {"wap": None, "wap_dup": None, "n_detections": None}
+        return {"wap": None, "wap_dup": None, "n_detections": None, "coverage": None, "heldout_map": None}
     scores = predict_batch(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
     labels = [it.label_indices for it in held_items]
     wap, n_dets = weak_label_map(scores, labels, cfg.postprocess, n_classes)
     wap_dup, _ = weak_label_map(scores, labels, cfg.postprocess, n_classes, dup=True)
-    return {"wap": wap, "wap_dup": wap_dup, "n_detections": n_dets}
+    out = {"wap": wap, "wap_dup": wap_dup, "n_detections": n_dets,
+           "coverage": covered_fraction(scores, cfg.postprocess), "heldout_map": None}
+    if annotated:
+        predictions = {}
+        for it, s in zip(held_items, scores):
+            v = dataset.videos[it.video_id]
+            predictions[it.video_id] = segments_to_results(
+                predict_segments_from_scores(s, cfg.postprocess), dataset.classes, **time_base(feature_meta),
+                n_snippets=len(s["attention_time"]), duration_s=v.duration_s)
+        result = evaluate(predictions, dataset, subset="train", tious=[cfg.heldout_map_tiou],
+                          video_ids=[it.video_id for it in held_items])
+        out["heldout_map"] = result.map_per_tiou[0]
+    return out
 
 
-def select_iteration(iterations: list[dict], cfg: RunConfig) -> tuple[int, str]:
-    """(iteration saved as model.pt, why) under ``cfg.select``; see RunConfig.select."""
-    if cfg.select == "fixed":
-        return cfg.select_iteration, f"fixed: select_iteration = {cfg.select_iteration}"
-    if cfg.select == "val_loss":
-        losses = [e["heldout_video_loss"] if e["heldout_video_loss"] is not None else e["train_loss"]
-                  for e in iterations]
-        k = int(np.argmin(losses))
-        return k, f"val_loss: lowest held-out video loss {losses[k]:.4f}"
-    values = [(e.get("heldout") or {}).get(cfg.select) for e in iterations]
-    if all(v is None for v in values):  # no held-out videos: nothing to choose on
-        return 0, f"{cfg.select}: no held-out videos, kept iteration 0"
-    best = max(v for v in values if v is not None)
-    k = next(i for i, v in enumerate(values) if v == best)
-    return k, (f"{cfg.select}: highest held-out weak-label detection mAP {100 * best:.2f} "
-               f"(iteration 0: {100 * (values[0] or 0):.2f})")
-
-
-def format_iteration_table(iterations: list[dict], selected: int | None = None) -> str:
+def format_iteration_table(iterations: list[dict], selected: int | None = None, guard: dict | None = None) -> str:
     """One row per iteration: test mAP (%) per tIoU + average, held-out loss and video loss, held-out
     weak-label detection mAP (wAP, %), kept/run epochs, pseudo-fg fraction and its precision / recall / F1
-    against the strong annotations (reporting only). ``*`` marks the selected iteration."""
+    against the strong annotations (reporting only). ``*`` marks the selected iteration; an iteration the guard
+    refused (``guard``: metrics["guard"]) gets one line saying why it was not trained."""
     tests = [e.get("test") for e in iterations]
     tious = next((t["tious"] for t in tests if t), [])
     head = (f"{'iter':>5} " + " ".join(f"{t:>6.2f}" for t in tious) + f" {'Avg':>6} {'heldout':>8} {'h-video':>8}"
-            f" {'h-wAP':>6} {'epoch':>7} {'pseudo-fg':>9} {'P':>5} {'R':>5} {'F1':>5}")
+            f" {'h-wAP':>6} {'h-cov':>6} {'epoch':>7} {'pseudo-fg':>9} {'P':>5} {'R':>5} {'F1':>5}")
     lines = [head]
 
     def num(v, fmt, width, scale=1.0):
@@ -222,15 +223,26 @@ def format_iteration_table(iterations: list[dict], selected: int | None = None) 
         epochs = f"{e.get('best_epoch', -1)}/{e.get('epochs_run', len(e.get('train_losses', [])))}"
         lines.append(f"{mark}{e['iteration']:>4} {maps} {num(e.get('heldout_loss'), '.4f', 8)} "
                      f"{num(e.get('heldout_video_loss'), '.4f', 8)} {num((e.get('heldout') or {}).get('wap'), '.2f', 6, 100)} "
-                     f"{epochs:>7} {num(ps.get('fg_fraction'), '.3f', 9)} {num(ps.get('precision_vs_truth'), '.2f', 5)} "
+                     f"{num((e.get('heldout') or {}).get('coverage'), '.3f', 6)} {epochs:>7} {num(ps.get('fg_fraction'), '.3f', 9)} {num(ps.get('precision_vs_truth'), '.2f', 5)} "
                      f"{num(ps.get('recall_vs_truth'), '.2f', 5)} {num(ps.get('f1_vs_truth'), '.2f', 5)}")
+    if guard:
+        lines.append(f"{'':1}{guard['iteration']:>4} not trained (guard): {guard['reason']}")
     return "\n".join(lines)
 
 
 def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
-                 feature_meta: dict, progress: bool = True, resume: bool = False) -> TrainResult:
-    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring."""
+                 feature_meta: dict, progress: bool = True, resume: bool = False,
+                 fit_cache: Path | None = None, flush_denormal: bool = True) -> TrainResult:
+    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring.
+
+    ``fit_cache``: a folder where fits are stored by the hash of everything they depend on
+    (training/fit_cache.py); runs sharing it train each distinct model once (benchmarks).
+    ``flush_denormal``: set the process's flush-to-zero (device.configure_cpu_math), as every entry point
+    does; False leaves the process as it is (the side-by-side benchmark of its effect)."""
+    features_key = None
     run_dir = Path(run_dir)
+    if flush_denormal:  # a library entry point too (benchmarks, notebooks): denormals slow epochs ~6x
+        configure_cpu_math()
     device = resolve_device(cfg.train.device, key="train.device")
     if feature_meta.get("dim") not in (None, cfg.head.feature_dim):
         raise DatasetError(f"features have dim {feature_meta['dim']} but head.feature_dim is {cfg.head.feature_dim}")
@@ -301,21 +313,41 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
                                            truths)
             entry["pseudo"]["class_weights"] = [float(w) for w in weights]  # from the fit part
             entry["pseudo"]["calibration"] = calib
+            reference = (metrics["iterations"][0].get("heldout") or {}).get("coverage")
+            reason = check_pseudo(cfg.guard, entry["pseudo"]["fg_fraction"], reference,
+                                  cfg.pseudo.fg_fraction_range, k)
+            if reason:  # not trained on, not saved: refinement stops at the last sound iteration
+                metrics["guard"] = {"iteration": k, "reason": reason, "pseudo": entry["pseudo"],
+                                    "reference_coverage": reference}
+                _log(f"guard: {reason}; refinement stops, iterations 0..{k - 1} are kept")
+                break
             warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
             if warn:
                 _log(warn)
         timing["pseudo_s"] = time.perf_counter() - t0
         t_fit = time.perf_counter()
-        fit = fit_model(fit_items, held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
-                        iteration=k, beta=cfg.pseudo.beta if k > 0 else 0.0, class_weights=weights,
-                        device=device, progress=progress)
+        beta = cfg.pseudo.beta if k > 0 else 0.0
+
+        def train_one(k=k, beta=beta, weights=weights):
+            return fit_model(fit_items, held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
+                             iteration=k, beta=beta, class_weights=weights, device=device, progress=progress)
+
+        if fit_cache is None:
+            fit = train_one()
+        else:  # opt-in: an identical fit (same configs, features, pseudo labels) is loaded, not retrained
+            features_key = features_key or features_digest(all_items)
+            key = fit_key(fit_items, held_items, features_key, head_cfg=cfg.head, cfg=cfg.train,
+                          n_classes=n_classes, iteration=k, beta=beta, class_weights=weights)
+            fit, entry["fit_cache_hit"] = cached_fit(fit_cache, key, cfg.head, n_classes, train_one)
+            fit.model.to(device)
         entry.update({"train_loss": fit.train_losses[fit.best_epoch], "heldout_loss": fit.best_heldout_loss,
                       "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
                       "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
-                      "lr_final": fit.lr_final, "epochs_run": fit.epochs_run})
+                      "lr_final": fit.lr_final, "epochs_run": fit.epochs_run, "epoch_s": fit.epoch_s})
         timing["fit_s"] = time.perf_counter() - t_fit
         t_stage = time.perf_counter()
-        entry["heldout"] = _heldout_proxy(fit.model, held_items, cfg, n_classes, device)
+        entry["heldout"] = _heldout_proxy(fit.model, held_items, cfg, n_classes, device, dataset, feature_meta,
+                                          annotated=truths is not None)
         if entry["heldout"]["n_detections"] == 0:
             _log(f"warning: iteration {k}: no detections on the {len(held_items)} held-out training videos "
                  f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")
@@ -339,14 +371,18 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
                  + (f", pseudo fg {entry['pseudo']['fg_fraction']:.3f}" if k > 0 else ""))
 
     its = metrics["iterations"]
-    selected, why = select_iteration(its, cfg)
+    if cfg.select == "heldout_map" and any((e.get("heldout") or {}).get("heldout_map") is None for e in its):
+        raise DatasetError("select 'heldout_map' needs held-out training videos with temporal annotations "
+                           "(train.holdout_fraction > 0 and a dataset whose training videos have segments)")
+    selected, why = select_iteration(its, cfg.select, cfg.select_iteration, metrics.get("guard"))
     metrics["selected_iteration"] = selected
     metrics["select"] = cfg.select
     metrics["select_reason"] = why
+    metrics["uses_strong_annotations_for_selection"] = cfg.select == "heldout_map"
     atomic_write_bytes(run_dir / "model.pt", (run_dir / f"iter_{selected}.pt").read_bytes())
     atomic_write_json(run_dir / "metrics.json", metrics)
-    table = format_iteration_table(its, selected)
+    table = format_iteration_table(its, selected, metrics.get("guard"))
     print(table)
-    print(f"selected iteration {selected} ({why}) -> {run_dir / 'model.pt'}")
+    print(f"saved iteration {selected} ({why}) -> {run_dir / 'model.pt'}")
     return TrainResult(run_dir=run_dir, metrics=metrics, selected_iteration=selected,
                        model_path=run_dir / "model.pt", table=table)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, RefineLocError
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_optflow, last_field, postprocess_flow
 
@@ -102,6 +103,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(cfg: FlowConfig, cv2_threads: int) -> None:
+    configure_cpu_math()
     cv2_optflow().setNumThreads(cv2_threads)
     torch.set_num_threads(cv2_threads)
     _WORKER["engine"] = FlowEngine(cfg, "cpu")

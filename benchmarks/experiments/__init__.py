@@ -1,0 +1,1 @@
+"""Experiments: scripts that train and measure, printing tables (not timed tests)."""

@@ -1,0 +1,204 @@
+"""Refinement forms over the benchmark family (benchmarks.bench_data.family) x seeds: which form holds everywhere.
+
+Every run goes through the real training path (datasets.load_dataset on the member's ActivityNet JSON, the
+feature cache read by training.features.load_training_features, training.refinement.run_training). Per set
+(member, seed) and form it prints iteration 0, the best iteration, the saved iteration, the gain (saved -
+iteration 0), the pseudo-label foreground fraction and its precision / recall against the truth at iteration 1,
+and what the guard did; across the family each form's mean and WORST saved mAP@0.5 and worst gain; and how
+well each held-out selection criterion tracks test mAP (Spearman within runs, and the mAP lost by its pick).
+
+    python -m benchmarks.experiments.refine_family --out /tmp/family                       # all forms
+    python -m benchmarks.experiments.refine_family --out /tmp/family --forms default,v0.1 --seeds 0
+
+A run is reused only if its folder holds a finished run of the SAME resolved config (config.yaml hash); an
+unfinished one of the same config is resumed; any other is replaced. Test mAP is reported only; it drives nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.bench_data.family import MEMBERS, write_member
+from refineloc_e2e.config import settings_hash, shipped_config, to_dict
+from refineloc_e2e.datasets import Dataset, load_dataset
+from refineloc_e2e.device import configure_cpu_math
+from refineloc_e2e.training.features import load_training_features
+from refineloc_e2e.training.refinement import load_run_config, run_training
+from refineloc_e2e.training.selection import select_iteration
+
+_TI = "head.attention_time_input"
+_DN = "postprocess.attention_norm"
+_PN = "pseudo.segment.attention_norm"
+
+
+def _combo(time_input: str, det: str, pse: str) -> tuple[str, list[str]]:
+    return "thumos14", [f"{_TI}={time_input}", f"{_DN}={det}", f"{_PN}={pse}"]
+
+
+# form -> (shipped config, overrides). The 8 combinations of the eq.-2 time input and the two normalisations
+# (detection time, pseudo-label time) on the shipped thumos14 config with its guard, plus the paper and the
+# v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
+FORMS: dict[str, tuple[str, list[str]]] = {
+    "paper": ("thumos14-paper", []),
+    "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false"]),
+    **{f"{t[:4]}/det-{d}/ps-{p}": _combo(t, d, p)
+       for t in ("probability", "logit") for d in ("none", "minmax") for p in ("none", "minmax")},
+}
+FORMS["v0.1"] = FORMS.pop("logi/det-minmax/ps-minmax")
+CRITERIA = ("val_loss", "wap", "wap_dup", "heldout_map")
+
+
+def _spearman(a, b) -> float | None:
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def subsample(ds: Dataset, every: int) -> Dataset:
+    """Every ``every``-th video of each subset (sorted ids): the same layout at 1/every of the cost."""
+    if every <= 1:
+        return ds
+    keep = {}
+    for subset in ("train", "test"):
+        keep.update({v.video_id: v for v in ds.subset(subset)[::every]})
+    return Dataset(name=ds.name, classes=ds.classes, videos=keep)
+
+
+def run_one(run_dir: Path, cfg, ds, feats, meta, fit_cache: Path) -> dict:
+    """Train (or reuse / resume) one run; returns its metrics."""
+    metrics_path, cfg_path = run_dir / "metrics.json", run_dir / "config.yaml"
+    resume = False
+    if cfg_path.is_file():
+        same = settings_hash(yaml.safe_load(cfg_path.read_text())) == settings_hash(to_dict(cfg))
+        if same and metrics_path.is_file() and "selected_iteration" in json.loads(metrics_path.read_text()):
+            return json.loads(metrics_path.read_text())
+        if same:
+            resume = True
+        else:
+            shutil.rmtree(run_dir)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, feature_meta=meta, progress=False,
+                           resume=resume, fit_cache=fit_cache)
+    return res.metrics
+
+
+def summarise(m: dict) -> dict:
+    """The per-run row: test mAP@0.5 per iteration, best, saved, gain, pseudo stats at iteration 1, guard."""
+    its = m["iterations"]
+    tious = its[0]["test"]["tious"]
+    j = min(range(len(tious)), key=lambda i: abs(tious[i] - 0.5))
+    maps = [100 * e["test"]["map_per_tiou"][j] for e in its]
+    ps = (its[1].get("pseudo") if len(its) > 1 else None) or (m.get("guard") or {}).get("pseudo") or {}
+    saved = m["selected_iteration"]
+    return {"maps": maps, "it0": maps[0], "best_it": int(np.argmax(maps)), "best": max(maps), "saved_it": saved,
+            "saved": maps[saved], "gain": maps[saved] - maps[0], "pseudo_fg": ps.get("fg_fraction"),
+            "P": ps.get("precision_vs_truth"), "R": ps.get("recall_vs_truth"),
+            "guard": (m.get("guard") or {}).get("iteration"), "c0": (its[0].get("heldout") or {}).get("coverage"),
+            "epoch_s": float(np.mean([s for e in its for s in e.get("epoch_s", [])] or [float("nan")]))}
+
+
+def criteria_report(runs: list[dict]) -> list[str]:
+    """Mean within-run Spearman of each held-out criterion with test mAP@0.5, and the mAP its pick loses."""
+    lines = [f"{'criterion':<12} {'spearman':>8} {'n runs':>6} {'mean loss of its pick':>22}"]
+    for crit in CRITERIA:
+        rhos, losses = [], []
+        for m in runs:
+            its = m["iterations"]
+            if len(its) < 2:
+                continue
+            row = summarise(m)
+            vals = [(e["heldout_video_loss"] if crit == "val_loss" else (e.get("heldout") or {}).get(crit))
+                    for e in its]
+            if any(v is None for v in vals):
+                continue
+            signed = [-v for v in vals] if crit == "val_loss" else vals
+            rho = _spearman(signed, row["maps"])
+            if rho is not None:
+                rhos.append(rho)
+            k, _ = select_iteration(its, crit, None)
+            losses.append(row["best"] - row["maps"][k])
+        lines.append(f"{crit:<12} {np.mean(rhos) if rhos else float('nan'):8.2f} {len(rhos):6d} "
+                     f"{np.mean(losses) if losses else float('nan'):22.2f}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--members", default=",".join(MEMBERS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated, from: {', '.join(FORMS)}")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="applied to every form (e.g. train.epochs=20); part of each run's config")
+    ap.add_argument("--subsample", type=int, default=1,
+                    help="keep every K-th training and test video (K=3: a third of the cost; the default is all)")
+    ap.add_argument("--drop-data", action="store_true", help="delete each set's features after its runs (~1 GB each)")
+    a = ap.parse_args()
+    configure_cpu_math()
+    forms = a.forms.split(",")
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown:
+        ap.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
+    rows: dict[str, list[tuple[str, dict]]] = {f: [] for f in forms}
+    all_runs = []
+    for member in a.members.split(","):
+        spec = MEMBERS[member]
+        for seed in (int(s) for s in a.seeds.split(",")):
+            set_name = f"{member}-s{seed}"
+            data = a.out / "data" / set_name
+            ann = write_member(data, member, seed)
+            ds = subsample(load_dataset(str(ann)), a.subsample)
+            feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
+            lo, hi = spec.fg_fraction_range
+            print(f"\n== {set_name}  ({len(ds.subset('train'))} train / {len(ds.subset('test'))} test videos)")
+            print(f"{'form':<28} {'it0':>6} {'best':>10} {'saved':>10} {'gain':>6} {'ps-fg':>6} {'P':>5} {'R':>5} "
+                  f"{'c0':>5} {'s/ep':>5}  guard")
+            for form in forms:
+                name, extra = FORMS[form]
+                over = [*extra, f"train.seed={seed}", *a.overrides]
+                if load_run_config(shipped_config(name), []).pseudo.fg_fraction_range is not None:
+                    over.append(f"pseudo.fg_fraction_range=[{lo}, {hi}]")  # the dataset config's prior
+                cfg = load_run_config(shipped_config(name), over)
+                runs = a.out / "runs" / (set_name + (f"-sub{a.subsample}" if a.subsample > 1 else ""))
+                m = run_one(runs / form.replace("/", "_"), cfg, ds, feats, meta, a.out / "fit_cache")
+                r = summarise(m)
+                rows[form].append((set_name, r))
+                all_runs.append(m)
+                fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+                print(f"{form:<28} {r['it0']:6.2f} {r['best']:6.2f}@{r['best_it']:<3} {r['saved']:6.2f}@{r['saved_it']:<3}"
+                      f" {r['gain']:+6.2f} {fmt(r['pseudo_fg'], '6.3f')} {fmt(r['P'], '5.2f')} {fmt(r['R'], '5.2f')} "
+                      f"{fmt(r['c0'], '5.3f')} {r['epoch_s']:5.1f}  {'stopped at ' + str(r['guard']) if r['guard'] else ''}",
+                      flush=True)
+            if a.drop_data:
+                shutil.rmtree(data / "features")
+                (data / "family_member.json").unlink()
+    print("\n== across the family: saved mAP@0.5 (mean, worst), iteration 0 (mean, worst), gain (mean, worst)")
+    summary = []
+    for form in forms:
+        rs = [r for _, r in rows[form]]
+        if not rs:
+            continue
+        s = {k: [r[k] for r in rs] for k in ("saved", "it0", "gain")}
+        summary.append((form, np.mean(s["saved"]), min(s["saved"]), np.mean(s["it0"]), min(s["it0"]),
+                        np.mean(s["gain"]), min(s["gain"]), len(rs)))
+    summary.sort(key=lambda t: -t[2])
+    print(f"{'form':<28} {'saved':>6} {'worst':>6} {'it0':>6} {'worst':>6} {'gain':>6} {'worst':>6} {'runs':>4}")
+    for t in summary:
+        print(f"{t[0]:<28} {t[1]:6.2f} {t[2]:6.2f} {t[3]:6.2f} {t[4]:6.2f} {t[5]:+6.2f} {t[6]:+6.2f} {t[7]:4d}")
+    print("\n== held-out criteria vs test mAP@0.5 (iterations within a run)")
+    print("\n".join(criteria_report(all_runs)))
+    (a.out / "family.json").write_text(json.dumps({f: rows[f] for f in forms}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

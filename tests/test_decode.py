@@ -313,3 +313,14 @@ def test_corrupt_timestamps_are_refused_not_expanded(tmp_path):
     late = write_video(tmp_path / "late.mkv", n=8, pts_ms=[10**12 + 40 * i for i in range(8)])
     probe_video(late)
     assert len(list(iter_frames(late))) == 9  # 7 x 40 ms + the last frame's 41 ms -> ceil(8.025)
+
+
+def test_absurd_aspect_ratio_is_refused(tmp_path):
+    # 1024 x 2 would become 131072 x 256 pixels per frame at the default short side (a 100 MB RGB frame)
+    wide = write_video(tmp_path / "wide.mkv", n=3, size=(1024, 2))
+    msg = r"wide\.mkv: frames of 1024 x 2 pixels \(display aspect ratio 512:1\) exceed the 8:1 limit"
+    with pytest.raises(DecodeError, match=msg):
+        probe_video(wide)
+    with pytest.raises(DecodeError, match=msg):
+        list(iter_frames(wide))
+    assert len(list(iter_frames(write_video(tmp_path / "ok.mkv", n=3, size=(256, 32))))) == 3  # 8:1 is fine

@@ -18,12 +18,17 @@ runs a corpus through one ``extract`` batch; ``tests/test_fuzz.py`` runs a seede
 from __future__ import annotations
 
 import io
+import math
+import re
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from refineloc_e2e.video.decode import DecodeConfig, DecodeWarning, iter_frames, probe_video
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 BIKES, GIF = SAMPLES / "bikes.mp4", SAMPLES / "v_CricketShot_g04_c01_rgb.gif"
@@ -36,6 +41,8 @@ FORMATS = {
     "gif": ("gif", "gif", "rgb8", ".gif"),
 }
 MUTATIONS = ("bitflip", "zero_span", "dup_span", "truncate", "garble_header", "swap_header", "wrong_ext")
+DECODE_ERROR = re.compile(r"decode error after (\d+) frames \((\d+\.\d\d) s\)")
+BITEXACT = {"fflags": "+bitexact"}  # no random Matroska UIDs or encoder strings: the same bytes every time
 WRONG_EXT = {".mp4": ".avi", ".mkv": ".mp4", ".avi": ".webm", ".webm": ".mkv", ".gif": ".mp4"}
 
 
@@ -54,7 +61,7 @@ def encode(*, n: int, fmt: str = "h264", size: tuple[int, int] = (64, 48), fps: 
     rng = np.random.default_rng(seed)
     tex = rng.integers(0, 256, (h + n, w + n, 3), dtype=np.uint8)  # [H + n, W + n, 3]
     buf = io.BytesIO()
-    with av.open(buf, "w", format=container_fmt) as c:
+    with av.open(buf, "w", format=container_fmt, options=BITEXACT) as c:
         if pts_ms is None:
             s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         else:
@@ -89,7 +96,7 @@ def audio_only(fmt: str) -> bytes:
     """A second of silence, video-less: mp4/aac, mkv/opus or webm/opus."""
     codec, rate = ("aac", 8000) if fmt == "mp4" else ("libopus", 48000)
     buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as c:
+    with av.open(buf, "w", format=fmt, options=BITEXACT) as c:
         s = c.add_stream(codec, rate=rate)
         for i in range(rate // 960):
             af = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="fltp", layout="mono")
@@ -104,7 +111,7 @@ def audio_only(fmt: str) -> bytes:
 def cut_real_clip(path: Path, seconds: float) -> bytes:
     """The first ``seconds`` of a real clip by stream copy (its own packets, no re-encoding)."""
     buf = io.BytesIO()
-    with av.open(str(path)) as src, av.open(buf, "w", format="mp4") as dst:
+    with av.open(str(path)) as src, av.open(buf, "w", format="mp4", options=BITEXACT) as dst:
         ins = src.streams.video[0]
         out = dst.add_stream_from_template(ins)
         for pkt in src.demux(ins):
@@ -132,8 +139,10 @@ def edge_cases() -> dict[str, bytes]:
     jump = [0, 40, 80, 120, 3_000, 3_040, 3_080]  # ms: a 2.9 s gap
     cases = {
         "tiny_2x2.mkv": encode(n=5, fmt="ffv1", size=(2, 2)),
-        "wide_1024x2.mkv": encode(n=3, fmt="ffv1", size=(1024, 2)),
+        "wide_1024x2.mkv": encode(n=3, fmt="ffv1", size=(1024, 2)),  # refused: aspect ratio
+        "wide_256x32.mkv": encode(n=3, fmt="ffv1", size=(256, 32)),  # 8:1, the widest accepted
         "tall_2x512.mp4": encode(n=3, fmt="h264", size=(2, 512)),
+        "tall_16x128.mp4": encode(n=3, fmt="h264", size=(16, 128)),
         "fps_0.5.mkv": encode(n=3, fmt="ffv1", fps=0.5),
         "fps_1000.mkv": encode(n=40, fmt="ffv1", fps=1000),
         "fps_1000.mp4": encode(n=40, fmt="h264", fps=1000),
@@ -218,3 +227,22 @@ def build_corpus(folder: str | Path, n: int = 500, seed: int = 0) -> list[FuzzIn
         out.append(FuzzInput(name, seed_name, kind))
         i += 1
     return out
+
+
+def check_decode_message(path: str | Path, cause: str, decode: DecodeConfig) -> str | None:
+    """For a failure ``cause`` holding "decode error after N frames (S s)": None if N and S agree with the
+    file, else what disagrees. S must give ``ceil(S * fps)`` frames when decoded with ``partial_ok`` (within
+    the message's 2-decimal rounding) and equal N frames at the stream's rate (within rounding)."""
+    m = DECODE_ERROR.search(cause)
+    n_src, seconds = int(m.group(1)), float(m.group(2))
+    slack = 0.005 * decode.fps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DecodeWarning)
+        partial = DecodeConfig(**{**decode.__dict__, "partial_ok": True})
+        n_out = sum(1 for _ in iter_frames(path, partial))
+    if not math.ceil(seconds * decode.fps - slack) <= n_out <= math.ceil(seconds * decode.fps + slack):
+        return f"partial decode gave {n_out} frames, the message says {seconds:.2f} s"
+    native = probe_video(path).native_fps
+    if native and abs(seconds - n_src / native) > 0.006:
+        return f"{n_src} frames at {native:g} fps are {n_src / native:.3f} s, the message says {seconds:.2f} s"
+    return None

@@ -31,6 +31,8 @@ Definitions (the README's "Conventions" states them):
   declared duration by more than ``max(0.5 s, 2 %)``. The "after N frames (S s)" of these messages counts
   the source frames decoded and the seconds they cover (the last one's time plus its duration, as for
   ``end_s``): ``partial_ok`` then yields ``ceil(S * fps)`` frames.
+* **Absurd frame shapes.** A display aspect ratio above ``MAX_ASPECT_RATIO`` is a ``DecodeError`` (at probe
+  time and in ``iter_frames``): scaling the shorter side up would make every frame and flow field huge.
 * **Corrupt timestamps.** A jump of more than ``MAX_FRAME_GAP_S`` between two source frames, or a time
   (decoded, or declared by the container at probe time) beyond ``MAX_DURATION_S``, is a ``DecodeError``
   (with ``partial_ok``: the video ends before it, with a warning), so a damaged pts never turns a few
@@ -58,6 +60,8 @@ from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES
 # Corrupt timestamps must not turn a few frames into days of repeated output frames (hours of I3D work):
 MAX_DURATION_S = 24 * 3600  # a longer video (decoded or declared) is refused as corrupt
 MAX_FRAME_GAP_S = 600  # one source frame shown for longer than this is a timestamp jump: refused as corrupt
+# Shorter side -> short_side makes a 1024 x 2 frame 24576 x 48 at short_side 48 (131072 x 256 at the default):
+MAX_ASPECT_RATIO = 8  # wider (or taller) display frames are refused; real videos stay below ~4:1
 
 
 class DecodeWarning(UserWarning):
@@ -176,6 +180,16 @@ def _output_size(width: int, height: int, sar: Fraction | None, quarter_turns: i
     return max(1, math.floor(short_side * disp_w / disp_h + Fraction(1, 2))), short_side
 
 
+def _check_aspect(path: str, frame, stream) -> None:
+    """DecodeError if the display aspect ratio exceeds MAX_ASPECT_RATIO (its output frames would be huge)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    disp_w = frame.width * sar if sar and sar > 0 else Fraction(frame.width)
+    ratio = max(disp_w, Fraction(frame.height)) / max(Fraction(1, 10**6), min(disp_w, Fraction(frame.height)))
+    if ratio > MAX_ASPECT_RATIO:
+        raise DecodeError(f"{path}: frames of {frame.width} x {frame.height} pixels (display aspect ratio "
+                          f"{float(ratio):.0f}:1) exceed the {MAX_ASPECT_RATIO}:1 limit; corrupt or not a video")
+
+
 def probe_video(path) -> VideoInfo:
     """Read a video's metadata and decode its first frame (to check it decodes and read its rotation)."""
     path = _check_path(path)
@@ -185,6 +199,7 @@ def probe_video(path) -> VideoInfo:
         try:
             for frame in container.decode(stream):
                 rotation = 90 * _rotation_quarter_turns(frame)
+                _check_aspect(path, frame, stream)
                 break
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: cannot decode the first video frame ({_av_cause(e)})") from e
@@ -276,6 +291,7 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
             dur_s = Fraction(frame.duration) * tb if frame.duration and tb else None
             if held is None:
                 pts0 = frame.pts if frame.pts is not None else 0
+                _check_aspect(path, frame, stream)
                 convert = _Converter(frame, stream, cfg.short_side)
                 t = Fraction(0)
             else:

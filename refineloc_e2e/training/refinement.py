@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from refineloc_e2e.config import load_config, settings_hash, to_dict
-from refineloc_e2e.errors import ConfigError, DatasetError
+from refineloc_e2e.errors import ConfigError, DatasetError, WeightsError
 from refineloc_e2e.fileio import atomic_write_bytes, atomic_write_json, atomic_writer
 from refineloc_e2e.model.head import HeadConfig, load_head, save_head
 from refineloc_e2e.model.segments import PostprocessConfig, predict_segments_from_scores, segments_to_results
@@ -40,6 +40,7 @@ from refineloc_e2e.model.inference import predict_batch
 from refineloc_e2e.timebase import time_base
 from refineloc_e2e.training.calibrate import calibrate_segment, fraction_warning, weak_label_map
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
+from refineloc_e2e.training.run_lock import RunFolderLock
 
 SELECT_MODES = ("fixed", "val_loss", "wap", "wap_dup")
 
@@ -108,8 +109,13 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> list[dict]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{metrics_path}: not valid JSON ({e}); cannot resume") from None
     out = []
-    for k, entry in enumerate(done):  # keep the prefix of iterations whose checkpoint exists
+    for k, entry in enumerate(done):  # keep the prefix of iterations whose checkpoint exists and loads
         if entry.get("iteration") != k or not (run_dir / f"iter_{k}.pt").is_file():
+            break
+        try:
+            load_head(run_dir / f"iter_{k}.pt")
+        except WeightsError as e:  # damaged outside our atomic writes: redo it (seeded: the same result)
+            _log(f"warning: {e}; iteration {k} and later are trained again")
             break
         out.append(entry)
     return out
@@ -229,7 +235,15 @@ def format_iteration_table(iterations: list[dict], selected: int | None = None) 
 
 def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
                  feature_meta: dict, progress: bool = True, resume: bool = False) -> TrainResult:
-    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring."""
+    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring. One run per
+    folder at a time: a second one is refused with a ConfigError naming the first (``run_lock``)."""
+    with RunFolderLock(run_dir):
+        return _run_training(cfg, dataset=dataset, features=features, run_dir=run_dir,
+                             feature_meta=feature_meta, progress=progress, resume=resume)
+
+
+def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
+                  feature_meta: dict, progress: bool = True, resume: bool = False) -> TrainResult:
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device, key="train.device")
     if feature_meta.get("dim") not in (None, cfg.head.feature_dim):

@@ -101,9 +101,9 @@ def main() -> int:
                        "--run-dir", str(run_dir), "--set", f"head.feature_dim={args.dim}",
                        "--set", f"train.epochs={args.epochs}", "--set", "train.n_iterations=0",
                        "--set", "select_iteration=0", "--set", "train.device=cpu"]),
-            ("detect --features", ["detect", "--features", str(feats), *map(str, val_order[:n_val]),
-                                   "--model", str(run_dir / "model.pt"), "-o", str(seg), "--device", "cpu"]),
-        ]
+            ("detect --features", ["detect", "--features", str(feats), "--model", str(run_dir / "model.pt"),
+                                   "-o", str(seg), "--device", "cpu", "--", *map(str, val_order[:n_val])]),
+        ]  # "--": ActivityNet ids may start with "-"
         for name, cmd in stages:
             log = work / f"{tag}_{name.split()[0]}.log"
             wall, rss, rc = run(cmd, log)

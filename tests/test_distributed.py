@@ -22,7 +22,8 @@ from refineloc_e2e.errors import InputError
 from refineloc_e2e.features import distributed
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
-from refineloc_e2e.features.distributed import KILL_ONCE_ENV, extract_batch_ray
+from refineloc_e2e.features.distributed import extract_batch_ray
+from refineloc_e2e.tools.faults import FaultHook
 
 TIMEOUT_S = 90  # every Ray call in these tests gives up after this long
 NOT_A_VIDEO = ("cannot open as a video container (InvalidDataError: Invalid data found when processing input); "
@@ -38,6 +39,29 @@ def test_ray_missing_is_one_line(tmp_path, monkeypatch):
                         "pip install 'refineloc-e2e[ray]'\n")
 
 
+def test_ray_private_api_gone_is_one_clear_error(monkeypatch):
+    import ray._private.ray_constants as constants
+
+    from refineloc_e2e.errors import ConfigError
+    from refineloc_e2e.features import ray_compat
+
+    monkeypatch.delattr(constants, "ENABLE_RAY_CLUSTER")
+    with pytest.raises(ConfigError) as e:
+        with ray_compat.loopback_only(True):
+            pass
+    import ray
+    assert str(e.value) == (f"Ray {ray.__version__}: its private ray._private.ray_constants.ENABLE_RAY_CLUSTER, which "
+                            f"--ray needs to keep a local cluster on 127.0.0.1, is gone; install a Ray between 2.40 "
+                            f"and 2.60 (pip install 'ray>=2.40,<=2.60') or report it")
+    with ray_compat.loopback_only(False):  # nothing private is touched when not needed
+        pass
+
+
+def test_no_test_hook_is_read_from_the_environment():
+    source = Path(distributed.__file__).read_text()
+    assert "os.environ.get" not in source and "REFINELOC_TEST" not in source
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Two Ray nodes of 1 CPU on 127.0.0.1, its files in a short /tmp folder; stopped whatever happens."""
@@ -46,7 +70,7 @@ def cluster(tmp_path_factory):
     ray_tmp = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")  # Ray's socket paths must stay short
     kill_dir = tmp_path_factory.mktemp("kill")
     patch = pytest.MonkeyPatch()
-    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", KILL_ONCE_ENV: str(kill_dir)}.items():
+    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}.items():
         patch.setenv(key, value)  # the nodes (and so their workers) inherit these
     weights = tmp_path_factory.mktemp("weights") / "rgb.pt"
     torch.manual_seed(0)
@@ -111,9 +135,9 @@ def test_killed_worker_is_retried_and_a_corrupt_file_fails_once(tmp_path, cluste
     videos = [write_moving_video(tmp_path / f"k{i}.mkv", n=12) for i in range(3)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
-    (cluster.kill_dir / "k1.kill").touch()  # the first worker extracting k1 SIGKILLs itself mid-write
-    lines: list[str] = []
-    summary = _ray([*videos, bad], tmp_path / "out", cluster, log=lines.append)
+    hook = FaultHook(str(cluster.kill_dir), kill_once=frozenset({"k1"}))  # the first worker extracting k1
+    lines: list[str] = []                                                  # SIGKILLs itself mid-write
+    summary = _ray([*videos, bad], tmp_path / "out", cluster, log=lines.append, before_extract=hook)
     assert (cluster.kill_dir / "k1.killed").exists()  # it did die once ...
     assert sorted(summary.extracted) == sorted(map(str, videos))  # ... and Ray ran it again
     assert summary.failed == [(str(bad), NOT_A_VIDEO)]  # its own failure: once, not retried

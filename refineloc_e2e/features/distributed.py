@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -43,14 +42,14 @@ from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
                                           process_video, record)
-from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, feature_paths,
+from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id,
                                           owner_conflict, remove_stale_entry_temps)
 from refineloc_e2e.features.extractor import ExtractConfig
-from refineloc_e2e.fileio import atomic_write_json, atomic_writer
+from refineloc_e2e.features.ray_compat import canonicalize_address, loopback_only
+from refineloc_e2e.fileio import atomic_write_json
 
 try:  # the optional [ray] extra
     import ray
-    import ray._private.ray_constants as ray_constants
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:
     ray = None
@@ -60,7 +59,6 @@ MAX_RETRIES = 2  # a task whose worker process dies is run at most 1 + MAX_RETRI
 CANCEL_WAIT_S = 30.0  # after Ctrl-C or a set-up error: how long cancelled tasks get to clean up
 PROBE_TIMEOUT_S = 60.0  # the shared-folder check: how long every node gets to answer
 WAIT_STEP_S = 1.0  # the driver wakes at least this often (Ctrl-C, deadline)
-KILL_ONCE_ENV = "REFINELOC_TEST_KILL_ONCE"  # tests only, see _test_kill_hook
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -73,21 +71,6 @@ def require_ray() -> None:
 
 def _host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]")
-
-
-@contextmanager
-def _loopback_only(on: bool) -> Iterator[None]:
-    """Ray on Linux replaces a loopback address by this machine's network address (so that other machines
-    can join); a local or loopback cluster must stay on 127.0.0.1, so that rewrite is off while connecting."""
-    if not on:
-        yield
-        return
-    old = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old
 
 
 @contextmanager
@@ -107,15 +90,14 @@ def ray_session(address: str) -> Iterator[None]:
         loopback = False
         kwargs = {"address": address, "logging_level": "warning"}
     else:
-        with _loopback_only(True):  # read the address of `auto` without rewriting a loopback one
-            resolved = ray._private.services.canonicalize_bootstrap_address(address)
+        resolved = canonicalize_address(address)  # the address of `auto`, a loopback one kept
         if resolved is None:
             raise InputError(f"--ray {address}: no running Ray cluster found (start one with `ray start --head` "
                              f"on this machine, or give its address)")
         loopback = _host(resolved) in _LOOPBACK or _host(resolved).startswith("127.")
         kwargs["address"] = resolved
     try:
-        with _loopback_only(loopback):
+        with loopback_only(loopback):
             ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise InputError(f"--ray {address}: cannot connect to Ray ({e})") from None
@@ -201,28 +183,16 @@ def _worker_source(cfg: ExtractConfig, out_dir: Path) -> LazyExtractor:
     return _SOURCES[key]
 
 
-def _test_kill_hook(out_dir: Path, video_id: str) -> None:
-    """Tests only: with ``$REFINELOC_TEST_KILL_ONCE=<folder>`` holding ``<video_id>.kill``, the first worker
-    that extracts that video leaves half a temp file, records ``<video_id>.killed`` and SIGKILLs itself."""
-    folder = os.environ.get(KILL_ONCE_ENV)
-    if not folder or not (Path(folder) / f"{video_id}.kill").exists() or (Path(folder) / f"{video_id}.killed").exists():
-        return
-    (Path(folder) / f"{video_id}.killed").write_text(str(os.getpid()))
-    with atomic_writer(feature_paths(out_dir, video_id)[0]) as f:
-        f.write(b"half an array")
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
-                  keep_arrays: bool) -> TaskResult:
+                  keep_arrays: bool, before_extract: Callable[[Path, str], None] | None = None) -> TaskResult:
     started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
     out = Path(out_dir)
     source = _worker_source(cfg, out)
     notes: list[str] = []
     source.log, built_before = notes.append, source.built
+    hook = None if before_extract is None else (lambda: before_extract(out, video_id))
     outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
-                            before_extract=lambda: _test_kill_hook(out, video_id))
+                            before_extract=hook)
     outcome.notes[:0] = notes
     if not keep_arrays:
         outcome.features = None  # the driver does not need them: do not ship them
@@ -274,10 +244,13 @@ def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path) -> No
 def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
                       address: str = "local", progress: bool = True, log: Callable[[str], None] | None = None,
                       on_ready: Callable[[Path, str, np.ndarray, dict[str, Any]], None] | None = None,
-                      max_retries: int = MAX_RETRIES, timeout_s: float | None = None) -> BatchSummary:
+                      max_retries: int = MAX_RETRIES, timeout_s: float | None = None,
+                      before_extract: Callable[[Path, str], None] | None = None) -> BatchSummary:
     """:func:`~refineloc_e2e.features.batch.extract_batch` on a Ray cluster: the same inputs, cache, log lines
     and summary (plus ``per_node``). ``on_ready`` runs here, in the driver, with the arrays the workers send
     back. ``timeout_s``: give up (cancelling every task) after that long; None waits as long as it takes.
+    ``before_extract(out_dir, video_id)``: called in the worker just before a video is extracted, under its
+    lock (tests inject faults there, e.g. ``tools.faults.KillOnce``); it must be picklable.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     require_ray()
@@ -294,7 +267,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
 
         def submit(video: Path, blocking: bool) -> None:
             ref = task.remote(os.path.abspath(video), ids[video], str(out_dir), worker_cfg, blocking,
-                              on_ready is not None)
+                              on_ready is not None, before_extract)
             pending[ref] = video
 
         for video in videos:

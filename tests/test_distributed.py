@@ -81,7 +81,7 @@ def cluster(tmp_path_factory):
                                                           "include_dashboard": False})
         c.add_node(node_ip_address="127.0.0.1", num_cpus=1)
         c.wait_for_nodes(timeout=60)
-        yield SimpleNamespace(address=c.address, kill_dir=kill_dir,
+        yield SimpleNamespace(address=c.address, kill_dir=kill_dir, handle=c,
                               cfg=tiny_cfg(rgb_weights=str(weights), flow_weights="cross-modality-from-rgb"),
                               weights=weights)
     finally:
@@ -179,3 +179,131 @@ def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypat
     assert msg.startswith(f"{tmp_path / 'out'}: the output folder must be one shared filesystem path, mounted at "
                           f"the same path on every Ray node; node 127.0.0.1 (")
     assert msg.count("cannot read the probe file") == 2 and not list((tmp_path / "out").glob("*.json"))
+
+
+# ----------------------------------------------------------------------------- cluster faults
+
+DRIVER = """
+import pickle, sys
+from refineloc_e2e.features.distributed import extract_batch_ray
+from refineloc_e2e.tools.faults import FaultHook
+cfg, out, address, folder, videos = pickle.load(open(sys.argv[1], "rb"))
+try:
+    extract_batch_ray(videos, out, cfg, address=address, progress=False, timeout_s=120,
+                      log=lambda m: print(m, flush=True), before_extract=FaultHook(folder, sleep_s=1.0))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def _driver(tmp_path, cluster, videos, out, hook_dir):
+    """A driver process running one Ray batch (each extraction slowed by 1 s), started in the background."""
+    import pickle
+    import subprocess
+    import sys
+
+    args = tmp_path / "driver_args.pkl"
+    args.write_bytes(pickle.dumps((cluster.cfg, str(out), cluster.address, str(hook_dir), list(map(str, videos)))))
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(args)], stdout=subprocess.PIPE, text=True)
+
+
+def _wait_for_outputs(out: Path, proc, n: int, limit_s: float = 120) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while len(list(out.glob("*.json"))) < n and proc.poll() is None and time.monotonic() - t0 < limit_s:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the driver ended before it could be interrupted"
+    assert len(list(out.glob("*.json"))) >= n
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_driver_signal_then_rerun_finishes_only_what_is_missing(tmp_path, cluster, sig):
+    """A real SIGINT to the driver cancels its tasks, waits for them and leaves no temp file; after a SIGKILL
+    Ray ends the dead driver's tasks and their flock-based video locks die with them, so the rerun is not
+    blocked and removes what they left. Either way the rerun extracts only the videos not finished."""
+    import signal as signals
+
+    videos = [write_moving_video(tmp_path / f"s{i}.mkv", n=9) for i in range(6)]
+    out, hook_dir = tmp_path / "out", tmp_path / "hook"
+    hook_dir.mkdir()
+    proc = _driver(tmp_path, cluster, videos, out, hook_dir)
+    _wait_for_outputs(out, proc, 1)
+    proc.send_signal(getattr(signals, sig))
+    stdout, _ = proc.communicate(timeout=90)
+    done = sorted(p.stem for p in out.glob("*.json"))
+    assert 1 <= len(done) < 6, done
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "interrupted" in stdout
+        assert _tmp_files(out) == []  # cancelled, waited for, cleaned
+    else:
+        assert proc.returncode == -signals.SIGKILL
+    hook = FaultHook(str(hook_dir))
+    started_before = len(hook.starts())
+    rest = _ray(videos, out, cluster, before_extract=hook)
+    assert sorted(Path(v).stem for v in rest.skipped) == done  # nothing finished is computed again
+    assert sorted(Path(v).stem for v in rest.extracted) == sorted(set(v.stem for v in videos) - set(done))
+    assert rest.failed == [] and _tmp_files(out) == []
+    assert sorted(hook.starts()[started_before:]) == sorted(Path(v).stem for v in rest.extracted)
+    for video in videos:
+        assert read_features(out, video.stem)[0].shape[1] == 2048
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_batch(tmp_path, cluster):
+    """A third node dies while it extracts: its video is retried on the other nodes, every video is extracted
+    once, and no finished video is computed again (at most one extra start: the one the dead node had)."""
+    videos = [write_moving_video(tmp_path / f"n{i}.mkv", n=9) for i in range(6)]
+    node = cluster.handle.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+    cluster.handle.wait_for_nodes(timeout=60)
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    hook = FaultHook(str(hook_dir), sleep_s=1.0)
+    killed = []
+
+    def kill_node(*_):
+        if not killed:
+            killed.append(1)
+            cluster.handle.remove_node(node, allow_graceful=False)
+
+    summary = _ray(videos, tmp_path / "out", cluster, on_ready=kill_node, before_extract=hook)
+    assert killed and summary.failed == []
+    assert sorted(summary.extracted) == sorted(map(str, videos))  # each video reported once
+    starts = hook.starts()
+    assert set(starts) == {v.stem for v in videos} and len(starts) - len(videos) <= 1, starts
+    assert _tmp_files(tmp_path / "out") == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_detect_on_the_cluster_writes_the_same_json_as_one_process(tmp_path, cluster, one_thread):
+    import json
+
+    from refineloc_e2e.detection.detect import detect_videos, expected_feature_meta
+    from refineloc_e2e.features.extractor import FeatureExtractor
+    from refineloc_e2e.model.head import HeadConfig, build_head, save_head
+    from refineloc_e2e.model.segments import PostprocessConfig
+
+    videos = [write_moving_video(tmp_path / f"d{i}.mkv", n=20 + 9 * i, step_px=(1, i % 2)) for i in range(3)]
+    extractor = FeatureExtractor(cluster.cfg)
+    head_cfg = HeadConfig(feature_dim=2048)
+    torch.manual_seed(0)
+    save_head(tmp_path / "model.pt", build_head(head_cfg, 2), class_names=["A", "B"], head_config=head_cfg,
+              postprocess_config=PostprocessConfig(), feature_meta=expected_feature_meta(extractor))
+    runs = {}
+    for name, address in (("single", None), ("ray", cluster.address)):
+        detect_videos(videos, model_path=tmp_path / "model.pt", out_json=tmp_path / f"{name}.json",
+                      extract_cfg=cluster.cfg, cache_dir=tmp_path / f"cache_{name}", progress=False,
+                      scores_dir=tmp_path / f"scores_{name}", extractor=extractor if address is None else None,
+                      log=lambda m: None, ray_address=address)
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert runs["single"] == runs["ray"]
+    assert (tmp_path / "single.json").read_text() == (tmp_path / "ray.json").read_text()
+    assert sorted(runs["ray"]["results"]) == sorted(v.stem for v in videos)
+    for v in videos:
+        a, b = (np.load(tmp_path / f"scores_{n}" / f"{v.stem}.npz") for n in ("single", "ray"))
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)

@@ -20,7 +20,12 @@ Faults. A task whose worker process dies (SIGKILL, the OOM killer, a lost node) 
 reported once with its cause. A set-up error (weights missing) cancels the other tasks and is raised.
 Ctrl-C cancels the outstanding tasks with a KeyboardInterrupt in each (their atomic writers remove their
 temp files), waits at most ``CANCEL_WAIT_S`` for their locks, removes what is left, and re-raises.
-Rerunning the same command after any failure computes only what is missing.
+A driver killed outright (SIGKILL) cannot clean up: Ray ends a dead driver's tasks, and each video's lock is
+an ``flock`` held by the worker process extracting it, so **a lock lives exactly as long as that worker**
+and never outlives it; the rerun waits for a video still held (a task Ray has not ended yet) and then
+removes the temp files its killed writer left. Rerunning the same command after any failure computes only
+what is missing. Ray's private API is used only through ``features.ray_compat`` (version-checked);
+tests inject faults with ``before_extract`` (``tools.faults.FaultHook``), never through the environment.
 """
 
 from __future__ import annotations

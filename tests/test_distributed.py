@@ -208,14 +208,19 @@ def _driver(tmp_path, cluster, videos, out, hook_dir):
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(args)], stdout=subprocess.PIPE, text=True)
 
 
+def _entries(out: Path) -> list[str]:
+    """Video ids with a finished cache entry (not the shared-folder probe, ``.probe-<token>.json``)."""
+    return sorted(p.stem for p in out.glob("*.json") if not p.name.startswith("."))
+
+
 def _wait_for_outputs(out: Path, proc, n: int, limit_s: float = 120) -> None:
     import time
 
     t0 = time.monotonic()
-    while len(list(out.glob("*.json"))) < n and proc.poll() is None and time.monotonic() - t0 < limit_s:
+    while len(_entries(out)) < n and proc.poll() is None and time.monotonic() - t0 < limit_s:
         time.sleep(0.05)
     assert proc.poll() is None, "the driver ended before it could be interrupted"
-    assert len(list(out.glob("*.json"))) >= n
+    assert len(_entries(out)) >= n
 
 
 @pytest.mark.ray
@@ -234,11 +239,11 @@ def test_driver_signal_then_rerun_finishes_only_what_is_missing(tmp_path, cluste
     _wait_for_outputs(out, proc, 1)
     proc.send_signal(getattr(signals, sig))
     stdout, _ = proc.communicate(timeout=90)
-    done = sorted(p.stem for p in out.glob("*.json"))
+    done = _entries(out)
     assert 1 <= len(done) < 6, done
     if sig == "SIGINT":
         assert proc.returncode == 130 and "interrupted" in stdout
-        assert _tmp_files(out) == []  # cancelled, waited for, cleaned
+        assert _tmp_files(out) == [] and list(out.glob(".probe-*")) == []  # cancelled, waited for, cleaned
     else:
         assert proc.returncode == -signals.SIGKILL
     hook = FaultHook(str(hook_dir))
@@ -307,3 +312,16 @@ def test_detect_on_the_cluster_writes_the_same_json_as_one_process(tmp_path, clu
     for v in videos:
         a, b = (np.load(tmp_path / f"scores_{n}" / f"{v.stem}.npz") for n in ("single", "ray"))
         assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.ray
+def test_ctrl_c_during_the_shared_folder_check_leaves_no_probe_file(tmp_path, cluster, monkeypatch):
+    """Ctrl-C between writing the probe file and asking the nodes (found by a real SIGINT) removes it."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed.ray, "nodes", interrupted)
+    video = write_moving_video(tmp_path / "v.mkv", n=9)
+    with pytest.raises(KeyboardInterrupt):
+        _ray([video], tmp_path / "out", cluster)
+    assert list((tmp_path / "out").glob(".probe-*")) == []

@@ -114,6 +114,11 @@ def ray_session(address: str) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- the shared output folder
 
+# a probe pinned to a node that has just died fails with one of these: that node is no longer part of the batch
+_NODE_GONE = tuple(getattr(ray.exceptions, name) for name in ("TaskUnschedulableError", "NodeDiedError",
+                                                              "WorkerCrashedError") if hasattr(ray.exceptions, name)) \
+    if ray is not None else ()
+
 def _node_label(node: dict[str, Any]) -> str:
     return f"{node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
 
@@ -146,16 +151,21 @@ def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) ->
     random token and a task pinned to each node reads it back and writes beside it. Returns the node labels;
     raises InputError naming each node that cannot, or that does not answer within ``timeout_s``."""
     token = secrets.token_hex(16)
-    probe = _write_probe(out_dir, token)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    remote = ray.remote(_probe)
-    refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
-    try:
+    probe = out_dir / f".probe-{token}.json"
+    try:  # everything after writing the probe is inside: a Ctrl-C anywhere here still removes it
+        probe = _write_probe(out_dir, token)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        remote = ray.remote(_probe)
+        refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
         ready, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        problems = []
+        problems, gone = [], []
         for node, ref in zip(nodes, refs):
-            why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
+            try:
+                why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
+            except _NODE_GONE:  # it died after ray.nodes() listed it (a lost node stays listed a while)
+                gone.append(node)
+                continue
             if why is not None:
                 problems.append(f"node {_node_label(node)}: {why}")
         for ref in late:
@@ -165,7 +175,7 @@ def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) ->
     if problems:
         raise InputError(f"{out_dir}: the output folder must be one shared filesystem path, mounted at the same "
                          f"path on every Ray node; " + "; ".join(problems))
-    return [_node_label(n) for n in nodes]
+    return [_node_label(n) for n in nodes if n not in gone]
 
 
 # ----------------------------------------------------------------------------- the task (runs on a worker)

@@ -107,6 +107,7 @@ def test_truncated_checkpoint_is_named_and_trained_again(full_run):
     assert _strip(full["iterations"]) == _strip(again["iterations"])
 
 
+@pytest.mark.slow
 def test_a_second_train_in_the_same_run_folder_is_refused(tmp_path):
     ann, feats = _features_and_annotations(tmp_path)
     run = tmp_path / "run"

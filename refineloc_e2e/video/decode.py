@@ -163,6 +163,13 @@ def _declared_duration_s(stream, container) -> float | None:
     return None
 
 
+def _declared_span_s(stream, container) -> float | None:
+    """The declared duration without a start offset that Matroska's container duration counts from 0."""
+    declared = _declared_duration_s(stream, container)
+    start_s = (container.start_time or 0) / av.time_base
+    return declared - start_s if declared is not None and 0 < start_s < declared else declared
+
+
 def _rotation_quarter_turns(frame) -> int:
     """Counter-clockwise display rotation of ``frame`` in quarter turns (0..3)."""
     return int(round(frame.rotation / 90.0)) % 4
@@ -206,9 +213,7 @@ def probe_video(path) -> VideoInfo:
         if rotation is None:
             raise DecodeError(f"{path}: the video stream has no decodable frame")
         declared = _declared_duration_s(stream, container)
-        start_s = (container.start_time or 0) / av.time_base
-        # Matroska's container duration counts from 0, not from a (huge) first timestamp: drop that offset
-        span_s = declared - start_s if declared is not None and 0 < start_s < declared else declared
+        span_s = _declared_span_s(stream, container)
         if span_s is not None and span_s > MAX_DURATION_S:
             raise DecodeError(f"{path}: declared duration {span_s:.0f} s is beyond the {MAX_DURATION_S} s "
                               f"limit; corrupt timestamps")
@@ -330,7 +335,7 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
                 held_rgb = convert(held[0], path)
             yield held_rgb
             k += 1
-        declared = _declared_duration_s(stream, container)
+        declared = _declared_span_s(stream, container)
         if not cut_short and declared is not None and float(end_s) < declared - max(0.5, 0.02 * declared):
             warnings.warn(DecodeWarning(
                 f"{path}: decoded {float(end_s):.2f} s of a declared {declared:.2f} s; the file may be "

@@ -75,7 +75,9 @@ def test_train_lists_videos_without_features(tmp_path):
     r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats), "--skip-missing",
                                   "--run-dir", str(tmp_path / "run"), *FAST])
     assert r.exit_code == 0, r.output
-    assert "warning: skipping 2 videos without features (--skip-missing)" in r.output
+    assert ("warning: skipping 2 videos without features (--skip-missing); 2 have no feature file: vid03, vid10"
+            in r.output.splitlines())
+    assert "warning: skipped: " not in r.output  # absent videos are counted, not listed one line each
 
 
 def test_train_skips_unlabelled_videos_without_features(tmp_path):

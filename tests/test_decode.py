@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -278,3 +279,50 @@ def test_silently_truncated_mkv_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DecodeWarning)
         assert len(list(iter_frames(full))) == 75  # the intact file does not warn
+
+
+def test_decode_error_states_frames_and_seconds_decoded(tmp_path):
+    # "after N frames (S s)": S is what those N frames cover (last frame's time + its duration), so
+    # partial_ok yields ceil(S * 25) frames; it used to print the last frame's start (1 frame -> 0.00 s)
+    full = write_video(tmp_path / "v.mp4", n=75, size=(64, 64), codec="libx264", noise=True,
+                       options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(DecodeError) as info:
+        list(iter_frames(cut))
+    n_src, seconds = re.search(r"decode error after (\d+) frames \((\d+\.\d\d) s\)", str(info.value)).groups()
+    with pytest.warns(DecodeWarning, match=rf"decode error after {n_src} frames \({seconds} s\)"):
+        partial = list(iter_frames(cut, DecodeConfig(partial_ok=True)))
+    assert int(n_src) > 0 and float(seconds) == pytest.approx(int(n_src) / 25)  # 25 fps source, no gaps
+    assert len(partial) == math.ceil(float(seconds) * 25 - 1e-9)
+
+
+def test_corrupt_timestamps_are_refused_not_expanded(tmp_path):
+    # a 10**6 s jump would otherwise yield 25 million copies of one frame (hours of I3D work)
+    jump = write_video(tmp_path / "jump.mkv", n=4, pts_ms=[0, 40, 10**9, 10**9 + 40])
+    with pytest.raises(DecodeError, match=r"jump\.mkv: declared duration 1000000 s is beyond the 86400 s limit"):
+        probe_video(jump)
+    with pytest.raises(DecodeError, match=r"timestamp jump of 1000000 s \(more than 600 s\) between two frames "
+                                          r"after 2 frames \(0\.08 s\); corrupt timestamps; set decode\.partial_ok"):
+        list(iter_frames(jump))
+    with pytest.warns(DecodeWarning, match="timestamp jump"):
+        # frames 0 and 1 (written with 41 ms durations: 0.081 s -> 3 output frames at 25 fps)
+        assert [source_index(f) for f in iter_frames(jump, DecodeConfig(partial_ok=True))] == [0, 1, 1]
+    # a huge first timestamp is an offset, not a length: decoded normally
+    late = write_video(tmp_path / "late.mkv", n=8, pts_ms=[10**12 + 40 * i for i in range(8)])
+    probe_video(late)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DecodeWarning)  # not "truncated": the offset is not part of the length
+        assert len(list(iter_frames(late))) == 9  # 7 x 40 ms + the last frame's 41 ms -> ceil(8.025)
+
+
+def test_absurd_aspect_ratio_is_refused(tmp_path):
+    # 1024 x 2 would become 131072 x 256 pixels per frame at the default short side (a 100 MB RGB frame)
+    wide = write_video(tmp_path / "wide.mkv", n=3, size=(1024, 2))
+    msg = r"wide\.mkv: frames of 1024 x 2 pixels \(display aspect ratio 512:1\) exceed the 8:1 limit"
+    with pytest.raises(DecodeError, match=msg):
+        probe_video(wide)
+    with pytest.raises(DecodeError, match=msg):
+        list(iter_frames(wide))
+    assert len(list(iter_frames(write_video(tmp_path / "ok.mkv", n=3, size=(256, 32))))) == 3  # 8:1 is fine

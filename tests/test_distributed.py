@@ -22,7 +22,8 @@ from refineloc_e2e.errors import InputError
 from refineloc_e2e.features import distributed
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
-from refineloc_e2e.features.distributed import KILL_ONCE_ENV, extract_batch_ray
+from refineloc_e2e.features.distributed import extract_batch_ray
+from refineloc_e2e.tools.faults import FaultHook
 
 TIMEOUT_S = 90  # every Ray call in these tests gives up after this long
 NOT_A_VIDEO = ("cannot open as a video container (InvalidDataError: Invalid data found when processing input); "
@@ -38,6 +39,29 @@ def test_ray_missing_is_one_line(tmp_path, monkeypatch):
                         "pip install 'refineloc-e2e[ray]'\n")
 
 
+def test_ray_private_api_gone_is_one_clear_error(monkeypatch):
+    import ray._private.ray_constants as constants
+
+    from refineloc_e2e.errors import ConfigError
+    from refineloc_e2e.features import ray_compat
+
+    monkeypatch.delattr(constants, "ENABLE_RAY_CLUSTER")
+    with pytest.raises(ConfigError) as e:
+        with ray_compat.loopback_only(True):
+            pass
+    import ray
+    assert str(e.value) == (f"Ray {ray.__version__}: its private ray._private.ray_constants.ENABLE_RAY_CLUSTER, which "
+                            f"--ray needs to keep a local cluster on 127.0.0.1, is gone; install a Ray between 2.40 "
+                            f"and 2.60 (pip install 'ray>=2.40,<=2.60') or report it")
+    with ray_compat.loopback_only(False):  # nothing private is touched when not needed
+        pass
+
+
+def test_no_test_hook_is_read_from_the_environment():
+    source = Path(distributed.__file__).read_text()
+    assert "os.environ.get" not in source and "REFINELOC_TEST" not in source
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Two Ray nodes of 1 CPU on 127.0.0.1, its files in a short /tmp folder; stopped whatever happens."""
@@ -46,7 +70,7 @@ def cluster(tmp_path_factory):
     ray_tmp = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")  # Ray's socket paths must stay short
     kill_dir = tmp_path_factory.mktemp("kill")
     patch = pytest.MonkeyPatch()
-    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", KILL_ONCE_ENV: str(kill_dir)}.items():
+    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}.items():
         patch.setenv(key, value)  # the nodes (and so their workers) inherit these
     weights = tmp_path_factory.mktemp("weights") / "rgb.pt"
     torch.manual_seed(0)
@@ -57,7 +81,7 @@ def cluster(tmp_path_factory):
                                                           "include_dashboard": False})
         c.add_node(node_ip_address="127.0.0.1", num_cpus=1)
         c.wait_for_nodes(timeout=60)
-        yield SimpleNamespace(address=c.address, kill_dir=kill_dir,
+        yield SimpleNamespace(address=c.address, kill_dir=kill_dir, handle=c,
                               cfg=tiny_cfg(rgb_weights=str(weights), flow_weights="cross-modality-from-rgb"),
                               weights=weights)
     finally:
@@ -111,9 +135,9 @@ def test_killed_worker_is_retried_and_a_corrupt_file_fails_once(tmp_path, cluste
     videos = [write_moving_video(tmp_path / f"k{i}.mkv", n=12) for i in range(3)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
-    (cluster.kill_dir / "k1.kill").touch()  # the first worker extracting k1 SIGKILLs itself mid-write
-    lines: list[str] = []
-    summary = _ray([*videos, bad], tmp_path / "out", cluster, log=lines.append)
+    hook = FaultHook(str(cluster.kill_dir), kill_once=frozenset({"k1"}))  # the first worker extracting k1
+    lines: list[str] = []                                                  # SIGKILLs itself mid-write
+    summary = _ray([*videos, bad], tmp_path / "out", cluster, log=lines.append, before_extract=hook)
     assert (cluster.kill_dir / "k1.killed").exists()  # it did die once ...
     assert sorted(summary.extracted) == sorted(map(str, videos))  # ... and Ray ran it again
     assert summary.failed == [(str(bad), NOT_A_VIDEO)]  # its own failure: once, not retried
@@ -155,3 +179,149 @@ def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypat
     assert msg.startswith(f"{tmp_path / 'out'}: the output folder must be one shared filesystem path, mounted at "
                           f"the same path on every Ray node; node 127.0.0.1 (")
     assert msg.count("cannot read the probe file") == 2 and not list((tmp_path / "out").glob("*.json"))
+
+
+# ----------------------------------------------------------------------------- cluster faults
+
+DRIVER = """
+import pickle, sys
+from refineloc_e2e.features.distributed import extract_batch_ray
+from refineloc_e2e.tools.faults import FaultHook
+cfg, out, address, folder, videos = pickle.load(open(sys.argv[1], "rb"))
+try:
+    extract_batch_ray(videos, out, cfg, address=address, progress=False, timeout_s=120,
+                      log=lambda m: print(m, flush=True), before_extract=FaultHook(folder, sleep_s=1.0))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def _driver(tmp_path, cluster, videos, out, hook_dir):
+    """A driver process running one Ray batch (each extraction slowed by 1 s), started in the background."""
+    import pickle
+    import subprocess
+    import sys
+
+    args = tmp_path / "driver_args.pkl"
+    args.write_bytes(pickle.dumps((cluster.cfg, str(out), cluster.address, str(hook_dir), list(map(str, videos)))))
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(args)], stdout=subprocess.PIPE, text=True)
+
+
+def _entries(out: Path) -> list[str]:
+    """Video ids with a finished cache entry (not the shared-folder probe, ``.probe-<token>.json``)."""
+    return sorted(p.stem for p in out.glob("*.json") if not p.name.startswith("."))
+
+
+def _wait_for_outputs(out: Path, proc, n: int, limit_s: float = 120) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while len(_entries(out)) < n and proc.poll() is None and time.monotonic() - t0 < limit_s:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the driver ended before it could be interrupted"
+    assert len(_entries(out)) >= n
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_driver_signal_then_rerun_finishes_only_what_is_missing(tmp_path, cluster, sig):
+    """A real SIGINT to the driver cancels its tasks, waits for them and leaves no temp file; after a SIGKILL
+    Ray ends the dead driver's tasks and their flock-based video locks die with them, so the rerun is not
+    blocked and removes what they left. Either way the rerun extracts only the videos not finished."""
+    import signal as signals
+
+    videos = [write_moving_video(tmp_path / f"s{i}.mkv", n=9) for i in range(6)]
+    out, hook_dir = tmp_path / "out", tmp_path / "hook"
+    hook_dir.mkdir()
+    proc = _driver(tmp_path, cluster, videos, out, hook_dir)
+    _wait_for_outputs(out, proc, 1)
+    proc.send_signal(getattr(signals, sig))
+    stdout, _ = proc.communicate(timeout=90)
+    done = _entries(out)
+    assert 1 <= len(done) < 6, done
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "interrupted" in stdout
+        assert _tmp_files(out) == [] and list(out.glob(".probe-*")) == []  # cancelled, waited for, cleaned
+    else:
+        assert proc.returncode == -signals.SIGKILL
+    hook = FaultHook(str(hook_dir))
+    started_before = len(hook.starts())
+    rest = _ray(videos, out, cluster, before_extract=hook)
+    assert sorted(Path(v).stem for v in rest.skipped) == done  # nothing finished is computed again
+    assert sorted(Path(v).stem for v in rest.extracted) == sorted(set(v.stem for v in videos) - set(done))
+    assert rest.failed == [] and _tmp_files(out) == []
+    assert sorted(hook.starts()[started_before:]) == sorted(Path(v).stem for v in rest.extracted)
+    for video in videos:
+        assert read_features(out, video.stem)[0].shape[1] == 2048
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_batch(tmp_path, cluster):
+    """A third node dies while it extracts: its video is retried on the other nodes, every video is extracted
+    once, and no finished video is computed again (at most one extra start: the one the dead node had)."""
+    videos = [write_moving_video(tmp_path / f"n{i}.mkv", n=9) for i in range(6)]
+    node = cluster.handle.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+    cluster.handle.wait_for_nodes(timeout=60)
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    hook = FaultHook(str(hook_dir), sleep_s=1.0)
+    killed = []
+
+    def kill_node(*_):
+        if not killed:
+            killed.append(1)
+            cluster.handle.remove_node(node, allow_graceful=False)
+
+    summary = _ray(videos, tmp_path / "out", cluster, on_ready=kill_node, before_extract=hook)
+    assert killed and summary.failed == []
+    assert sorted(summary.extracted) == sorted(map(str, videos))  # each video reported once
+    starts = hook.starts()
+    assert set(starts) == {v.stem for v in videos} and len(starts) - len(videos) <= 1, starts
+    assert _tmp_files(tmp_path / "out") == []
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_detect_on_the_cluster_writes_the_same_json_as_one_process(tmp_path, cluster, one_thread):
+    import json
+
+    from refineloc_e2e.detection.detect import detect_videos, expected_feature_meta
+    from refineloc_e2e.features.extractor import FeatureExtractor
+    from refineloc_e2e.model.head import HeadConfig, build_head, save_head
+    from refineloc_e2e.model.segments import PostprocessConfig
+
+    videos = [write_moving_video(tmp_path / f"d{i}.mkv", n=20 + 9 * i, step_px=(1, i % 2)) for i in range(3)]
+    extractor = FeatureExtractor(cluster.cfg)
+    head_cfg = HeadConfig(feature_dim=2048)
+    torch.manual_seed(0)
+    save_head(tmp_path / "model.pt", build_head(head_cfg, 2), class_names=["A", "B"], head_config=head_cfg,
+              postprocess_config=PostprocessConfig(), feature_meta=expected_feature_meta(extractor))
+    runs = {}
+    for name, address in (("single", None), ("ray", cluster.address)):
+        detect_videos(videos, model_path=tmp_path / "model.pt", out_json=tmp_path / f"{name}.json",
+                      extract_cfg=cluster.cfg, cache_dir=tmp_path / f"cache_{name}", progress=False,
+                      scores_dir=tmp_path / f"scores_{name}", extractor=extractor if address is None else None,
+                      log=lambda m: None, ray_address=address)
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert runs["single"] == runs["ray"]
+    assert (tmp_path / "single.json").read_text() == (tmp_path / "ray.json").read_text()
+    assert sorted(runs["ray"]["results"]) == sorted(v.stem for v in videos)
+    for v in videos:
+        a, b = (np.load(tmp_path / f"scores_{n}" / f"{v.stem}.npz") for n in ("single", "ray"))
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.ray
+def test_ctrl_c_during_the_shared_folder_check_leaves_no_probe_file(tmp_path, cluster, monkeypatch):
+    """Ctrl-C between writing the probe file and asking the nodes (found by a real SIGINT) removes it."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed.ray, "nodes", interrupted)
+    video = write_moving_video(tmp_path / "v.mkv", n=9)
+    with pytest.raises(KeyboardInterrupt):
+        _ray([video], tmp_path / "out", cluster)
+    assert list((tmp_path / "out").glob(".probe-*")) == []

@@ -17,6 +17,7 @@ INNER_IMPORTS_ALLOWED = {
     ("video.flow", "cv2"),  # a wrong OpenCV package gets an actionable message
     ("tools.doctor", "cv2"),  # a broken OpenCV install is what doctor reports
     ("features.cache", "fcntl"),  # POSIX only
+    ("training.run_lock", "fcntl"),  # POSIX only
 }
 
 

@@ -126,7 +126,10 @@ class DetectSummary:
 
 
 def results_json(results: dict[str, list[dict]], external: dict[str, Any]) -> dict[str, Any]:
-    return {"version": RESULTS_VERSION, "results": results, "external_data": external}
+    """The ActivityNet results document; videos in id order, so that it does not depend on which video finished
+    first (one process or a Ray cluster give the same file)."""
+    return {"version": RESULTS_VERSION, "results": {vid: results[vid] for vid in sorted(results)},
+            "external_data": external}
 
 
 def load_model(model_path: str | Path) -> LoadedHead:

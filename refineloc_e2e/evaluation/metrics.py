@@ -126,10 +126,11 @@ def load_predictions(path: str | Path) -> dict[str, list[dict]]:
     return results
 
 
-def _tiou(start_s: float, end_s: float, gt: np.ndarray) -> np.ndarray:
-    """tIoU of one segment with each row of ``gt`` (float[K, 2] seconds) -> float[K]."""
-    inter = np.clip(np.minimum(end_s, gt[:, 1]) - np.maximum(start_s, gt[:, 0]), 0.0, None)  # [K]
-    union = (end_s - start_s) + (gt[:, 1] - gt[:, 0]) - inter  # [K]
+def _tiou(seg: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """tIoU of each row of ``seg`` (float[P, 2] seconds) with each row of ``gt`` (float[K, 2]) -> float[P, K]."""
+    s, e = seg[:, :1], seg[:, 1:]  # [P, 1]
+    inter = np.clip(np.minimum(e, gt[None, :, 1]) - np.maximum(s, gt[None, :, 0]), 0.0, None)  # [P, K]
+    union = (e - s) + (gt[None, :, 1] - gt[None, :, 0]) - inter  # [P, K]
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -147,19 +148,35 @@ def average_precision(is_tp: np.ndarray, n_ground_truth: int) -> float:
 
 def _class_tp(preds: list[tuple[float, str, int, float, float]], gt: dict[str, np.ndarray],
               tious: np.ndarray) -> np.ndarray:
-    """bool[N, n_tious] TP flags for one class's predictions, already in score order."""
+    """bool[N, n_tious] TP flags for one class's predictions, already in score order.
+
+    Matching in one video never affects another, so each video's predictions (in their global order) are
+    matched on their own, with one tIoU matrix per video. With one ground truth (most videos) the first
+    prediction reaching a threshold takes it; with more, predictions below every threshold are skipped and
+    the rest are matched one by one (the greedy rule of the module docstring). O(N K) numpy work in all.
+    """
     is_tp = np.zeros((len(preds), len(tious)), dtype=bool)
-    used = {vid: np.zeros((len(tious), len(g)), dtype=bool) for vid, g in gt.items()}  # [n_tious, K]
-    for n, (_, vid, _, start_s, end_s) in enumerate(preds):
-        if vid not in gt:
+    rows_of: dict[str, list[int]] = {}
+    for n, p in enumerate(preds):
+        if p[1] in gt:
+            rows_of.setdefault(p[1], []).append(n)
+    for vid, rows in rows_of.items():
+        g = gt[vid]  # [K, 2]
+        rows = np.asarray(rows)  # [P] positions in the class's score order
+        ious = _tiou(np.asarray([preds[n][3:5] for n in rows], dtype=np.float64), g)  # [P, K]
+        if len(g) == 1:
+            reach = ious[:, :1] >= tious[None, :]  # [P, n_tious]
+            hit = reach.any(axis=0)  # [n_tious]
+            is_tp[rows[reach.argmax(axis=0)[hit]], np.flatnonzero(hit)] = True
             continue
-        ious = _tiou(start_s, end_s, gt[vid])  # [K]
-        order = np.argsort(-ious, kind="stable")  # best tIoU first, earlier ground truth on ties
-        free = (ious[order][None, :] >= tious[:, None]) & ~used[vid][:, order]  # [n_tious, K]
-        hit = free.any(axis=1)  # [n_tious]
-        pick = order[free.argmax(axis=1)]  # [n_tious]
-        used[vid][np.flatnonzero(hit), pick[hit]] = True
-        is_tp[n] = hit
+        used = np.zeros((len(tious), len(g)), dtype=bool)  # [n_tious, K]
+        for r in np.flatnonzero(ious.max(axis=1) >= tious.min()):
+            order = np.argsort(-ious[r], kind="stable")  # best tIoU first, earlier ground truth on ties
+            free = (ious[r, order][None, :] >= tious[:, None]) & ~used[:, order]  # [n_tious, K]
+            hit = free.any(axis=1)  # [n_tious]
+            pick = order[free.argmax(axis=1)]  # [n_tious]
+            used[np.flatnonzero(hit), pick[hit]] = True
+            is_tp[rows[r]] = hit
     return is_tp
 
 

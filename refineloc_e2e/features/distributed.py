@@ -20,7 +20,12 @@ Faults. A task whose worker process dies (SIGKILL, the OOM killer, a lost node) 
 reported once with its cause. A set-up error (weights missing) cancels the other tasks and is raised.
 Ctrl-C cancels the outstanding tasks with a KeyboardInterrupt in each (their atomic writers remove their
 temp files), waits at most ``CANCEL_WAIT_S`` for their locks, removes what is left, and re-raises.
-Rerunning the same command after any failure computes only what is missing.
+A driver killed outright (SIGKILL) cannot clean up: Ray ends a dead driver's tasks, and each video's lock is
+an ``flock`` held by the worker process extracting it, so **a lock lives exactly as long as that worker**
+and never outlives it; the rerun waits for a video still held (a task Ray has not ended yet) and then
+removes the temp files its killed writer left. Rerunning the same command after any failure computes only
+what is missing. Ray's private API is used only through ``features.ray_compat`` (version-checked);
+tests inject faults with ``before_extract`` (``tools.faults.FaultHook``), never through the environment.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -44,14 +48,14 @@ from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
                                           process_video, record)
-from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, feature_paths,
+from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id,
                                           owner_conflict, remove_stale_entry_temps)
 from refineloc_e2e.features.extractor import ExtractConfig
-from refineloc_e2e.fileio import atomic_write_json, atomic_writer
+from refineloc_e2e.features.ray_compat import canonicalize_address, loopback_only
+from refineloc_e2e.fileio import atomic_write_json
 
 try:  # the optional [ray] extra
     import ray
-    import ray._private.ray_constants as ray_constants
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:
     ray = None
@@ -61,7 +65,6 @@ MAX_RETRIES = 2  # a task whose worker process dies is run at most 1 + MAX_RETRI
 CANCEL_WAIT_S = 30.0  # after Ctrl-C or a set-up error: how long cancelled tasks get to clean up
 PROBE_TIMEOUT_S = 60.0  # the shared-folder check: how long every node gets to answer
 WAIT_STEP_S = 1.0  # the driver wakes at least this often (Ctrl-C, deadline)
-KILL_ONCE_ENV = "REFINELOC_TEST_KILL_ONCE"  # tests only, see _test_kill_hook
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -74,21 +77,6 @@ def require_ray() -> None:
 
 def _host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]")
-
-
-@contextmanager
-def _loopback_only(on: bool) -> Iterator[None]:
-    """Ray on Linux replaces a loopback address by this machine's network address (so that other machines
-    can join); a local or loopback cluster must stay on 127.0.0.1, so that rewrite is off while connecting."""
-    if not on:
-        yield
-        return
-    old = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old
 
 
 @contextmanager
@@ -108,15 +96,14 @@ def ray_session(address: str) -> Iterator[None]:
         loopback = False
         kwargs = {"address": address, "logging_level": "warning"}
     else:
-        with _loopback_only(True):  # read the address of `auto` without rewriting a loopback one
-            resolved = ray._private.services.canonicalize_bootstrap_address(address)
+        resolved = canonicalize_address(address)  # the address of `auto`, a loopback one kept
         if resolved is None:
             raise InputError(f"--ray {address}: no running Ray cluster found (start one with `ray start --head` "
                              f"on this machine, or give its address)")
         loopback = _host(resolved) in _LOOPBACK or _host(resolved).startswith("127.")
         kwargs["address"] = resolved
     try:
-        with _loopback_only(loopback):
+        with loopback_only(loopback):
             ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise InputError(f"--ray {address}: cannot connect to Ray ({e})") from None
@@ -127,6 +114,11 @@ def ray_session(address: str) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- the shared output folder
+
+# a probe pinned to a node that has just died fails with one of these: that node is no longer part of the batch
+_NODE_GONE = tuple(getattr(ray.exceptions, name) for name in ("TaskUnschedulableError", "NodeDiedError",
+                                                              "WorkerCrashedError") if hasattr(ray.exceptions, name)) \
+    if ray is not None else ()
 
 def _node_label(node: dict[str, Any]) -> str:
     return f"{node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
@@ -160,16 +152,21 @@ def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) ->
     random token and a task pinned to each node reads it back and writes beside it. Returns the node labels;
     raises InputError naming each node that cannot, or that does not answer within ``timeout_s``."""
     token = secrets.token_hex(16)
-    probe = _write_probe(out_dir, token)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    remote = ray.remote(_probe)
-    refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
-    try:
+    probe = out_dir / f".probe-{token}.json"
+    try:  # everything after writing the probe is inside: a Ctrl-C anywhere here still removes it
+        probe = _write_probe(out_dir, token)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        remote = ray.remote(_probe)
+        refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
         ready, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        problems = []
+        problems, gone = [], []
         for node, ref in zip(nodes, refs):
-            why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
+            try:
+                why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
+            except _NODE_GONE:  # it died after ray.nodes() listed it (a lost node stays listed a while)
+                gone.append(node)
+                continue
             if why is not None:
                 problems.append(f"node {_node_label(node)}: {why}")
         for ref in late:
@@ -179,7 +176,7 @@ def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) ->
     if problems:
         raise InputError(f"{out_dir}: the output folder must be one shared filesystem path, mounted at the same "
                          f"path on every Ray node; " + "; ".join(problems))
-    return [_node_label(n) for n in nodes]
+    return [_node_label(n) for n in nodes if n not in gone]
 
 
 # ----------------------------------------------------------------------------- the task (runs on a worker)
@@ -202,29 +199,17 @@ def _worker_source(cfg: ExtractConfig, out_dir: Path) -> LazyExtractor:
     return _SOURCES[key]
 
 
-def _test_kill_hook(out_dir: Path, video_id: str) -> None:
-    """Tests only: with ``$REFINELOC_TEST_KILL_ONCE=<folder>`` holding ``<video_id>.kill``, the first worker
-    that extracts that video leaves half a temp file, records ``<video_id>.killed`` and SIGKILLs itself."""
-    folder = os.environ.get(KILL_ONCE_ENV)
-    if not folder or not (Path(folder) / f"{video_id}.kill").exists() or (Path(folder) / f"{video_id}.killed").exists():
-        return
-    (Path(folder) / f"{video_id}.killed").write_text(str(os.getpid()))
-    with atomic_writer(feature_paths(out_dir, video_id)[0]) as f:
-        f.write(b"half an array")
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
-                  keep_arrays: bool) -> TaskResult:
+                  keep_arrays: bool, before_extract: Callable[[Path, str], None] | None = None) -> TaskResult:
     configure_cpu_math()  # a Ray worker is its own process: the CLI's setting does not reach it
     started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
     out = Path(out_dir)
     source = _worker_source(cfg, out)
     notes: list[str] = []
     source.log, built_before = notes.append, source.built
+    hook = None if before_extract is None else (lambda: before_extract(out, video_id))
     outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
-                            before_extract=lambda: _test_kill_hook(out, video_id))
+                            before_extract=hook)
     outcome.notes[:0] = notes
     if not keep_arrays:
         outcome.features = None  # the driver does not need them: do not ship them
@@ -276,10 +261,13 @@ def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path) -> No
 def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
                       address: str = "local", progress: bool = True, log: Callable[[str], None] | None = None,
                       on_ready: Callable[[Path, str, np.ndarray, dict[str, Any]], None] | None = None,
-                      max_retries: int = MAX_RETRIES, timeout_s: float | None = None) -> BatchSummary:
+                      max_retries: int = MAX_RETRIES, timeout_s: float | None = None,
+                      before_extract: Callable[[Path, str], None] | None = None) -> BatchSummary:
     """:func:`~refineloc_e2e.features.batch.extract_batch` on a Ray cluster: the same inputs, cache, log lines
     and summary (plus ``per_node``). ``on_ready`` runs here, in the driver, with the arrays the workers send
     back. ``timeout_s``: give up (cancelling every task) after that long; None waits as long as it takes.
+    ``before_extract(out_dir, video_id)``: called in the worker just before a video is extracted, under its
+    lock (tests inject faults there, e.g. ``tools.faults.KillOnce``); it must be picklable.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     require_ray()
@@ -296,7 +284,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
 
         def submit(video: Path, blocking: bool) -> None:
             ref = task.remote(os.path.abspath(video), ids[video], str(out_dir), worker_cfg, blocking,
-                              on_ready is not None)
+                              on_ready is not None, before_extract)
             pending[ref] = video
 
         for video in videos:

@@ -247,6 +247,7 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
         raise InputError(f"{src}: no file matches {wanted} (extensions {', '.join(ARRAY_EXTENSIONS)})")
     order = [s for s in STREAM_NAMES if s in spec.streams]  # written order: [rgb | flow]
     not_in_dataset = []
+    tty = sys.stderr.isatty()  # a terminal gets one updated line; a log file one line per 10 %
     for n, vid in enumerate(ids):
         if joint:
             path = found["joint"][vid]
@@ -285,9 +286,11 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
                 "source": {"folder": str(src.resolve()), "layout": layout, "patterns": patterns,
                            "stream_order": list(spec.streams), "key": spec.key, "files": sources}}
         write_features(out_dir, vid, feats, meta)
-        if not quiet:
+        if not quiet and tty:
             print(f"\r{src.name}: {n + 1}/{len(ids)} videos", end="", file=sys.stderr, flush=True)
-    if not quiet:
+        elif not quiet and (n + 1) * 10 // len(ids) > n * 10 // len(ids):  # a redirected log: a line per 10 %
+            print(f"{src.name}: {n + 1}/{len(ids)} videos", file=sys.stderr, flush=True)
+    if not quiet and tty:
         print(file=sys.stderr)
     if not_in_dataset:
         log(f"warning: {len(not_in_dataset)} imported videos are not in {dataset.name}, their length was not "

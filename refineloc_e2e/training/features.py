@@ -4,7 +4,7 @@ The one missing-video policy: a listed video that carries no action label and ha
 skipped with one warning line naming it (there is nothing to learn from it nor to detect in it: W-TALC's
 THUMOS'14 features leave out ``video_test_0001292``, which has only Ambiguous spans). Any other listed
 video without usable features is an error that names it, unless ``skip_missing`` (then each is reported
-and skipped). All videos must share one extraction setting; the
+and skipped; absent ones are counted in one line naming the first few). All videos must share one extraction setting; the
 shared part becomes the ``feature_meta`` a trained head demands of detect's features.
 """
 
@@ -17,6 +17,9 @@ from typing import Callable
 from refineloc_e2e.errors import CacheError, DatasetError
 from refineloc_e2e.features.cache import feature_paths, read_features
 from refineloc_e2e.timebase import with_stride
+
+
+MAX_NAMED = 10  # absent videos named in the --skip-missing warning (a dataset-sized run misses thousands)
 
 
 def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
@@ -39,10 +42,15 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
         listed = ", ".join(v for v, _ in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise DatasetError(f"{features_dir}: {len(missing)} of {len(dataset.videos)} listed videos have no usable "
                            f"features: {listed}; first: {missing[0][1]} (extract them, or pass --skip-missing)")
-    for _, why in missing:
-        log(f"warning: skipped: {why}")
+    absent = [vid for vid, _ in missing if not feature_paths(features_dir, vid)[1].exists()]
+    absent_set = set(absent)
+    for vid, why in missing:  # a damaged entry is worth its own line; plainly absent ones are counted below
+        if vid not in absent_set:
+            log(f"warning: skipped: {why}")
     if missing:
-        log(f"warning: skipping {len(missing)} videos without features (--skip-missing)")
+        named = ", ".join(absent[:MAX_NAMED]) + (" ..." if len(absent) > MAX_NAMED else "")
+        log(f"warning: skipping {len(missing)} videos without features (--skip-missing)"
+            + (f"; {len(absent)} have no feature file: {named}" if absent else ""))
     if not features:
         raise DatasetError(f"{features_dir}: none of the {len(dataset.videos)} videos of '{dataset.name}' has features")
     feature_meta = _common_meta(metas, features_dir)

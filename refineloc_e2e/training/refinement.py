@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from refineloc_e2e.config import load_config, settings_hash, to_dict
-from refineloc_e2e.errors import ConfigError, DatasetError
+from refineloc_e2e.errors import ConfigError, DatasetError, WeightsError
 from refineloc_e2e.fileio import atomic_write_bytes, atomic_write_json, atomic_writer
 from refineloc_e2e.model.head import HeadConfig, load_head, save_head
 from refineloc_e2e.model.segments import PostprocessConfig, predict_segments_from_scores, segments_to_results
@@ -42,6 +42,7 @@ from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
 from refineloc_e2e.training.fit_cache import cached_fit, features_digest, fit_key
 from refineloc_e2e.training.guard import GuardConfig, check_pseudo
+from refineloc_e2e.training.run_lock import RunFolderLock
 from refineloc_e2e.training.selection import SELECT_MODES, select_iteration
 
 @dataclass
@@ -111,8 +112,13 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> list[dict]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{metrics_path}: not valid JSON ({e}); cannot resume") from None
     out = []
-    for k, entry in enumerate(done):  # keep the prefix of iterations whose checkpoint exists
+    for k, entry in enumerate(done):  # keep the prefix of iterations whose checkpoint exists and loads
         if entry.get("iteration") != k or not (run_dir / f"iter_{k}.pt").is_file():
+            break
+        try:
+            load_head(run_dir / f"iter_{k}.pt")
+        except WeightsError as e:  # damaged outside our atomic writes: redo it (seeded: the same result)
+            _log(f"warning: {e}; iteration {k} and later are trained again")
             break
         out.append(entry)
     return out
@@ -233,12 +239,21 @@ def format_iteration_table(iterations: list[dict], selected: int | None = None, 
 def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
                  feature_meta: dict, progress: bool = True, resume: bool = False,
                  fit_cache: Path | None = None, flush_denormal: bool = True) -> TrainResult:
-    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring.
+    """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring. One run per
+    folder at a time: a second one is refused with a ConfigError naming the first (``run_lock``).
 
     ``fit_cache``: a folder where fits are stored by the hash of everything they depend on
     (training/fit_cache.py); runs sharing it train each distinct model once (benchmarks).
     ``flush_denormal``: set the process's flush-to-zero (device.configure_cpu_math), as every entry point
     does; False leaves the process as it is (the side-by-side benchmark of its effect)."""
+    with RunFolderLock(run_dir):
+        return _run_training(cfg, dataset=dataset, features=features, run_dir=run_dir, feature_meta=feature_meta,
+                             progress=progress, resume=resume, fit_cache=fit_cache, flush_denormal=flush_denormal)
+
+
+def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
+                  feature_meta: dict, progress: bool, resume: bool, fit_cache: Path | None,
+                  flush_denormal: bool) -> TrainResult:
     features_key = None
     run_dir = Path(run_dir)
     if flush_denormal:  # a library entry point too (benchmarks, notebooks): denormals slow epochs ~6x

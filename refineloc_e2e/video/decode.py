@@ -28,7 +28,15 @@ Definitions (the README's "Conventions" states them):
   (naming how much decoded), unless ``DecodeConfig.partial_ok`` is true: then the video ends at the last good
   frame and a :class:`DecodeWarning` says so. Truncation that FFmpeg does not report (e.g. a cut Matroska
   file) is decoded as far as it goes, with a ``DecodeWarning`` when the decoded length falls short of the
-  declared duration by more than ``max(0.5 s, 2 %)``.
+  declared duration by more than ``max(0.5 s, 2 %)``. The "after N frames (S s)" of these messages counts
+  the source frames decoded and the seconds they cover (the last one's time plus its duration, as for
+  ``end_s``): ``partial_ok`` then yields ``ceil(S * fps)`` frames.
+* **Absurd frame shapes.** A display aspect ratio above ``MAX_ASPECT_RATIO`` is a ``DecodeError`` (at probe
+  time and in ``iter_frames``): scaling the shorter side up would make every frame and flow field huge.
+* **Corrupt timestamps.** A jump of more than ``MAX_FRAME_GAP_S`` between two source frames, or a time
+  (decoded, or declared by the container at probe time) beyond ``MAX_DURATION_S``, is a ``DecodeError``
+  (with ``partial_ok``: the video ends before it, with a warning), so a damaged pts never turns a few
+  frames into days of repeated output.
 
 Memory is bounded whatever the video length: one source frame and one converted frame are held at a time.
 """
@@ -47,6 +55,13 @@ import numpy as np
 
 from refineloc_e2e.errors import ConfigError, DecodeError, InputError
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES
+
+
+# Corrupt timestamps must not turn a few frames into days of repeated output frames (hours of I3D work):
+MAX_DURATION_S = 24 * 3600  # a longer video (decoded or declared) is refused as corrupt
+MAX_FRAME_GAP_S = 600  # one source frame shown for longer than this is a timestamp jump: refused as corrupt
+# Shorter side -> short_side makes a 1024 x 2 frame 24576 x 48 at short_side 48 (131072 x 256 at the default):
+MAX_ASPECT_RATIO = 8  # wider (or taller) display frames are refused; real videos stay below ~4:1
 
 
 class DecodeWarning(UserWarning):
@@ -148,6 +163,13 @@ def _declared_duration_s(stream, container) -> float | None:
     return None
 
 
+def _declared_span_s(stream, container) -> float | None:
+    """The declared duration without a start offset that Matroska's container duration counts from 0."""
+    declared = _declared_duration_s(stream, container)
+    start_s = (container.start_time or 0) / av.time_base
+    return declared - start_s if declared is not None and 0 < start_s < declared else declared
+
+
 def _rotation_quarter_turns(frame) -> int:
     """Counter-clockwise display rotation of ``frame`` in quarter turns (0..3)."""
     return int(round(frame.rotation / 90.0)) % 4
@@ -165,6 +187,16 @@ def _output_size(width: int, height: int, sar: Fraction | None, quarter_turns: i
     return max(1, math.floor(short_side * disp_w / disp_h + Fraction(1, 2))), short_side
 
 
+def _check_aspect(path: str, frame, stream) -> None:
+    """DecodeError if the display aspect ratio exceeds MAX_ASPECT_RATIO (its output frames would be huge)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    disp_w = frame.width * sar if sar and sar > 0 else Fraction(frame.width)
+    ratio = max(disp_w, Fraction(frame.height)) / max(Fraction(1, 10**6), min(disp_w, Fraction(frame.height)))
+    if ratio > MAX_ASPECT_RATIO:
+        raise DecodeError(f"{path}: frames of {frame.width} x {frame.height} pixels (display aspect ratio "
+                          f"{float(ratio):.0f}:1) exceed the {MAX_ASPECT_RATIO}:1 limit; corrupt or not a video")
+
+
 def probe_video(path) -> VideoInfo:
     """Read a video's metadata and decode its first frame (to check it decodes and read its rotation)."""
     path = _check_path(path)
@@ -174,15 +206,21 @@ def probe_video(path) -> VideoInfo:
         try:
             for frame in container.decode(stream):
                 rotation = 90 * _rotation_quarter_turns(frame)
+                _check_aspect(path, frame, stream)
                 break
         except av.FFmpegError as e:
             raise DecodeError(f"{path}: cannot decode the first video frame ({_av_cause(e)})") from e
         if rotation is None:
             raise DecodeError(f"{path}: the video stream has no decodable frame")
+        declared = _declared_duration_s(stream, container)
+        span_s = _declared_span_s(stream, container)
+        if span_s is not None and span_s > MAX_DURATION_S:
+            raise DecodeError(f"{path}: declared duration {span_s:.0f} s is beyond the {MAX_DURATION_S} s "
+                              f"limit; corrupt timestamps")
         return VideoInfo(
             path=path,
             native_fps=_native_fps(stream),
-            duration_s=_declared_duration_s(stream, container),
+            duration_s=declared,
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             n_frames_native=stream.frames or None,
@@ -246,21 +284,19 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
             except av.FFmpegError as e:
                 if held is None:
                     raise DecodeError(f"{path}: no video frame could be decoded ({_av_cause(e)})") from e
-                done_s = float(held[1])
+                cause = f"decode error after {n_src} frames ({float(_decoded_s(held, last_gap, default_dur)):.2f} s)"
                 if not cfg.partial_ok:
-                    raise DecodeError(
-                        f"{path}: decode error after {n_src} frames ({done_s:.2f} s) ({_av_cause(e)}); "
-                        f"set decode.partial_ok=true to keep the frames before the error") from e
-                warnings.warn(DecodeWarning(
-                    f"{path}: decode error after {n_src} frames ({done_s:.2f} s), the rest of the video "
-                    f"is dropped ({_av_cause(e)})"), stacklevel=2)
+                    raise DecodeError(f"{path}: {cause} ({_av_cause(e)}); set decode.partial_ok=true to keep "
+                                      f"the frames before the error") from e
+                warnings.warn(DecodeWarning(f"{path}: {cause}, the rest of the video is dropped "
+                                            f"({_av_cause(e)})"), stacklevel=2)
                 cut_short = True
                 break
-            n_src += 1
             tb = frame.time_base or stream.time_base
             dur_s = Fraction(frame.duration) * tb if frame.duration and tb else None
             if held is None:
                 pts0 = frame.pts if frame.pts is not None else 0
+                _check_aspect(path, frame, stream)
                 convert = _Converter(frame, stream, cfg.short_side)
                 t = Fraction(0)
             else:
@@ -269,6 +305,15 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
                 else:  # no pts: follow the previous frame by its duration
                     t = held[1] + (held[2] or last_gap or default_dur)
                 t = max(t, held[1])  # non-increasing pts: the later frame replaces the earlier one
+                bad = _bad_time(t, t - held[1])
+                if bad:  # corrupt timestamps: never emit hours of one repeated frame
+                    cause = (f"{bad} after {n_src} frames ({float(_decoded_s(held, last_gap, default_dur)):.2f} s); "
+                             f"corrupt timestamps")
+                    if not cfg.partial_ok:
+                        raise DecodeError(f"{path}: {cause}; set decode.partial_ok=true to keep the frames before it")
+                    warnings.warn(DecodeWarning(f"{path}: {cause}, the rest of the video is dropped"), stacklevel=2)
+                    cut_short = True
+                    break
                 if t > held[1]:
                     last_gap = t - held[1]
                 # every output time k/fps < t shows the held frame
@@ -278,20 +323,37 @@ def iter_frames(path, cfg: DecodeConfig | None = None) -> Iterator[np.ndarray]:
                     yield held_rgb
                     k += 1
             held, held_rgb = (frame, t, dur_s), None
+            n_src += 1
         if held is None:
             raise DecodeError(f"{path}: the video stream has no decodable frame")
-        d_last = held[2] or last_gap or default_dur
-        end_s = held[1] + d_last
+        end_s = _decoded_s(held, last_gap, default_dur)
+        if not cut_short and _bad_time(end_s, end_s - held[1]):
+            raise DecodeError(f"{path}: {_bad_time(end_s, end_s - held[1])} (the last frame's duration); "
+                              f"corrupt timestamps")
         while k < end_s * fps:
             if held_rgb is None:
                 held_rgb = convert(held[0], path)
             yield held_rgb
             k += 1
-        declared = _declared_duration_s(stream, container)
+        declared = _declared_span_s(stream, container)
         if not cut_short and declared is not None and float(end_s) < declared - max(0.5, 0.02 * declared):
             warnings.warn(DecodeWarning(
                 f"{path}: decoded {float(end_s):.2f} s of a declared {declared:.2f} s; the file may be "
                 f"truncated"), stacklevel=2)
+
+
+def _decoded_s(held, last_gap, default_dur) -> Fraction:
+    """Seconds decoded so far: the held (latest) frame's time plus its duration (module docstring, "End")."""
+    return held[1] + (held[2] or last_gap or default_dur)
+
+
+def _bad_time(t: Fraction, gap: Fraction) -> str | None:
+    """Why a source frame at ``t`` seconds, ``gap`` seconds after the previous one, is not believable, or None."""
+    if gap > MAX_FRAME_GAP_S:
+        return f"timestamp jump of {float(gap):.0f} s (more than {MAX_FRAME_GAP_S} s) between two frames"
+    if t > MAX_DURATION_S:
+        return f"timestamp {float(t):.0f} s beyond the {MAX_DURATION_S} s limit"
+    return None
 
 
 def _as_fraction(x: float) -> Fraction:

@@ -46,19 +46,25 @@ def _with(cfg, key_value):
 
 
 def test_healthy_refinement_passes_the_guard(tmp_path, data):
-    res = _run(tmp_path, data, [], "healthy")
+    # a form whose pseudo labels are sound on this data (precision >= 0.6 against the truth) and raise mAP
+    res = _run(tmp_path, data, ["head.attention_time_input=logit", "pseudo.segment.alpha_attention=0.3"], "healthy")
     m = res.metrics
     assert "guard" not in m, m.get("guard")
     assert [e["iteration"] for e in m["iterations"]] == [0, 1, 2] and res.selected_iteration == 2
     c0 = m["iterations"][0]["heldout"]["coverage"]
     fg = [e["pseudo"]["fg_fraction"] for e in m["iterations"][1:]]
     assert 0.05 < c0 < 0.9 and all(c0 / 3 <= f <= 3 * c0 for f in fg), (c0, fg)
+    assert all(e["pseudo"]["precision_vs_truth"] > 0.5 for e in m["iterations"][1:])  # sound labels
+    maps = [e["test"]["map_per_tiou"][1] for e in m["iterations"]]
+    assert maps[2] > maps[0]  # and refinement helps: the guard must let this through
     assert "not trained" not in res.table
 
 
 @pytest.mark.parametrize("overrides, side", [
-    # every snippet passes both filters: pseudo labels nearly all foreground
-    (["pseudo.segment.alpha_attention=1.0", "pseudo.segment.alpha_class=0.0"], "too much"),
+    # every snippet passes both filters: pseudo labels all foreground (iteration 0 covers 0.42 of the held-out
+    # snippets here, so the ratio is 2: with 3 any fraction up to 1.26 would pass and only a range can catch it)
+    (["pseudo.segment.alpha_attention=1.0", "pseudo.segment.alpha_class=0.0", "guard.coverage_ratio=2.0"],
+     "too much"),
     # no snippet passes the attention filter (background probability <= 0): all background
     (["pseudo.segment.alpha_attention=0.0"], "too little"),
 ])

@@ -33,7 +33,7 @@ def _train(args, **kw):
 
 
 def _strip(its):
-    return [{k: v for k, v in e.items() if k not in ("wall_s", "timing")} for e in its]
+    return [{k: v for k, v in e.items() if k not in ("wall_s", "timing", "epoch_s")} for e in its]
 
 
 def _same_models(a: Path, b: Path) -> bool:

@@ -14,6 +14,7 @@ from refineloc_e2e.detection.detect import extract_config_from_meta
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, flow_config, iter_flow, resolve_backend
+from refineloc_e2e.video.flow_chunks import auto_workers
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -21,8 +22,10 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_auto_backend_resolves_by_device():
-    assert resolve_backend(FlowConfig(), "cpu").backend == "opencv"
+    assert resolve_backend(FlowConfig(), "cpu").backend == "torch"  # measured faster in 1-thread processes
     assert resolve_backend(FlowConfig(), "cuda").backend == "torch"
+    chained = flow_config("fast", use_initial_flow=True)  # cannot use flow processes: OpenCV on the CPU
+    assert resolve_backend(chained, "cpu").backend == "opencv" and resolve_backend(chained, "cuda").backend == "torch"
     assert resolve_backend(flow_config("fast", backend="torch"), "cpu").backend == "torch"
     with pytest.raises(ConfigError, match="config key 'backend'"):
         flow_config("fast", backend="cuda")
@@ -37,7 +40,8 @@ def test_torch_backend_through_the_extractor(tmp_path, tiny_models):
     one_thread = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with FeatureExtractor(tiny_cfg(), models=tiny_models) as ex_cv:
+        opencv_flow = dataclasses.replace(tiny_cfg().flow, backend="opencv")
+        with FeatureExtractor(tiny_cfg(flow=opencv_flow), models=tiny_models) as ex_cv:
             f_cv, m_cv = ex_cv.extract(video)
         torch_flow = dataclasses.replace(tiny_cfg().flow, backend="torch")
         with FeatureExtractor(tiny_cfg(flow=torch_flow), models=tiny_models) as ex_t:
@@ -67,3 +71,33 @@ def test_torch_engine_chains_initial_flow_pair_by_pair(tmp_path):
     assert len(chained) == 3
     np.testing.assert_allclose(chained[0], cold[0], atol=1e-5)  # the first pair has nothing to start from
     assert not np.array_equal(chained[1], cold[1])  # the second starts from the first's field
+
+
+def test_auto_workers_rule():
+    assert auto_workers("torch", "cpu", cores=2) == 2 and auto_workers("torch", "cpu", cores=16) == 16
+    assert auto_workers("torch", "cpu", cores=1) == 1  # one core: in this process
+    assert auto_workers("opencv", "cpu", cores=8) == 1  # OpenCV threads a pair itself
+    assert auto_workers("torch", "cuda", cores=8) == 1  # the GPU takes a chunk at once
+    assert auto_workers("torch", "cpu", use_initial_flow=True, cores=8) == 1
+
+
+def test_default_extractor_resolves_backend_and_workers(tiny_models, monkeypatch):
+    import refineloc_e2e.video.flow_chunks as fc
+    monkeypatch.setattr(fc, "usable_cores", lambda: 3)
+    ex = FeatureExtractor(tiny_cfg(), models=tiny_models)  # workers 0 and backend auto: the defaults
+    assert (ex.cfg.flow.backend, ex.cfg.workers) == ("torch", 3)
+    assert ex.settings["flow"]["backend"] == "torch"  # hashed: a different cache key from OpenCV's features
+
+
+def test_torch_engine_on_cpu_runs_one_thread_and_restores(monkeypatch):
+    seen = []
+    import refineloc_e2e.video.flow as flow_mod
+    real = flow_mod.tvl1_flow
+    monkeypatch.setattr(flow_mod, "tvl1_flow", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        FlowEngine(flow_config("fast", backend="torch"), "cpu").pairs(np.zeros((2, 24, 24), np.uint8))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

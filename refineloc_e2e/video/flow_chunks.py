@@ -33,9 +33,32 @@ import numpy as np
 import torch
 
 from refineloc_e2e.errors import ConfigError, RefineLocError
-from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_optflow, last_field, postprocess_flow
+from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_plain, last_field, postprocess_flow
 
 REGIONS = ("crop", "full")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(backend: str, device_type: str, use_initial_flow: bool = False, cores: int | None = None) -> int:
+    """``workers: 0`` (auto) made concrete: how many flow processes ``extract`` runs.
+
+    The rule (measured on bikes.mp4 with ``benchmarks/extract_throughput.py --before-after``, README
+    "Measured"): the torch backend on the CPU gets one single-thread process per usable core when there are
+    at least 2 (its 1-thread speed is ~2x OpenCV's, and 2 torch threads in one process were slower than 1);
+    OpenCV runs in this process (it already spreads a pair over its own threads: ``--workers 2`` measured no
+    gain); CUDA computes a chunk at once in this process; ``use_initial_flow`` chains pairs, so 1.
+    """
+    if device_type == "cuda" or use_initial_flow or backend != "torch":
+        return 1
+    n = usable_cores() if cores is None else cores
+    return n if n >= 2 else 1
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(cfg: FlowConfig, cv2_threads: int) -> None:
-    cv2_optflow().setNumThreads(cv2_threads)
+    cv2_plain().setNumThreads(cv2_threads)
     torch.set_num_threads(cv2_threads)
     _WORKER["engine"] = FlowEngine(cfg, "cpu")
     _WORKER["bound"] = cfg.bound

@@ -4,6 +4,8 @@ port (video/tvl1_torch.py), the same FlowConfig for both, recorded and hashed so
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,9 +13,9 @@ import torch
 
 from conftest import tiny_cfg, write_moving_video
 from refineloc_e2e.detection.detect import extract_config_from_meta
-from refineloc_e2e.errors import ConfigError
+from refineloc_e2e.errors import ConfigError, RefineLocError
 from refineloc_e2e.features.extractor import FeatureExtractor
-from refineloc_e2e.video.flow import FlowConfig, FlowEngine, flow_config, iter_flow, resolve_backend
+from refineloc_e2e.video.flow import FlowConfig, FlowEngine, flow_config, iter_flow, resolve_backend, to_gray
 from refineloc_e2e.video.flow_chunks import auto_workers
 
 
@@ -101,3 +103,23 @@ def test_torch_engine_on_cpu_runs_one_thread_and_restores(monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_backend_needs_no_opencv_contrib(monkeypatch):
+    """The GPU machine has plain OpenCV (no cv2.optflow): the default backend, grayscale conversion and the
+    CPU kernels must work there; only the opencv backend asks for contrib, with the fix in the message."""
+    import cv2
+    monkeypatch.delattr(cv2, "optflow", raising=False)
+    frames = np.stack([to_gray(np.full((24, 30, 3), v, np.uint8)) for v in (10, 20)])  # [2, 24, 30]
+    fields = FlowEngine(FlowConfig(), "cpu").pairs(frames)  # auto -> torch
+    assert fields.shape == (1, 24, 30, 2) and np.isfinite(fields).all()
+    with pytest.raises(RefineLocError, match="opencv-contrib-python-headless"):
+        FlowEngine(flow_config("fast", backend="opencv"), "cpu")
+
+
+def test_extraction_modules_import_without_yaml():
+    """gpu_check.sh installs the package --no-deps next to torch, numpy and plain OpenCV: no PyYAML there."""
+    code = ("import sys; sys.modules['yaml'] = None; "  # any `import yaml` now raises ImportError
+            "import refineloc_e2e.features.extractor, refineloc_e2e.video.tvl1_torch; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

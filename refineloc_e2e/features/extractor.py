@@ -2,7 +2,7 @@
 
 One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame the RGB centre crop 224 and one
 TV-L1 flow field (``video.flow_chunks.ChunkedFlow``: on the whole frame, or the crop plus a margin, in chunks of 16
-frame pairs, in worker processes when ``workers > 1``) -> 16-frame snippets (tail padded by repeating the
+frame pairs, in worker processes when ``workers > 1``; by default one per core on the CPU) -> 16-frame snippets (tail padded by repeating the
 last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
 Everything streams: per stream at most ``batch_snippets`` snippets of frames are in memory, plus the flow
 chunks in flight (``2 * workers``), whatever the length.

@@ -12,7 +12,9 @@
   sends chunks to a ``spawn`` process pool (:class:`FlowPool`; torch + fork is unsafe) and returns fields in
   frame order, with at most ``max_in_flight`` chunks outstanding (bounded memory). Every chunk is computed by
   the same pure function from the same inputs, so the fields do not depend on ``workers``.
-  ``use_initial_flow`` chains the pairs, so it runs with ``workers=1`` only.
+  ``use_initial_flow`` chains the pairs, so it runs with ``workers=1`` only. ``extract``'s default
+  ``workers=0`` is resolved by :func:`auto_workers` (one single-thread process per core for the CPU's torch
+  backend); each worker runs 1 OpenCV and 1 torch thread.
 * **Backends.** A chunk's pairs go to ``flow.FlowEngine``: OpenCV pair by pair, or the torch port as one
   batch of ``chunk_pairs`` pairs on the extractor's device (CUDA: the frames go to the GPU once per chunk and
   only the crop comes back). Worker processes always run on the CPU.

@@ -66,20 +66,11 @@ import torch
 import torch.nn.functional as F
 
 from refineloc_e2e.errors import ConfigError
+from refineloc_e2e.video.tvl1_cpu import median_blur_cv2, remap_cubic_cv2
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
 _MIN_LEVEL_SIDE = 16  # a pyramid level with a side below this is not built
 Tensor = torch.Tensor
-
-
-def _cv2():
-    """``cv2`` for the CPU kernels (``remap``, ``medianBlur``: plain OpenCV, no contrib needed)."""
-    try:
-        import cv2
-    except ImportError as e:
-        raise ImportError(f"the torch TV-L1 backend on the CPU uses cv2.remap and cv2.medianBlur; cannot import "
-                          f"cv2 ({e}): pip install opencv-python-headless (or the contrib package)") from e
-    return cv2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -139,23 +130,8 @@ def remap_cubic(img: Tensor, u1: Tensor, u2: Tensor) -> Tensor:
     below at 256x602, 1 thread); elsewhere the 16 gathers of :func:`remap_cubic_torch`.
     """
     if img.device.type == "cpu" and img.shape[1] <= 4:
-        return _remap_cubic_cv2(img, u1, u2)
+        return remap_cubic_cv2(img, u1, u2)
     return remap_cubic_torch(img, u1, u2)
-
-
-def _remap_cubic_cv2(img: Tensor, u1: Tensor, u2: Tensor) -> Tensor:
-    cv2 = _cv2()
-    n, c, h, w = img.shape
-    hwc = img.permute(0, 2, 3, 1).contiguous().numpy()  # [n, H, W, C]
-    gx = np.arange(w, dtype=np.float32)
-    gy = np.arange(h, dtype=np.float32)[:, None]
-    out = np.empty((c, n, h, w), np.float32)
-    for i in range(n):
-        mx = gx + u1[i].numpy()  # [H, W] source x, float32 like the gathers' arithmetic
-        my = gy + u2[i].numpy()
-        r = cv2.remap(hwc[i], mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out[:, i] = r.reshape(h, w, c).transpose(2, 0, 1)  # [C, H, W]
-    return torch.from_numpy(out).permute(1, 0, 2, 3)  # [n, C, H, W] (a view; each channel contiguous)
 
 
 def remap_cubic_torch(img: Tensor, u1: Tensor, u2: Tensor) -> Tensor:
@@ -219,12 +195,7 @@ def median_blur(x: Tensor, k: int) -> Tensor:
     1 thread), else the min/max network of :func:`median_blur_torch`.
     """
     if x.device.type == "cpu" and k in (3, 5):
-        cv2 = _cv2()
-        x = x.contiguous()
-        out = np.empty(tuple(x.shape), np.float32)
-        for i, plane in enumerate(x.reshape(-1, *x.shape[-2:]).numpy()):
-            out.reshape(-1, *x.shape[-2:])[i] = cv2.medianBlur(plane, k)
-        return torch.from_numpy(out)
+        return median_blur_cv2(x, k)
     return median_blur_torch(x, k)
 
 

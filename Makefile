@@ -35,7 +35,8 @@ device-bundle: install
 		--platform manylinux_2_28_x86_64 --no-deps -d $(BUNDLE) \
 		"av==$$($(BIN)/python -c 'import av; print(av.__version__)')"
 	@mb=$$(du -m $(BUNDLE)/av-*.whl | cut -f1); ls -l $(BUNDLE); \
-	if [ $$mb -ge $(BUNDLE_MAX_MB) ]; then echo "$(BUNDLE)/: the av wheel is $$mb MiB, over $(BUNDLE_MAX_MB) MiB" >&2; exit 1; fi
+	if [ $$mb -ge $(BUNDLE_MAX_MB) ]; then \
+		echo "$(BUNDLE)/: the av wheel is $$mb MiB, over $(BUNDLE_MAX_MB) MiB" >&2; exit 1; fi
 	@echo "device command (run in the checkout root, carrying $(BUNDLE)): bash benchmarks/gpu_check.sh"
 
 clean:

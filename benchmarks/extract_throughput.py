@@ -361,8 +361,8 @@ def before_after(args) -> int:
     """Issue 19: the former CPU default and the current one on the same clip, alternating, in this process."""
     import dataclasses
     models, label = before_after_models(args.random_weights)
-    cfgs = {"before (opencv, workers=1)": ExtractConfig(device="cpu", workers=1,
-                                                        flow=dataclasses.replace(flow_config("fast"), backend="opencv")),
+    former = dataclasses.replace(flow_config("fast"), backend="opencv")
+    cfgs = {"before (opencv, workers=1)": ExtractConfig(device="cpu", workers=1, flow=former),
             "after (default: auto)": ExtractConfig(device="cpu")}
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_:
@@ -378,7 +378,8 @@ def before_after(args) -> int:
                 ex.extract(warm)  # worker start, oneDNN kernels: outside the timings
             walls: dict[str, list[float]] = {n: [] for n in exs}
             feats: dict[str, np.ndarray] = {}
-            print(f"{Path(args.video).name} first {video_s:.2f} s of video, {label}; load {' '.join(f'{x:.2f}' for x in load0)}")
+            print(f"{Path(args.video).name} first {video_s:.2f} s of video, {label}; "
+                  f"load {' '.join(f'{x:.2f}' for x in load0)}")
             for rep in range(args.reps):
                 for name, ex in exs.items():  # alternating: the load drifts, both see it
                     t0 = time.perf_counter()

@@ -138,7 +138,8 @@ def main() -> int:
     gray = np.ascontiguousarray(centre(np.stack([to_gray(f) for f in frames]), h, w))  # [F, h, w] uint8
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {name}; torch {torch.__version__}; cv2 {cv2.__version__} (optflow: {hasattr(cv2, 'optflow')}); "
-          f"av {av.__version__}; python {sys.version.split()[0]}; {Path(args.video).name} at {h}x{w}; preset paper, fp32")
+          f"av {av.__version__}; python {sys.version.split()[0]}; {Path(args.video).name} at {h}x{w}; "
+          f"preset paper, fp32")
     cfg = flow_config("paper")
 
     frames_dev = torch.from_numpy(gray).to(device)  # [F, h, w] uint8, copied once

@@ -2,8 +2,8 @@
 
 One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame the RGB centre crop 224 and one
 TV-L1 flow field (``video.flow_chunks.ChunkedFlow``: on the whole frame, or the crop plus a margin, in chunks of 16
-frame pairs, in worker processes when ``workers > 1``; by default one per core on the CPU) -> 16-frame snippets (tail padded by repeating the
-last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
+frame pairs, in worker processes when ``workers > 1``, by default one per core on the CPU) -> 16-frame snippets
+(tail padded by repeating the last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
 Everything streams: per stream at most ``batch_snippets`` snippets of frames are in memory, plus the flow
 chunks in flight (``2 * workers``), whatever the length.
 
@@ -57,7 +57,7 @@ class ExtractConfig:
     flow_region: str = "full"                       # full: TV-L1 on the whole frame (published); crop: crop + margin
     flow_margin_px: int = 32                        # flow_region=crop: context kept on each side of the crop
     precision: str = "fp32"                         # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
-    workers: int = 0                                # flow processes (0: auto, flow_chunks.auto_workers; 1: in this process); same numbers for any N
+    workers: int = 0                                # flow processes (0: auto, flow_chunks.auto_workers; 1: here); same numbers
     channels_last: bool = True                      # channels_last_3d I3D (speed only)
     torch_compile: bool = False                     # torch.compile the I3D streams (speed only; slow first call)
 

@@ -62,7 +62,7 @@ class FlowConfig:
     median_filtering: int = 5  # median filter kernel size applied to the flow (1 = off)
     use_initial_flow: bool = False  # start each pair from the previous pair's flow
     bound: float = 20.0  # clip |flow| to this many pixels, then divide by it -> [-1, 1]
-    backend: str = "auto"  # opencv | torch (video/tvl1_torch.py, a port of OpenCV's) | auto: torch (see resolve_backend)
+    backend: str = "auto"  # opencv | torch (video/tvl1_torch.py, a port of OpenCV's) | auto (resolve_backend)
     fixed_iterations: bool = False  # torch only: no epsilon test, every inner/outer iteration runs (GPU option)
 
     def validate(self) -> None:

@@ -21,6 +21,11 @@ from typing import Any, Mapping, TypeVar
 
 from refineloc_e2e.errors import ConfigError
 
+try:
+    import yaml
+except ImportError as e:  # extraction runs without it (a bare GPU machine); reading YAML names the fix (_yaml)
+    yaml, _YAML_ERROR = None, e
+
 T = TypeVar("T")
 
 
@@ -126,9 +131,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: 
 
 
 def _yaml():
-    """PyYAML, imported where a YAML text is read: extraction itself (e.g. on a bare GPU machine with only
+    """PyYAML, needed only where a YAML text is read: extraction itself (e.g. on a bare GPU machine with only
     torch, numpy and OpenCV, ``benchmarks/gpu_check.sh``) must not need it."""
-    import yaml
+    if yaml is None:
+        raise ConfigError(f"reading YAML needs PyYAML, which cannot be imported ({_YAML_ERROR}): pip install pyyaml")
     return yaml
 
 

@@ -153,4 +153,4 @@ def test_missing_contrib_module_is_explained(monkeypatch):
     with pytest.raises(RefineLocError, match="pip install opencv-contrib-python-headless"):
         make_tvl1(flow_config("fast"))
     with pytest.raises(RefineLocError, match="opencv-contrib-python-headless"):
-        next(iter_flow([np.zeros((8, 8, 3), np.uint8)]))
+        next(iter_flow([np.zeros((8, 8, 3), np.uint8)], flow_config("fast", backend="opencv")))

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench device-bundle clean
 
 install: $(VENV)/.installed
 
@@ -24,5 +24,20 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/extract_throughput.py
 
+# The device check's bundle (README "GPU"): the PyAV wheel for the GPU machine's Python (abi3 wheels serve
+# 3.11+), the same version as this venv's; nothing else is needed there (torch, numpy, plain OpenCV are).
+DEVICE_PY ?= 3.12
+BUNDLE ?= device_bundle
+BUNDLE_MAX_MB ?= 40
+device-bundle: install
+	rm -rf $(BUNDLE) && mkdir -p $(BUNDLE)
+	$(BIN)/pip download --quiet --disable-pip-version-check --only-binary=:all: --python-version $(DEVICE_PY) \
+		--platform manylinux_2_28_x86_64 --no-deps -d $(BUNDLE) \
+		"av==$$($(BIN)/python -c 'import av; print(av.__version__)')"
+	@mb=$$(du -m $(BUNDLE)/av-*.whl | cut -f1); ls -l $(BUNDLE); \
+	if [ $$mb -ge $(BUNDLE_MAX_MB) ]; then \
+		echo "$(BUNDLE)/: the av wheel is $$mb MiB, over $(BUNDLE_MAX_MB) MiB" >&2; exit 1; fi
+	@echo "device command (run in the checkout root, carrying $(BUNDLE)): bash benchmarks/gpu_check.sh"
+
 clean:
-	rm -rf $(VENV) demo_out *.egg-info
+	rm -rf $(VENV) demo_out *.egg-info $(BUNDLE)

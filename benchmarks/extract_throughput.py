@@ -15,10 +15,18 @@ baseline's flow (raw pixels over the 224 centre crop, on the first ``--epe-pairs
   Also run with ``workers=1`` (the worker count must not change the features) and with the opt-in
   ``flow_region=crop`` (TV-L1 on the crop plus 32 px only).
 
+``--before-after`` runs only the issue-19 comparison instead: today's former CPU default (``opencv`` TV-L1 in
+this process, ``workers=1``) against the current default (``ExtractConfig(device="cpu")``: ``auto`` backend and
+workers), alternating ``--reps`` times on the first ``--seconds`` of bikes.mp4 (``--video`` for another clip),
+each extractor warmed up first; prints seconds of video per wall second of each, the ratio, the per-stream
+feature cosine (RGB must be identical), the load before and after, and what ``auto`` resolved to. I3D weights:
+the real ones when fetched, else random (``--random-weights`` forces them; speed does not depend on them).
+
 ``--long`` adds the memory check: a generated 30-minute video, decoded and extracted for its first
 ``--long-minutes`` minutes with RSS sampled at every snippet (peak and slope in MiB per minute of video).
 
     .venv/bin/python benchmarks/extract_throughput.py [--seconds 2] [--workers 2] [--long]
+    .venv/bin/python benchmarks/extract_throughput.py --before-after --seconds 10 [--reps 1]
 """
 
 from __future__ import annotations
@@ -333,8 +341,76 @@ def bench_long(args, ex: FeatureExtractor, tmp: Path) -> None:
           f"(a 30-minute video would add {30 * slope:+.0f} MiB; the [T, 2048] output itself is 8 KiB per snippet)")
 
 
+def before_after_models(force_random: bool) -> tuple[dict | None, str]:
+    """Real I3D weights when fetched (None: the extractors load them), else random ones, and a label."""
+    from refineloc_e2e.backbone.i3d import InceptionI3d
+    from refineloc_e2e.errors import WeightsError
+    if not force_random:
+        try:
+            build_i3d("rgb", None)
+            return None, "real RGB weights (flow: cross-modality init)"
+        except WeightsError:
+            pass
+    torch.manual_seed(0)
+    prov = {"sha256": None, "init": "random (benchmark)"}
+    return ({"rgb": (InceptionI3d(3, 400), dict(prov)), "flow": (InceptionI3d(2, 400), dict(prov))},
+            "random I3D weights (real ones not fetched)")
+
+
+def before_after(args) -> int:
+    """Issue 19: the former CPU default and the current one on the same clip, alternating, in this process."""
+    import dataclasses
+    models, label = before_after_models(args.random_weights)
+    former = dataclasses.replace(flow_config("fast"), backend="opencv")
+    cfgs = {"before (opencv, workers=1)": ExtractConfig(device="cpu", workers=1, flow=former),
+            "after (default: auto)": ExtractConfig(device="cpu")}
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp_:
+        clip = trim_copy(Path(args.video), Path(tmp_) / "clip.mp4", args.seconds)
+        video_s = sum(1 for _ in iter_frames(clip)) / 25.0
+        exs = {name: FeatureExtractor(c, models=models) for name, c in cfgs.items()}
+        try:
+            for name, ex in exs.items():
+                print(f"{name}: flow backend {ex.cfg.flow.backend}, workers {ex.cfg.workers}, "
+                      f"torch threads {torch.get_num_threads()}, settings hash {ex.settings_hash[:12]}")
+            warm = trim_copy(Path(args.video), Path(tmp_) / "warm.mp4", 0.8)
+            for ex in exs.values():
+                ex.extract(warm)  # worker start, oneDNN kernels: outside the timings
+            walls: dict[str, list[float]] = {n: [] for n in exs}
+            feats: dict[str, np.ndarray] = {}
+            print(f"{Path(args.video).name} first {video_s:.2f} s of video, {label}; "
+                  f"load {' '.join(f'{x:.2f}' for x in load0)}")
+            for rep in range(args.reps):
+                for name, ex in exs.items():  # alternating: the load drifts, both see it
+                    t0 = time.perf_counter()
+                    feats[name], _ = ex.extract(clip)
+                    walls[name].append(time.perf_counter() - t0)
+                    stages = ", ".join(f"{k} {v:.1f}" for k, v in ex.stage_s.items())
+                    print(f"  run {rep + 1} {name:<27} wall {walls[name][-1]:6.1f} s = "
+                          f"{video_s / walls[name][-1]:.3f} s of video per wall s ({stages})", flush=True)
+        finally:
+            for ex in exs.values():
+                ex.close()
+    (nb, fb), (na, fa) = feats.items()
+    rb, ra = video_s * args.reps / sum(walls[nb]), video_s * args.reps / sum(walls[na])
+    print(f"before {rb:.3f}, after {ra:.3f} s of video per wall second: after / before = {ra / rb:.2f}x "
+          f"(load after {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    def cos_min(a: np.ndarray, b: np.ndarray) -> float:  # per snippet, no epsilon (random features are small)
+        return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+
+    cos = [cos_min(fa[:, 1024 * i:1024 * (i + 1)], fb[:, 1024 * i:1024 * (i + 1)]) for i in range(2)]
+    same_rgb = np.array_equal(fa[:, :1024], fb[:, :1024])
+    print(f"features after vs before, min cosine over {len(fa)} snippets: rgb {cos[0]:.5f} (identical: {same_rgb}), "
+          f"flow {cos[1]:.5f} (bound 0.995)")
+    return 0 if same_rgb and cos[1] >= 0.995 else 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before-after", action="store_true", help="only the former vs current CPU default (issue 19)")
+    ap.add_argument("--reps", type=int, default=1, help="--before-after: alternating runs of each")
+    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
+    ap.add_argument("--random-weights", action="store_true", help="--before-after: random I3D weights")
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds of each clip (baseline ~3 s/frame on bikes)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epe-pairs", type=int, default=12)
@@ -342,6 +418,8 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, default=1.0)
     ap.add_argument("--skip-clips", action="store_true", help="only the --long check")
     args = ap.parse_args()
+    if args.before_after:
+        sys.exit(before_after(args))
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; no GPU used (none on this machine)")
     models = {s: build_i3d(s, None)[0] for s in ("rgb", "flow")}  # float32, contiguous

@@ -1,14 +1,19 @@
-"""Unattended device check of the torch TV-L1 backend (issue 9): throughput, agreement with OpenCV, memory.
+"""Unattended device check of the torch TV-L1 backend (issues 9, 19): throughput, agreement, memory.
 
 Prints, for the ``paper`` preset at ``--size`` (default 256x340, the centre 340 columns of bikes.mp4's
 256-short-side frames): batched flow pairs/s on ``--device`` (fp32; epsilon early exit and fixed
 iteration counts) per batch size, peak device memory (``torch.cuda.max_memory_allocated``), and the
-endpoint error against OpenCV (CPU) at identical parameters over the 224 centre crop (or the whole frame
-if smaller). Exits non-zero on any error, on a device that is not there, or if the early-exit mode's
-EPE is above the issue's bounds (median 0.05 px, mean 0.2 px). Then the end-to-end ``extract`` of a
-generated clip (default 60 s at 1280x720, both streams, flow backend torch on the device, random I3D
-weights): video seconds per wall second and peak memory. Not reaching the 1,000 pairs/s or 50x real-time
-targets is reported, not a failure.
+endpoint error against the same torch TV-L1 on this machine's CPU at identical parameters over the 224
+centre crop (or the whole frame if smaller). The CPU port is the reference because the device machine
+has no OpenCV contrib (no ``cv2.optflow``); the port itself is checked against OpenCV's TV-L1 on the
+build machine (``tests/test_tvl1_torch.py``, ``benchmarks/flow_backends.py``). Exits non-zero on any
+error, on a device that is not there, or if the early-exit mode's EPE is above the issue's bounds
+(median 0.05 px, mean 0.2 px). Then the end-to-end ``extract`` of a generated clip (default 60 s at
+1280x720, both streams, flow backend torch on the device, random I3D weights): video seconds per wall
+second and peak memory. Not reaching the 1,000 pairs/s or 50x real-time targets is reported, not a failure.
+
+Needs torch, numpy, plain OpenCV and PyAV only; ``benchmarks/gpu_check.sh`` installs the package
+``--no-deps`` plus the PyAV wheel of ``make device-bundle`` on a bare machine (README "GPU").
 
     benchmarks/gpu_check.sh                     # on a CUDA machine, < 5 minutes
     benchmarks/gpu_check.sh --device cpu --threads 1 --size 128x170 --batch-sizes 2 --epe-pairs 2 \
@@ -22,6 +27,7 @@ import itertools
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import av
@@ -29,14 +35,13 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from refineloc_e2e.backbone.i3d import InceptionI3d
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames
+from refineloc_e2e.video.flow import flow_config, to_gray
+from refineloc_e2e.video.tvl1_torch import tvl1_flow
 
-from refineloc_e2e.backbone.i3d import InceptionI3d  # noqa: E402
-from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor  # noqa: E402
-from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
-from refineloc_e2e.video.tvl1_torch import tvl1_flow  # noqa: E402
+BIKES = resources.files("refineloc_e2e") / "data/samples/bikes.mp4"  # package data: checks the install too
 
 TARGET_PAIRS_S = 1000.0  # issue 9, one H200-class GPU, paper preset, 256x340
 MAX_MEDIAN_EPE, MAX_MEAN_EPE = 0.05, 0.2
@@ -111,9 +116,9 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", default="256x340", help="HxW centre window of the 256-short-side frames")
     ap.add_argument("--batch-sizes", default="16,64")
-    ap.add_argument("--epe-pairs", type=int, default=8, help="pairs compared with OpenCV (CPU, paper preset)")
+    ap.add_argument("--epe-pairs", type=int, default=8, help="pairs compared with the torch port on the CPU")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
+    ap.add_argument("--video", default=str(BIKES))
     ap.add_argument("--e2e-seconds", type=float, default=60.0, help="generated clip length (0: skip end-to-end)")
     ap.add_argument("--e2e-size", default="1280x720", help="WxH of the generated clip")
     args = ap.parse_args()
@@ -132,7 +137,8 @@ def main() -> int:
         raise SystemExit(f"{args.video}: {len(frames)} frames, need {n_frames}")
     gray = np.ascontiguousarray(centre(np.stack([to_gray(f) for f in frames]), h, w))  # [F, h, w] uint8
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device {name}; torch {torch.__version__}; cv2 {cv2.__version__}; {Path(args.video).name} at {h}x{w}; "
+    print(f"device {name}; torch {torch.__version__}; cv2 {cv2.__version__} (optflow: {hasattr(cv2, 'optflow')}); "
+          f"av {av.__version__}; python {sys.version.split()[0]}; {Path(args.video).name} at {h}x{w}; "
           f"preset paper, fp32")
     cfg = flow_config("paper")
 
@@ -154,8 +160,10 @@ def main() -> int:
           f"{'reached' if best >= TARGET_PAIRS_S else 'not reached'}")
 
     k = args.epe_pairs
-    tvl1 = make_tvl1(cfg)
-    ref = np.stack([compute_flow(gray[i], gray[i + 1], tvl1) for i in range(k)])  # [k, h, w, 2], OpenCV on CPU
+    t0 = time.perf_counter()
+    ref = tvl1_flow(gray[:k], gray[1:k + 1], cfg, device="cpu").numpy()  # [k, h, w, 2], the port on this CPU
+    print(f"reference: torch TV-L1 on this machine's CPU, {k} pairs in {time.perf_counter() - t0:.1f} s "
+          f"({torch.get_num_threads()} threads)")
     crop = min(224, h, w)
     failed = False
     for fixed in (False, True):
@@ -165,7 +173,7 @@ def main() -> int:
         ok = med <= MAX_MEDIAN_EPE and mean <= MAX_MEAN_EPE
         if not fixed:
             failed |= not ok
-        print(f"EPE vs OpenCV ({k} pairs, {crop}x{crop} centre, {'fixed' if fixed else 'epsilon'}): "
+        print(f"EPE {device.type} vs CPU ({k} pairs, {crop}x{crop} centre, {'fixed' if fixed else 'epsilon'}): "
               f"median {med:.4f} px, mean {mean:.4f} px"
               + ("" if fixed else f" -> {'ok' if ok else 'FAIL'} (bounds {MAX_MEDIAN_EPE} / {MAX_MEAN_EPE})"))
     if args.e2e_seconds > 0:

@@ -19,9 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-import yaml
-
 from refineloc_e2e.errors import ConfigError
+
+try:
+    import yaml
+except ImportError as e:  # extraction runs without it (a bare GPU machine); reading YAML names the fix (_yaml)
+    yaml, _YAML_ERROR = None, e
 
 T = TypeVar("T")
 
@@ -127,6 +130,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: 
     return obj
 
 
+def _yaml():
+    """PyYAML, needed only where a YAML text is read: extraction itself (e.g. on a bare GPU machine with only
+    torch, numpy and OpenCV, ``benchmarks/gpu_check.sh``) must not need it."""
+    if yaml is None:
+        raise ConfigError(f"reading YAML needs PyYAML, which cannot be imported ({_YAML_ERROR}): pip install pyyaml")
+    return yaml
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
     """Turn ``["train.lr=0.001", "head.n_layers=3"]`` into a nested dict; values are parsed as YAML."""
     out: dict = {}
@@ -137,6 +148,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
         key = key.strip()
         if not key:
             raise ConfigError(f"override '{item}' has an empty key")
+        yaml = _yaml()
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
@@ -166,6 +178,7 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    yaml = _yaml()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from refineloc_e2e.features.batch import extract_batch
-from refineloc_e2e.features.extractor import FeatureExtractor
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.video.flow import flow_config
 from conftest import tiny_cfg, write_moving_video
@@ -47,3 +47,16 @@ def test_same_stem_in_two_folders_and_no_temp_files(tmp_path, tiny_models):  # n
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
     for i in ids:
         assert read_features(out, i)[0].dtype == np.float32
+
+
+def test_settings_memo_key_names_the_resolved_flow_backend(tmp_path, monkeypatch):
+    """A memo written while ``auto`` meant OpenCV on the CPU must not vouch for torch-computed settings."""
+    import dataclasses
+
+    import refineloc_e2e.features.batch as batch_mod
+    from refineloc_e2e.video.flow import resolve_backend
+    cfg = ExtractConfig(device="cpu")
+    now = batch_mod._settings_memo_path(tmp_path, cfg)
+    monkeypatch.setattr(batch_mod, "resolve_backend",
+                        lambda f, d: dataclasses.replace(resolve_backend(f, d), backend="opencv"))  # the former rule
+    assert now is not None and batch_mod._settings_memo_path(tmp_path, cfg) != now

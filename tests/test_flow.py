@@ -99,7 +99,8 @@ def test_iter_flow_use_initial_flow_runs():
     for field in fields[:2]:
         assert np.median(field[MARGIN:-MARGIN, MARGIN:-MARGIN, 0]) == pytest.approx(DX, abs=0.25)
     # the second pair starts from the first pair's field, so it differs from a cold start of the same pair
-    cold = list(iter_flow(frames, flow_config("fast"), postprocess=False))
+    # (auto keeps OpenCV on the CPU for use_initial_flow, so the cold start names it)
+    cold = list(iter_flow(frames, flow_config("fast", backend="opencv"), postprocess=False))
     np.testing.assert_array_equal(cold[0], fields[0])
     assert not np.array_equal(cold[1], fields[1])
 
@@ -152,4 +153,4 @@ def test_missing_contrib_module_is_explained(monkeypatch):
     with pytest.raises(RefineLocError, match="pip install opencv-contrib-python-headless"):
         make_tvl1(flow_config("fast"))
     with pytest.raises(RefineLocError, match="opencv-contrib-python-headless"):
-        next(iter_flow([np.zeros((8, 8, 3), np.uint8)]))
+        next(iter_flow([np.zeros((8, 8, 3), np.uint8)], flow_config("fast", backend="opencv")))

@@ -113,7 +113,7 @@ def test_settings_hash_tracks_only_what_changes_numbers(tiny_models):
 
 
 def test_config_errors_name_the_key(tiny_models):
-    for kw, key in [(dict(workers=0), "workers"), (dict(flow_region="x"), "flow_region"),
+    for kw, key in [(dict(workers=-1), "workers"), (dict(flow_region="x"), "flow_region"),
                     (dict(precision="fp8"), "precision"), (dict(precision="fp16"), "precision"),
                     (dict(workers=2, flow=flow_config("fast", use_initial_flow=True)), "workers")]:
         with pytest.raises(ConfigError, match=key):
@@ -141,10 +141,10 @@ def test_worker_failure_is_a_clean_error_naming_the_file():
     win = flow_window(40, 50, 32, "full")
     with FlowPool(FAST, 2) as pool:
         cf = ChunkedFlow(FAST, win, source="/videos/bad.mp4", chunk_pairs=2, pool=pool)
-        for _ in range(3):  # colour frames where grayscale is expected: compute_flow raises in the worker
+        for _ in range(3):  # colour frames where grayscale is expected: the TV-L1 call raises in the worker
             cf.push(np.zeros((40, 50, 3), np.uint8))
         with pytest.raises(RefineLocError, match=r"^/videos/bad.mp4: optical flow failed in a worker on "
-                                                 r"frames 0-2 \(ValueError: compute_flow expects"):
+                                                 r"frames 0-2 \(ValueError: tvl1_flow: prev must be grayscale"):
             cf.finish()
         assert not cf._in_flight
         ok = ChunkedFlow(FAST, win, source="good", chunk_pairs=2, pool=pool)  # the pool is still usable

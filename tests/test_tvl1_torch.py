@@ -75,7 +75,8 @@ def test_resize_matches_cv2(step):
     np.testing.assert_allclose(out_up, up, atol=1e-3)
 
 
-def test_remap_cubic_matches_cv2_including_borders():
+@pytest.mark.parametrize("remap", ["remap_cubic", "remap_cubic_torch"])  # the CPU dispatch (cv2) and the gathers
+def test_remap_cubic_matches_cv2_including_borders(remap):
     img = _smooth_noise()
     rng = np.random.default_rng(1)
     u = (rng.standard_normal((2, 40, 53)) * 4).astype(np.float32)
@@ -84,16 +85,27 @@ def test_remap_cubic_matches_cv2_including_borders():
     mx = (np.arange(53)[None] + u[0]).astype(np.float32)
     my = (np.arange(40)[:, None] + u[1]).astype(np.float32)
     ref = cv2.remap(img, mx, my, cv2.INTER_CUBIC)  # default border: constant 0
-    out = tvl1_torch.remap_cubic(torch.from_numpy(img)[None, None], torch.from_numpy(u[0])[None],
-                                 torch.from_numpy(u[1])[None])[0, 0].numpy()
+    out = getattr(tvl1_torch, remap)(torch.from_numpy(img)[None, None], torch.from_numpy(u[0])[None],
+                                     torch.from_numpy(u[1])[None])[0, 0].numpy()
     np.testing.assert_allclose(out, ref, atol=2e-3)
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_median_blur_matches_cv2(k):
+@pytest.mark.parametrize("median", ["median_blur", "median_blur_torch"])  # the CPU dispatch (cv2) and the network
+def test_median_blur_matches_cv2(k, median):
     u = np.random.default_rng(2).standard_normal((40, 53)).astype(np.float32)
-    out = tvl1_torch.median_blur(torch.from_numpy(u)[None, None], k)[0, 0].numpy()
+    out = getattr(tvl1_torch, median)(torch.from_numpy(u)[None, None], k)[0, 0].numpy()
     np.testing.assert_array_equal(out, cv2.medianBlur(u, k))  # a selection: exact, border replicated
+
+
+def test_cpu_kernels_keep_batch_and_channels_apart():
+    """The cv2 CPU paths loop over pairs and channels: each plane must land where the torch paths put it."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 24, 31)).astype(np.float32))  # [n, C, H, W]
+    u1, u2 = (torch.from_numpy(rng.standard_normal((2, 24, 31)).astype(np.float32) * 3) for _ in range(2))
+    torch.testing.assert_close(tvl1_torch.remap_cubic(x, u1, u2), tvl1_torch.remap_cubic_torch(x, u1, u2),
+                               atol=2e-3, rtol=0)
+    assert torch.equal(tvl1_torch.median_blur(x, 5), tvl1_torch.median_blur_torch(x, 5))
 
 
 # --- known answer ----------------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ def extract_options(fn):
                            "or cross-modality-from-rgb (default).")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(fn)
     return click.option("--workers", type=click.IntRange(min=1), default=None,
-                        help="Optical-flow processes (default 1 = in this process; the cores you can spare, "
-                             "e.g. 2 on a 2-core machine). Does not change the features.")(fn)
+                        help="Optical-flow processes (default: auto, one single-thread process per core for "
+                             "the CPU's torch flow backend, else 1 = in this process). Does not change the "
+                             "features.")(fn)
 
 
 def ray_option(fn):

@@ -30,6 +30,7 @@ from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_vide
                                           feature_paths, owner_conflict, remove_stale_entry_temps, write_features)
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json, sha256_file
+from refineloc_e2e.video.flow import resolve_backend
 from refineloc_e2e.video.decode import probe_video
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -131,9 +132,12 @@ def _settings_memo_path(out_dir: Path, cfg: ExtractConfig) -> Path | None:
             shas[key] = spec  # a named initialisation (cross-modality-from-rgb): the spec is its identity
         if shas[key] is None:
             return None
+    cuda = torch.cuda.is_available()  # device/backend "auto" resolve by it
+    device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and cuda) else "cpu"
     key = settings_hash({"config": to_dict(cfg), "weights_sha256": shas, "format_version": FORMAT_VERSION,
-                         "package_version": __version__,
-                         "cuda": torch.cuda.is_available()})  # device/backend "auto" resolve by it
+                         "package_version": __version__, "cuda": cuda,
+                         # the backend "auto" picks (its rule changed once: OpenCV -> torch on the CPU)
+                         "flow_backend": resolve_backend(cfg.flow, device_type).backend})
     return out_dir / ".settings" / f"{key}.json"
 
 

@@ -228,6 +228,8 @@ def task_resources(cfg: ExtractConfig) -> tuple[dict[str, float], ExtractConfig]
     on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and gpus >= 1)
     if on_gpu and gpus < 1:
         raise ConfigError(f"config key 'device': {cfg.device} asks for a GPU, but the Ray cluster has none")
+    if cfg.workers == 0:  # auto: one CPU per task; Ray spreads the videos over the cores instead
+        cfg = dataclasses.replace(cfg, workers=1)
     per_node = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if not any(r.get("CPU", 0) >= cfg.workers for r in per_node):
         raise ConfigError(f"config key 'workers': each video's task needs {cfg.workers} CPUs, but no Ray node has "

@@ -2,8 +2,8 @@
 
 One video: ``decode.iter_frames`` (25 fps, shorter side 256) -> per frame the RGB centre crop 224 and one
 TV-L1 flow field (``video.flow_chunks.ChunkedFlow``: on the whole frame, or the crop plus a margin, in chunks of 16
-frame pairs, in worker processes when ``workers > 1``) -> 16-frame snippets (tail padded by repeating the
-last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
+frame pairs, in worker processes when ``workers > 1``, by default one per core on the CPU) -> 16-frame snippets
+(tail padded by repeating the last frame) -> batched I3D per stream -> 1024-d Mixed_5c mean per snippet and stream.
 Everything streams: per stream at most ``batch_snippets`` snippets of frames are in memory, plus the flow
 chunks in flight (``2 * workers``), whatever the length.
 
@@ -31,7 +31,7 @@ from refineloc_e2e.features.cache import FORMAT_VERSION, source_identity
 from refineloc_e2e.timebase import snippet_to_seconds
 from refineloc_e2e.video.decode import DecodeConfig, VideoInfo, iter_frames, probe_video
 from refineloc_e2e.video.flow import FlowConfig, resolve_backend, to_gray
-from refineloc_e2e.video.flow_chunks import REGIONS, ChunkedFlow, FlowPool, flow_window
+from refineloc_e2e.video.flow_chunks import REGIONS, ChunkedFlow, FlowPool, auto_workers, flow_window
 from refineloc_e2e.video.prefetch import prefetch
 from refineloc_e2e.video.snippets import center_crop, n_snippets, pad_tail
 
@@ -57,7 +57,7 @@ class ExtractConfig:
     flow_region: str = "full"                       # full: TV-L1 on the whole frame (published); crop: crop + margin
     flow_margin_px: int = 32                        # flow_region=crop: context kept on each side of the crop
     precision: str = "fp32"                         # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
-    workers: int = 1                                # flow processes (1: in this process); same numbers for any N
+    workers: int = 0                                # flow processes (0: auto, flow_chunks.auto_workers; 1: here); same numbers
     channels_last: bool = True                      # channels_last_3d I3D (speed only)
     torch_compile: bool = False                     # torch.compile the I3D streams (speed only; slow first call)
 
@@ -72,8 +72,8 @@ class ExtractConfig:
             raise ConfigError(f"config key 'flow_margin_px': must be >= 0, got {self.flow_margin_px}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {self.precision!r}")
-        if self.workers < 1:
-            raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")
+        if self.workers < 0:
+            raise ConfigError(f"config key 'workers': must be >= 1, or 0 for auto, got {self.workers}")
         if self.workers > 1 and self.flow.use_initial_flow:
             raise ConfigError("config key 'workers': flow.use_initial_flow chains each frame pair to the "
                               "previous one, so flow cannot be split over workers; use workers=1")
@@ -96,6 +96,9 @@ class FeatureExtractor:
         cfg.validate()
         self.device = resolve_device(cfg.device, key="device")
         cfg = dataclasses.replace(cfg, flow=resolve_backend(cfg.flow, self.device.type))  # auto -> a backend
+        if cfg.workers == 0:  # auto -> a count
+            cfg = dataclasses.replace(cfg, workers=auto_workers(cfg.flow.backend, self.device.type,
+                                                                cfg.flow.use_initial_flow))
         if cfg.workers > 1 and cfg.flow.backend == "torch" and self.device.type == "cuda":
             raise ConfigError("config key 'workers': flow worker processes run on the CPU; with the torch flow "
                               "backend on CUDA use workers=1 (the GPU computes a chunk of pairs at once)")

@@ -28,6 +28,7 @@ parallel over frame pairs by a caller.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
@@ -61,7 +62,7 @@ class FlowConfig:
     median_filtering: int = 5  # median filter kernel size applied to the flow (1 = off)
     use_initial_flow: bool = False  # start each pair from the previous pair's flow
     bound: float = 20.0  # clip |flow| to this many pixels, then divide by it -> [-1, 1]
-    backend: str = "auto"  # opencv | torch (video/tvl1_torch.py, a port of OpenCV's) | auto: torch on CUDA, else opencv
+    backend: str = "auto"  # opencv | torch (video/tvl1_torch.py, a port of OpenCV's) | auto (resolve_backend)
     fixed_iterations: bool = False  # torch only: no epsilon test, every inner/outer iteration runs (GPU option)
 
     def validate(self) -> None:
@@ -125,6 +126,15 @@ def flow_config_from_mapping(data: Mapping[str, Any] | None) -> FlowConfig:
     return from_dict(FlowConfig, dict(data or {}))
 
 
+def cv2_plain():
+    """``cv2`` without contrib (colour conversion; the torch TV-L1's CPU kernels): plain OpenCV is enough."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise RefineLocError(f"cannot import cv2 ({e}); {_CONTRIB_HINT}") from e
+    return cv2
+
+
 def cv2_optflow():
     """``cv2`` with its contrib TV-L1; imported here, not at the top, so that a wrong OpenCV package (plain
     ``opencv-python``, or two of them) gives the actionable message below instead of a bare ImportError."""
@@ -150,8 +160,8 @@ def make_tvl1(cfg: FlowConfig):
 
 
 def to_gray(frame_rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` -> uint8 grayscale ``[H, W]``."""
-    cv2 = cv2_optflow()
+    """uint8 RGB ``[H, W, 3]`` -> uint8 grayscale ``[H, W]`` (plain OpenCV: no contrib needed)."""
+    cv2 = cv2_plain()
     return cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)  # [H, W]
 
 
@@ -184,11 +194,15 @@ def postprocess_flow(raw: np.ndarray, bound: float) -> np.ndarray:
 
 
 def resolve_backend(cfg: FlowConfig, device_type: str) -> FlowConfig:
-    """``backend: auto`` made concrete for a device: torch on CUDA (OpenCV's TV-L1 has no GPU path in pip's
-    build), OpenCV on the CPU (it is the published implementation; the torch port is a measured option)."""
+    """``backend: auto`` made concrete for a device: torch everywhere. On CUDA OpenCV's TV-L1 has no GPU path
+    in pip's build; on the CPU the port (1 thread, cv2 remap/median, in-place steps) was measured ~2x OpenCV
+    per pair at 1 thread, and ``extract`` runs it in one single-thread process per core (README "Measured").
+    ``use_initial_flow`` keeps OpenCV on the CPU: it chains every pair, so it cannot use the processes."""
     if cfg.backend != "auto":
         return cfg
-    return dataclasses.replace(cfg, backend="torch" if device_type == "cuda" else "opencv")
+    if device_type != "cuda" and cfg.use_initial_flow:
+        return dataclasses.replace(cfg, backend="opencv")
+    return dataclasses.replace(cfg, backend="torch")
 
 
 class FlowEngine:
@@ -196,7 +210,9 @@ class FlowEngine:
 
     ``pairs(grays)``: uint8 ``[n + 1, H, W]`` -> float32 ``[n, H, W, 2]`` pixels (numpy). OpenCV runs the
     pairs one by one; torch runs them as one batch (``video.tvl1_torch.tvl1_flow``), except with
-    ``use_initial_flow``, which chains each pair to the previous one and so runs them in order.
+    ``use_initial_flow``, which chains each pair to the previous one and so runs them in order. torch on the
+    CPU runs with 1 intra-op thread (restored afterwards): 2 threads on a busy 2-core machine made a pair
+    3-10x slower (``tvl1_torch``'s "CPU speed"); parallelism comes from flow processes instead.
     """
 
     def __init__(self, cfg: FlowConfig, device: str | torch.device = "cpu"):
@@ -208,6 +224,12 @@ class FlowEngine:
             raise ConfigError(f"flow backend opencv runs on the CPU only, not on {self.device}; use backend=torch")
 
     def pairs(self, grays: np.ndarray, init_flow: np.ndarray | None = None) -> np.ndarray:
+        if self._tvl1 is None and self.device.type == "cpu":
+            with one_torch_thread():
+                return self._pairs(grays, init_flow)
+        return self._pairs(grays, init_flow)
+
+    def _pairs(self, grays: np.ndarray, init_flow: np.ndarray | None = None) -> np.ndarray:
         n = grays.shape[0] - 1
         if n < 1:
             return np.zeros((0, *grays.shape[1:], 2), np.float32)
@@ -231,6 +253,17 @@ class FlowEngine:
         fields = tvl1_flow(frames[:-1], frames[1:], self.cfg, device=self.device,
                            fixed_iterations=self.cfg.fixed_iterations)  # [n, H, W, 2]
         return fields.cpu().numpy()
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block, then restored (process-wide, like the setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def last_field(previous: np.ndarray | None, shape_hw: tuple[int, int]) -> np.ndarray:

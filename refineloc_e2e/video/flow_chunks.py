@@ -12,7 +12,9 @@
   sends chunks to a ``spawn`` process pool (:class:`FlowPool`; torch + fork is unsafe) and returns fields in
   frame order, with at most ``max_in_flight`` chunks outstanding (bounded memory). Every chunk is computed by
   the same pure function from the same inputs, so the fields do not depend on ``workers``.
-  ``use_initial_flow`` chains the pairs, so it runs with ``workers=1`` only.
+  ``use_initial_flow`` chains the pairs, so it runs with ``workers=1`` only. ``extract``'s default
+  ``workers=0`` is resolved by :func:`auto_workers` (one single-thread process per core for the CPU's torch
+  backend); each worker runs 1 OpenCV and 1 torch thread.
 * **Backends.** A chunk's pairs go to ``flow.FlowEngine``: OpenCV pair by pair, or the torch port as one
   batch of ``chunk_pairs`` pairs on the extractor's device (CUDA: the frames go to the GPU once per chunk and
   only the crop comes back). Worker processes always run on the CPU.
@@ -34,9 +36,32 @@ import torch
 
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, RefineLocError
-from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_optflow, last_field, postprocess_flow
+from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_plain, last_field, postprocess_flow
 
 REGIONS = ("crop", "full")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(backend: str, device_type: str, use_initial_flow: bool = False, cores: int | None = None) -> int:
+    """``workers: 0`` (auto) made concrete: how many flow processes ``extract`` runs.
+
+    The rule (measured on bikes.mp4 with ``benchmarks/extract_throughput.py --before-after``, README
+    "Measured"): the torch backend on the CPU gets one single-thread process per usable core when there are
+    at least 2 (its 1-thread speed is ~2x OpenCV's, and 2 torch threads in one process were slower than 1);
+    OpenCV runs in this process (it already spreads a pair over its own threads: ``--workers 2`` measured no
+    gain); CUDA computes a chunk at once in this process; ``use_initial_flow`` chains pairs, so 1.
+    """
+    if device_type == "cuda" or use_initial_flow or backend != "torch":
+        return 1
+    n = usable_cores() if cores is None else cores
+    return n if n >= 2 else 1
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(cfg: FlowConfig, cv2_threads: int) -> None:
     configure_cpu_math()
-    cv2_optflow().setNumThreads(cv2_threads)
+    cv2_plain().setNumThreads(cv2_threads)
     torch.set_num_threads(cv2_threads)
     _WORKER["engine"] = FlowEngine(cfg, "cpu")
     _WORKER["bound"] = cfg.bound

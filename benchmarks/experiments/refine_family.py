@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.bench_data.family import MEMBERS, write_member
+from benchmarks.bench_data.family import MEMBERS, FamilySpec, write_member
+from benchmarks.wstal_bench import BenchSpec, write_thumos14_layout
 from refineloc_e2e.config import settings_hash, shipped_config, to_dict
 from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.device import configure_cpu_math
@@ -136,7 +137,8 @@ def criteria_report(runs: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--members", default=",".join(MEMBERS))
+    ap.add_argument("--members", default=",".join(MEMBERS),
+                    help=f"from {', '.join(MEMBERS)}, and 'repo' (the repo's THUMOS'14-shaped set, always 2048-d)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated, from: {', '.join(FORMS)}")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -155,11 +157,18 @@ def main() -> None:
     rows: dict[str, list[tuple[str, dict]]] = {f: [] for f in forms}
     all_runs = []
     for member in a.members.split(","):
-        spec = dataclasses.replace(MEMBERS[member], dim=a.dim)
+        repo = member == "repo"  # the repo's own THUMOS'14-shaped set (wstal_bench --layout thumos14), 2048-d
+        spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=a.dim)
+        dim = 2048 if repo else a.dim
         for seed in (int(s) for s in a.seeds.split(",")):
-            set_name = f"{member}-s{seed}" + (f"-d{a.dim}" if a.dim != 2048 else "")
+            set_name = f"{member}-s{seed}" + (f"-d{dim}" if dim != 2048 else "")
             data = a.out / "data" / set_name
-            ann = write_member(data, member, seed, spec)
+            if repo:
+                ann = data / "annotations.json"
+                if not ann.is_file():
+                    ann = write_thumos14_layout(data, BenchSpec(seed=seed))
+            else:
+                ann = write_member(data, member, seed, spec)
             ds = subsample(load_dataset(str(ann)), a.subsample)
             feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
             lo, hi = spec.fg_fraction_range
@@ -168,7 +177,7 @@ def main() -> None:
                   f"{'c0':>5} {'s/ep':>5}  guard")
             for form in forms:
                 name, extra = FORMS[form]
-                over = [*extra, f"train.seed={seed}", f"head.feature_dim={a.dim}", *a.overrides]
+                over = [*extra, f"train.seed={seed}", f"head.feature_dim={dim}", *a.overrides]
                 if load_run_config(shipped_config(name), []).pseudo.fg_fraction_range is not None:
                     over.append(f"pseudo.fg_fraction_range=[{lo}, {hi}]")  # the dataset config's prior
                 cfg = load_run_config(shipped_config(name), over)
@@ -195,13 +204,23 @@ def main() -> None:
         s = {k: [r[k] for r in rs] for k in ("saved", "it0", "gain")}
         summary.append((form, np.mean(s["saved"]), min(s["saved"]), np.mean(s["it0"]), min(s["it0"]),
                         np.mean(s["gain"]), min(s["gain"]), len(rs)))
+    # regret: per set, how far a form's saved mAP is below the best form's on that set; the worst regret is a
+    # worst case that the hardest set (where every form is near 0) does not decide on its own
+    best_on = {}
+    for form in forms:
+        for set_name, r in rows[form]:
+            best_on[set_name] = max(best_on.get(set_name, float("-inf")), r["saved"])
+    regret = {form: max((best_on[sn] - r["saved"] for sn, r in rows[form]), default=float("nan")) for form in forms}
     summary.sort(key=lambda t: -t[2])
-    print(f"{'form':<28} {'saved':>6} {'worst':>6} {'it0':>6} {'worst':>6} {'gain':>6} {'worst':>6} {'runs':>4}")
+    print(f"{'form':<28} {'saved':>6} {'worst':>6} {'it0':>6} {'worst':>6} {'gain':>6} {'worst':>6} "
+          f"{'max regret':>10} {'runs':>4}")
     for t in summary:
-        print(f"{t[0]:<28} {t[1]:6.2f} {t[2]:6.2f} {t[3]:6.2f} {t[4]:6.2f} {t[5]:+6.2f} {t[6]:+6.2f} {t[7]:4d}")
+        print(f"{t[0]:<28} {t[1]:6.2f} {t[2]:6.2f} {t[3]:6.2f} {t[4]:6.2f} {t[5]:+6.2f} {t[6]:+6.2f} "
+              f"{regret[t[0]]:10.2f} {t[7]:4d}")
     print("\n== held-out criteria vs test mAP@0.5 (iterations within a run)")
     print("\n".join(criteria_report(all_runs)))
-    (a.out / "family.json").write_text(json.dumps({f: rows[f] for f in forms}, indent=1))
+    tag = f"-set{settings_hash(a.overrides)[:8]}" if a.overrides else ""
+    (a.out / f"family{tag}.json").write_text(json.dumps({f: rows[f] for f in forms}, indent=1))
 
 
 if __name__ == "__main__":

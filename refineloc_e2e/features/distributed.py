@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.device import configure_cpu_math
@@ -53,6 +52,7 @@ from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambigu
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.features.ray_compat import canonicalize_address, loopback_only
 from refineloc_e2e.fileio import atomic_write_json
+from refineloc_e2e.progress import Progress
 
 try:  # the optional [ray] extra
     import ray
@@ -292,7 +292,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
         for video in videos:
             submit(video, blocking=False)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        bar = tqdm(total=len(videos), desc="extract (ray)", unit="video", disable=not progress, file=sys.stderr)
+        bar = Progress(len(videos), desc="extract (ray)", unit="video", enabled=progress)
         video_s, notes_seen, deferred = 0.0, set(), []
         finished = False
         try:
@@ -317,8 +317,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
                         summary.loaded_models |= result.built_models
                         summary.model_builds += int(result.built_models)
                         video_s += outcome.duration_s
-                        bar.update(1)
-                        bar.set_postfix_str(f"{video_s:.0f} video-s")
+                        bar.update(1, note=f"{video.name[-40:]} ({video_s:.0f} video-s so far)")
                 if not pending and deferred:
                     for video in deferred:
                         submit(video, blocking=True)

@@ -16,14 +16,14 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from refineloc_e2e import __version__
 from refineloc_e2e.backbone.i3d import FEATURE_DIM
-from refineloc_e2e.backbone.weights import DEFAULT_WEIGHTS, build_i3d
+from refineloc_e2e.backbone.weights import BACKBONE_PRESETS, DEFAULT_WEIGHTS, build_i3d
 from refineloc_e2e.config import settings_hash
 from refineloc_e2e.device import resolve_device
 from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
@@ -50,6 +50,8 @@ class ExtractConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)  # TV-L1; the defaults are the `fast` preset
     streams: str = "both"                          # rgb | flow | both; features are [rgb | flow] in that order
+    backbone: str = "default"                       # weights preset the two keys below start from (recorded;
+                                                    # the weights are what count): default | standard
     rgb_weights: str = DEFAULT_WEIGHTS["rgb"]       # manifest name or path (see backbone/manifest.json)
     flow_weights: str = DEFAULT_WEIGHTS["flow"]     # manifest name, path, or the named init method
     batch_snippets: int = 8                         # snippets per I3D forward (32+ on a GPU)
@@ -61,7 +63,25 @@ class ExtractConfig:
     channels_last: bool = True                      # channels_last_3d I3D (speed only)
     torch_compile: bool = False                     # torch.compile the I3D streams (speed only; slow first call)
 
+    @classmethod
+    def config_base(cls, data: Mapping[str, Any], base: ExtractConfig | None, prefix: str = ""
+                    ) -> ExtractConfig | None:
+        """``config.from_dict`` hook: with a ``backbone`` key, the weights keys start from that preset's pair
+        (``rgb_weights`` / ``flow_weights`` given beside it still win), else from ``base``."""
+        if "backbone" not in data:
+            return base
+        preset = data["backbone"]
+        if not isinstance(preset, str) or preset not in BACKBONE_PRESETS:
+            raise ConfigError(f"config key '{prefix}backbone': unknown backbone preset {preset!r} "
+                              f"(known: {', '.join(BACKBONE_PRESETS)})")
+        weights = BACKBONE_PRESETS[preset]
+        return dataclasses.replace(base or cls(), backbone=preset, rgb_weights=weights["rgb"],
+                                   flow_weights=weights["flow"])
+
     def validate(self) -> None:
+        if self.backbone not in BACKBONE_PRESETS:
+            raise ConfigError(f"config key 'backbone': unknown backbone preset {self.backbone!r} "
+                              f"(known: {', '.join(BACKBONE_PRESETS)})")
         if self.streams not in ("rgb", "flow", "both"):
             raise ConfigError(f"config key 'streams': expected rgb, flow or both, got {self.streams!r}")
         if self.batch_snippets < 1:
@@ -81,6 +101,14 @@ class ExtractConfig:
     @property
     def stream_list(self) -> list[str]:
         return list(STREAMS) if self.streams == "both" else [self.streams]
+
+
+def _weights_identity(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What of a stream's weights provenance is hashed into the cache key: sha256 and init, plus URL and git
+    blob id for published downloads (keys absent otherwise, so earlier caches keep their hash)."""
+    ident = {"sha256": provenance.get("sha256"), "init": provenance.get("init")}
+    ident.update({k: provenance[k] for k in ("url", "git_blob") if k in provenance})
+    return ident
 
 
 class FeatureExtractor:
@@ -132,7 +160,7 @@ class FeatureExtractor:
             "format_version": FORMAT_VERSION,
             "decode": dataclasses.asdict(self.cfg.decode),
             "streams": self.cfg.stream_list,
-            "weights": {k: {"sha256": v.get("sha256"), "init": v.get("init")} for k, v in self.provenance.items()},
+            "weights": {k: _weights_identity(v) for k, v in self.provenance.items()},
             "precision": self.cfg.precision,
         }
         if "flow" in self.cfg.stream_list:

@@ -27,6 +27,7 @@ from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import (RestrictedUnpickler, load_arrays_untrusted, load_npy_untrusted, package_data,
                                   sha256_file)
+from refineloc_e2e.progress import Progress
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
 
 _DATA_DIR = package_data("data")
@@ -80,6 +81,7 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
                            f"and {len(durations)} durations (is this the Thumos14reduced file?)")
     source = {"name": WTALC_SOURCE, "path": str(features_npy.resolve()), "size": features_npy.stat().st_size,
               "sha256": sha256_file(features_npy)}
+    bar = Progress(len(names), desc=features_npy.name, unit="video", enabled=not quiet)
     for i, (vid, duration_s) in enumerate(zip(names, durations)):
         feats = np.asarray(rows[i])  # [T, 2048]
         if feats.ndim != 2 or feats.shape[1] != 2 * FEATURE_DIM or feats.shape[0] == 0 or feats.dtype.kind != "f":
@@ -96,10 +98,8 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
                 "stride_frames": I3D_SNIPPET_FRAMES, "duration_s": float(duration_s), "dim": 2 * FEATURE_DIM,
                 "streams": ["rgb", "flow"], "backbone": WTALC_BACKBONE, "source": {**source, "row": i}}
         write_features(out_dir, vid, feats.astype(np.float32), meta)
-        if not quiet:
-            print(f"\r{features_npy.name}: {i + 1}/{len(names)} videos", end="", file=sys.stderr, flush=True)
-    if not quiet:
-        print(file=sys.stderr)
+        bar.update(1, note=vid)
+    bar.close()
     return len(names)
 
 
@@ -247,8 +247,8 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
         raise InputError(f"{src}: no file matches {wanted} (extensions {', '.join(ARRAY_EXTENSIONS)})")
     order = [s for s in STREAM_NAMES if s in spec.streams]  # written order: [rgb | flow]
     not_in_dataset = []
-    tty = sys.stderr.isatty()  # a terminal gets one updated line; a log file one line per 10 %
-    for n, vid in enumerate(ids):
+    bar = Progress(len(ids), desc=src.name, unit="video", enabled=not quiet)
+    for vid in ids:
         if joint:
             path = found["joint"][vid]
             obj = _pick(load_arrays_untrusted(path), path, spec.key, spec.streams if len(spec.streams) > 1 else None)
@@ -286,12 +286,8 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
                 "source": {"folder": str(src.resolve()), "layout": layout, "patterns": patterns,
                            "stream_order": list(spec.streams), "key": spec.key, "files": sources}}
         write_features(out_dir, vid, feats, meta)
-        if not quiet and tty:
-            print(f"\r{src.name}: {n + 1}/{len(ids)} videos", end="", file=sys.stderr, flush=True)
-        elif not quiet and (n + 1) * 10 // len(ids) > n * 10 // len(ids):  # a redirected log: a line per 10 %
-            print(f"{src.name}: {n + 1}/{len(ids)} videos", file=sys.stderr, flush=True)
-    if not quiet and tty:
-        print(file=sys.stderr)
+        bar.update(1, note=vid)
+    bar.close()
     if not_in_dataset:
         log(f"warning: {len(not_in_dataset)} imported videos are not in {dataset.name}, their length was not "
             f"checked: {', '.join(not_in_dataset[:10])}{' ...' if len(not_in_dataset) > 10 else ''}")

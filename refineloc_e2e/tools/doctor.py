@@ -18,7 +18,7 @@ import numpy
 import torch
 
 from refineloc_e2e import __version__
-from refineloc_e2e.backbone.weights import list_weights, manifest_path, weights_dir
+from refineloc_e2e.backbone.weights import list_weights, manifest_path, preset_status, weights_dir
 from refineloc_e2e.errors import RefineLocError
 
 Check = tuple[bool | None, str, str]
@@ -80,6 +80,14 @@ def _weights() -> Iterator[Check]:
         else:
             again = "fetch it again" if w.get("fetchable") else "register the right file again"
             yield False, name, f"present but sha256 MISMATCH ({w.get('path')}): delete it and {again}"
+    for p in preset_status(entries):
+        pair = f"rgb {p['weights']['rgb']} + flow {p['weights']['flow']}"
+        if p["complete"]:
+            yield True, f"backbone {p['name']}", f"complete ({pair})"
+        else:
+            names = " ".join(n for n, _ in p["missing"])
+            yield None, f"backbone {p['name']}", (f"incomplete ({pair}): {', '.join(n for n, _ in p['missing'])} "
+                                                 f"missing or unverified (refineloc-e2e weights fetch {names})")
 
 
 def _writable(cache_dir: Path) -> Check:

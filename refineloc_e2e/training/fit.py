@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from refineloc_e2e.errors import ConfigError
+from refineloc_e2e.progress import Progress
 from refineloc_e2e.model.head import HeadConfig, WSTALHead, build_head, label_targets, video_loss
 
 
@@ -165,9 +165,9 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
                                                            patience=cfg.plateau_patience)
         best_state, best = None, (float("inf"), None, None, -1)  # (loss, loss, video loss, epoch)
         result = FitResult(model=model, best_epoch=-1, best_heldout_loss=None, best_heldout_video_loss=None)
-        bar = tqdm(range(cfg.epochs), desc=f"iteration {iteration}", disable=not progress, leave=False)
+        bar = Progress(cfg.epochs, desc=f"iteration {iteration}", unit="epoch", enabled=progress, leave=False)
         held_batches = eval_batches(heldout_items, n_classes, device) if heldout_items else []  # collated once
-        for epoch in bar:
+        for epoch in range(cfg.epochs):
             t_epoch = time.perf_counter()
             model.train()
             order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(len(train_items))
@@ -194,10 +194,11 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             if watched < best[0]:
                 best = (watched, h_loss, h_video, epoch)
                 best_state = copy.deepcopy(model.state_dict())  # a copy, never the live weights
-            bar.set_postfix(train=f"{train_loss:.4f}", heldout="-" if h_loss is None else f"{h_loss:.4f}")
+            bar.update(1, note=f"train {train_loss:.4f}, held-out " + ("-" if h_loss is None else f"{h_loss:.4f}"))
             result.epochs_run = epoch + 1
             if cfg.early_stop_patience and h_loss is not None and epoch - best[3] >= cfg.early_stop_patience:
                 break
+        bar.close()
         model.load_state_dict(best_state)
         model.eval()
         result.best_epoch = best[3]

@@ -49,3 +49,11 @@ def test_heldout_map_on_a_real_run(tmp_path):
                                                                device="cpu", holdout_fraction=0.0)})
     with pytest.raises(DatasetError, match="heldout_map.*held-out training videos with temporal annotations"):
         run_training(no_held, dataset=ds, features=feats, run_dir=tmp_path / "r2", feature_meta=META, progress=False)
+
+
+def test_a_margin_keeps_the_earlier_iteration_unless_the_rise_is_real():
+    its = _its([0.70, 0.733, 0.60], key="wap")  # one held-out video's worth of rise, then a fall
+    assert select_iteration(its, "wap", None)[0] == 1
+    assert select_iteration(its, "wap", None, margin=0.05)[0] == 0
+    its = _its([0.34, 0.43, 0.37], key="wap")
+    assert select_iteration(its, "wap", None, margin=0.05)[0] == 1

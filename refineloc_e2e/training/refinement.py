@@ -57,6 +57,7 @@ class RunConfig:
     select: str = "fixed"
     select_iteration: int | None = None  # "fixed": this iteration (paper 4.3: eta = 3); None = the last one
     heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
+    select_margin: float = 0.0  # wap / wap_dup / heldout_map: a later iteration must beat the kept one by more
     eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluate.default_tious)
 
     def validate(self) -> None:
@@ -67,6 +68,8 @@ class RunConfig:
             raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
                               f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
                               f"(null) to save the last iteration")
+        if not 0.0 <= self.select_margin < 1.0:
+            raise ConfigError(f"config key 'select_margin' must be in [0, 1), got {self.select_margin}")
         if not 0.0 < self.heldout_map_tiou <= 1.0:
             raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
 
@@ -389,7 +392,7 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
     if cfg.select == "heldout_map" and any((e.get("heldout") or {}).get("heldout_map") is None for e in its):
         raise DatasetError("select 'heldout_map' needs held-out training videos with temporal annotations "
                            "(train.holdout_fraction > 0 and a dataset whose training videos have segments)")
-    selected, why = select_iteration(its, cfg.select, cfg.select_iteration, metrics.get("guard"))
+    selected, why = select_iteration(its, cfg.select, cfg.select_iteration, metrics.get("guard"), cfg.select_margin)
     metrics["selected_iteration"] = selected
     metrics["select"] = cfg.select
     metrics["select_reason"] = why

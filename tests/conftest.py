@@ -148,3 +148,8 @@ def tiny_models():
 def tiny_cfg(**kw) -> ExtractConfig:
     kw = {"decode": TINY_DECODE, "flow": FAST, "device": "cpu", "batch_snippets": 2, **kw}
     return ExtractConfig(**kw)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="Rewrite the golden files under tests/data/ from the current code instead of comparing.")

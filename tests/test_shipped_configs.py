@@ -3,12 +3,16 @@ YAML either differs from them or says it restates them (``# ... restates default
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from refineloc_e2e.config import load_config, shipped_config, shipped_config_names, to_dict
-from refineloc_e2e.training.refinement import RunConfig
+from refineloc_e2e.training.refinement import RunConfig, load_run_config
+
+GOLDEN = Path(__file__).parent / "data" / "shipped_configs_resolved.json"  # `pytest --regen-golden` rewrites it
 
 MARK = "restates default"
 _LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w]*):(?P<rest>.*)$")
@@ -62,3 +66,12 @@ def test_shipped_configs_point_nowhere_outside_the_package():
     for name in shipped_config_names():
         text = shipped_config(name).read_text(encoding="utf-8")
         assert "/work/" not in text and "../shared" not in text, name
+
+
+def test_resolved_shipped_configs_match_the_snapshot(request):
+    """Every shipped config resolves to exactly the values in the golden snapshot (taken before the shipped
+    YAMLs became deltas from their bases); a change here is a change of what a run does."""
+    resolved = {name: to_dict(load_run_config(shipped_config(name))) for name in shipped_config_names()}
+    if request.config.getoption("--regen-golden"):
+        GOLDEN.write_text(json.dumps(resolved, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    assert resolved == json.loads(GOLDEN.read_text(encoding="utf-8"))

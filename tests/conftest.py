@@ -150,6 +150,11 @@ def tiny_cfg(**kw) -> ExtractConfig:
     return ExtractConfig(**kw)
 
 
+def _tmp_files(folder: Path) -> list[str]:
+    """Names of the temp files (``*.tmp``) left anywhere under ``folder``: an atomic write leaves none."""
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--regen-golden", action="store_true", default=False,
                      help="Rewrite the golden files under tests/data/ from the current code instead of comparing.")

@@ -64,6 +64,7 @@ def test_extract_train_detect_verbatim(tmp_path, monkeypatch, make_video, one_th
         return r.stderr.splitlines()
 
     out = cmd("refineloc-e2e extract videos/")
+    assert out[0] == "features: writing to features/ (where `train` looks for them; -o DIR for another)"
     assert out[-1] == f"extracted {len(ids)}, skipped (up to date) 0, failed 0"
     assert sorted(p.stem for p in Path("features").glob("*.npy")) == sorted(ids)
     _, meta = read_features(tmp_path / "features", ids[0])

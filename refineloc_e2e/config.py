@@ -241,13 +241,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
                 *, base: T | None = None) -> T:
     """THE config loader: defaults (or ``base``) <- the YAML's ``base:`` chain <- YAML file <- ``--set`` overrides,
     validated into ``cls``."""
-    data: dict = read_config_chain(path)[0] if path is not None else {}
+    data, chain = read_config_chain(path) if path is not None else ({}, [])
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     try:
         return from_dict(cls, data, base=base)
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
+        if len(chain) > 1:  # the bad key may sit in any file of the chain
+            where = f"{path} (with its bases {' -> '.join(str(p) for p in chain[1:])}): "
         raise ConfigError(f"{where}{e}") from None
 
 

@@ -6,6 +6,11 @@ differs from them, each line with its source. This module builds a config from n
 loader, :func:`load_config`), applies ``key.sub=value`` overrides, and hashes the settings that change
 numbers. A dataclass may define ``config_base(data, base, prefix)`` (a classmethod) to choose the base its
 keys apply to, e.g. a flow preset.
+
+A YAML file may name its base config with a top-level ``base:`` key: a shipped config's name
+(``base: thumos14-paper``) or a path (relative to the file that names it). Bases are read depth-first
+(the base's own base first) and merged key by key, the naming file winning; a chain that returns to a
+file already in it is an error that names the whole loop.
 """
 
 from __future__ import annotations
@@ -190,6 +195,49 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+BASE_KEY = "base"  # top-level YAML key naming the config a file is a delta from
+
+
+def _base_path(value: Any, path: Path) -> Path:
+    """Where ``base: <value>`` in ``path`` points: a shipped config's name, else a file relative to ``path``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: 'base' must be a shipped config name or a YAML path, got {value!r}")
+    candidate = Path(value)
+    if not candidate.is_absolute():
+        candidate = path.parent / candidate
+    if candidate.is_file():
+        return candidate
+    if candidate.suffix == "" and "/" not in value and shipped_config(value) is not None:
+        return shipped_config(value)
+    names = ", ".join(shipped_config_names())
+    raise ConfigError(f"{path}: base '{value}' is neither a file nor a shipped config (shipped: {names})")
+
+
+def read_config_chain(path: str | Path) -> tuple[dict, list[Path]]:
+    """The YAML at ``path`` with its ``base:`` chain merged in (bases first), and the chain itself.
+
+    Returns ``(data, chain)``: ``data`` has no ``base`` key; ``chain`` lists the files from ``path`` down to
+    the root base. A chain that loops raises ``ConfigError`` naming every file of the loop.
+    """
+    chain: list[Path] = []
+    layers: list[dict] = []
+    current: Path | None = Path(path)
+    while current is not None:
+        key = current.resolve()
+        if key in [c.resolve() for c in chain]:
+            loop = " -> ".join(str(c) for c in chain[[c.resolve() for c in chain].index(key):] + [current])
+            raise ConfigError(f"{chain[0]}: config 'base' chain loops: {loop}")
+        chain.append(current)
+        data = read_yaml(current)
+        base = data.pop(BASE_KEY, None)
+        layers.append(data)
+        current = _base_path(base, current) if base is not None else None
+    merged: dict = {}
+    for layer in reversed(layers):  # root base first, the named file last (it wins)
+        merged = deep_merge(merged, layer)
+    return merged, chain
+
+
 def shipped_config(name: str) -> Path | None:
     """The shipped config ``refineloc_e2e/configs/<name>.yaml`` (package data), or None if there is none."""
     entry = resources.files("refineloc_e2e") / "configs" / f"{name}.yaml"
@@ -204,14 +252,17 @@ def shipped_config_names() -> list[str]:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 *, base: T | None = None) -> T:
-    """THE config loader: defaults (or ``base``) <- YAML file <- ``--set`` overrides, validated into ``cls``."""
-    data: dict = read_yaml(path) if path is not None else {}
+    """THE config loader: defaults (or ``base``) <- the YAML's ``base:`` chain <- YAML file <- ``--set`` overrides,
+    validated into ``cls``."""
+    data, chain = read_config_chain(path) if path is not None else ({}, [])
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
     try:
         return from_dict(cls, data, base=base)
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
+        if len(chain) > 1:  # the bad key may sit in any file of the chain
+            where = f"{path} (with its bases {' -> '.join(str(p) for p in chain[1:])}): "
         raise ConfigError(f"{where}{e}") from None
 
 

@@ -193,3 +193,13 @@ def make_dataset(n_train=60, n_test=30, n_classes=4, dim=64, seed=0, t_range=(60
                                       segs, float(snippet_to_seconds(T, fps=25.0, snippet_frames=16)), 30.0)
         feats[vid] = x
     return Dataset("synthetic", classes, videos), feats
+
+
+def _tmp_files(folder: Path) -> list[str]:
+    """Names of the temp files (``*.tmp``) left anywhere under ``folder``: an atomic write leaves none."""
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="Rewrite the golden files under tests/data/ from the current code instead of comparing.")

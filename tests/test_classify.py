@@ -56,22 +56,25 @@ def test_classify_rejects_bad_k():
 
 # ----------------------------------------------------------------------------- real weights
 
-DEEPMIND_TOP1_LOGIT = 25.856646  # tests/data/out_no_imagenet_rgb.txt (float sample, rgb_scratch)
-
-
-def _deepmind_top1(path=DATA / "out_no_imagenet_rgb.txt"):
+def _deepmind_top(path=DATA / "out_no_imagenet_rgb.txt") -> list[tuple[str, float]]:
+    """(label, logit) of DeepMind's printed top classes for their float cricket sample (rgb_scratch), best first."""
+    top = []
     for line in path.read_text().splitlines():
         parts = line.split(maxsplit=2)
-        if len(parts) == 3 and parts[2] == "playing cricket":
-            return float(parts[1])
-    raise AssertionError("no playing cricket line")
+        if len(parts) == 3:
+            try:
+                top.append((parts[2], float(parts[1])))
+            except ValueError:
+                continue
+    assert len(top) == 20, f"{path}: expected DeepMind's 20 top classes, read {len(top)}"
+    return top
 
 
 @pytest.mark.real
 @pytest.mark.slow
 def test_cricket_native_size_all_frames(real_weights):
     """All 79 GIF frames at their native 224x224 in one pass, as in DeepMind's sample (no resize)."""
-    assert _deepmind_top1() == pytest.approx(DEEPMIND_TOP1_LOGIT)
+    reference = _deepmind_top()
     model, prov = build_i3d("rgb", None, "cpu")
     assert prov["weights_id"] == "i3d-kinetics400-rgb"
     with av.open(str(GIF)) as container:
@@ -81,7 +84,11 @@ def test_cricket_native_size_all_frames(real_weights):
     labels = kinetics400_labels()
     probs = logits.softmax(0)
     top1 = int(logits.argmax())
-    assert labels[top1] == "playing cricket" and probs[top1] > 0.95
+    assert labels[top1] == reference[0][0] == "playing cricket" and probs[top1] > 0.95
+    # DeepMind's top 20 on their float clip vs ours on the palette GIF: measured 9 shared classes (cricket, the
+    # ball sports, skateboarding, breakdancing, ...); the palette moves the rest (robot dancing, pumping fist)
+    ours = {labels[i] for i in logits.argsort(descending=True)[:20].tolist()}
+    assert len(ours & {label for label, _ in reference}) >= 8
     # The GIF is a 256-colour palette version of DeepMind's float clip; measured here: 17.64 (vs 25.86).
     # Pinned so that a numerics change shows; widen only with a reason.
     assert float(logits[top1]) == pytest.approx(17.64, abs=0.1)
@@ -95,4 +102,4 @@ def test_classify_cricket_through_the_extractor_preprocessing(real_weights):
     label, logit, prob = top[0]
     assert label == "playing cricket" and prob > 0.95
     assert [t[1] for t in top] == sorted((t[1] for t in top), reverse=True)
-    assert 15.0 < logit < DEEPMIND_TOP1_LOGIT + 1.0  # measured 19.08 with the project's decode
+    assert 15.0 < logit < _deepmind_top()[0][1] + 1.0  # measured 19.08 with the project's decode

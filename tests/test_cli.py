@@ -88,12 +88,14 @@ def test_config_and_usage_errors_exact(tmp_path, monkeypatch):
     r = run("extract", "v.mp4", "--set", "decode.nosuch=1")
     assert r.exit_code == 1 and r.stderr.startswith("error: unknown config key 'decode.nosuch'")
     r = run("detect", "v.mp4")
-    assert (r.exit_code, r.stderr) == (1, "error: --model is required: a trained head, e.g. runs/thumos14/model.pt\n")
+    assert (r.exit_code, r.stderr) == (1, "error: no trained model: runs/*/model.pt matches nothing here; train one "
+                                          "with `refineloc-e2e train --dataset thumos14`, or give --model FILE\n")
     r = run("detect", "v.mp4", "--model", "nope.pt")
     assert (r.exit_code, r.stderr) == (1, "error: nope.pt: model file not found\n")
     r = run("train", "--dataset", "thumos14")
-    assert (r.exit_code, r.stderr) == (1, "error: give --features DIR (extracted features) or --data-root DIR "
-                                          "(videos to extract)\n")
+    assert (r.exit_code, r.stderr) == (1, "error: no features to train on: there is no features/ folder here; make "
+                                          "it with `refineloc-e2e extract VIDEOS...`, or give --features DIR "
+                                          "(extracted features) or --data-root DIR (videos to extract)\n")
     r = run("train", "--dataset", "nosuch")
     assert r.exit_code == 1 and r.stderr.startswith("error: unknown dataset 'nosuch'")
 

@@ -17,6 +17,7 @@ from refineloc_e2e.errors import ConfigError, RefineLocError
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, flow_config, iter_flow, resolve_backend, to_gray
 from refineloc_e2e.video.flow_chunks import auto_workers
+from refineloc_e2e.video.tvl1_torch import tvl1_flow
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,7 +73,12 @@ def test_torch_engine_chains_initial_flow_pair_by_pair(tmp_path):
     cold = list(iter_flow(rgb, flow_config("fast", backend="torch"), postprocess=False))
     assert len(chained) == 3
     np.testing.assert_allclose(chained[0], cold[0], atol=1e-5)  # the first pair has nothing to start from
-    assert not np.array_equal(chained[1], cold[1])  # the second starts from the first's field
+    assert not np.array_equal(chained[1], cold[1])  # the second starts from the first's field:
+    grays = np.stack([to_gray(f) for f in rgb])  # [3, H, W]
+    from_first = tvl1_flow(grays[1:2], grays[2:3], cfg, init_flow=chained[0][None])[0].numpy()
+    np.testing.assert_array_equal(chained[1], from_first)  # exactly TV-L1 started from the first pair's field
+    for field in (*chained[:2], *cold[:2]):  # and it is right: the ramp moves 2 px right per frame
+        np.testing.assert_allclose(np.median(field[8:-8, 12:-12], axis=(0, 1)), [2.0, 0.0], atol=0.01)
 
 
 def test_auto_workers_rule():

@@ -47,19 +47,37 @@ def test_plot_timeline_writes_png(tmp_path):
 
 
 def test_plot_timeline_minimal_inputs(tmp_path):
+    """No classes, no predictions: the attention curve over the 3 snippets' 1.92 s, empty panels that say so."""
     out = tmp_path / "empty.png"
-    plot_timeline(out, video_id="v", duration_s=None, fps=25.0, snippet_frames=16, fg_attention=np.zeros(3),
-                  class_scores={}, predictions=[], title="nothing detected")
+    fig = plot_timeline(out, video_id="v", duration_s=None, fps=25.0, snippet_frames=16, fg_attention=np.zeros(3),
+                        class_scores={}, predictions=[], title="nothing detected")
     assert _png_size(out) == (1200, 750)
+    ax_att, ax_cls, ax_seg = fig.axes
+    assert fig.get_suptitle() == "nothing detected"
+    assert [p.get_label() for p in ax_att.patches] == ["foreground attention"]
+    np.testing.assert_allclose(ax_att.patches[0].get_data().edges, [0.0, 0.64, 1.28, 1.92])
+    assert ax_seg.get_xlim() == (0.0, 1.92)  # no duration given: the snippets' end
+    assert (list(ax_cls.patches), ax_cls.get_legend(), list(ax_seg.patches), list(ax_seg.texts)) == ([], None, [], [])
+    assert ax_seg.get_title(loc="left") == "segments: 0 predicted"
 
 
 def test_plot_timeline_many_predictions(tmp_path):
     attention, scores, _, _ = _inputs(50)
     predictions = [{"label": "Diving", "score": i / 100, "segment": [i * 0.2, i * 0.2 + 5]} for i in range(100)]
     out = tmp_path / "many.png"
-    plot_timeline(out, video_id="v", duration_s=32.0, fps=25.0, snippet_frames=16, fg_attention=attention,
-                  class_scores=scores, predictions=predictions)
+    fig = plot_timeline(out, video_id="v", duration_s=32.0, fps=25.0, snippet_frames=16, fg_attention=attention,
+                        class_scores=scores, predictions=predictions)
     assert _png_size(out) == (1200, 750)
+    ax_att, ax_cls, ax_seg = fig.axes
+    assert ax_seg.get_title(loc="left") == "segments: 100 predicted (70 lowest-scoring not drawn)"
+    bars = ax_seg.patches  # the 30 best-scoring, at their times, labelled with their scores
+    assert len(bars) == 30
+    assert sorted((round(b.get_x(), 6), round(b.get_width(), 6)) for b in bars) == \
+        [(round(i * 0.2, 6), 5.0) for i in range(70, 100)]
+    assert sorted(t.get_text() for t in ax_seg.texts) == [f" Diving {i / 100:.2f}" for i in range(70, 100)]
+    legend = [t.get_text() for t in ax_cls.get_legend().get_texts()]  # the 5 highest peaks, highest first: the
+    assert len(legend) == 5 and legend[:4] == ["LongJump", "HighJump", "CliffDiving", "Diving"]  # 4 with a bump
+    # in the 50 snippets (peaks 4, 3, 2, 1); the 5th is noise
 
 
 def test_plot_timeline_rejects_bad_shapes(tmp_path):

@@ -200,25 +200,6 @@ def test_paper_and_released_configs_load(name):
         assert cfg.pseudo.class_weighting == "none"
 
 
-def test_every_unmarked_yaml_key_differs_from_default():
-    import yaml
-    from refineloc_e2e.config import to_dict
-    default = to_dict(RunConfig())
-    for name in ("thumos14-paper", "thumos14-released", "activitynet12-paper", "activitynet12-released"):
-        path = CONFIGS / f"{name}.yaml"
-        data = yaml.safe_load(path.read_text())
-        marked = {line.split(":")[0].strip() for line in path.read_text().splitlines()
-                  if "# restates default" in line}
-
-        def walk(d, ref, prefix=""):
-            for k, v in d.items():
-                if isinstance(v, dict):
-                    walk(v, ref[k], prefix + k + ".")
-                elif k not in marked:
-                    assert v != ref[k], f"{name}: {prefix}{k} = {v!r} restates the default without saying so"
-        walk(data, default)
-
-
 def test_ablation_forms_load_and_noinflate_labels_only_kept_snippets():
     import importlib.util
     spec = importlib.util.spec_from_file_location("refine_ablation", Path(__file__).resolve().parents[1]

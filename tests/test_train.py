@@ -49,18 +49,22 @@ def test_shipped_configs_load_with_paper_values():
     # beta 2: paper supplementary Table 6b (I3D) and the released run; held-out selection (issue 12)
     assert (th.train.lr, th.train.epochs, th.train.lr_decay, th.pseudo.beta, th.pseudo.sample_fraction) == \
         (1e-3, 50, 0.9, 2.0, 0.8)
-    assert (th.select, th.select_iteration) == ("fixed", None) and th.postprocess.attention_norm == "none"
+    # the family table (issue 17): logit time input, no min-max, select wap with a margin, the guard on
+    assert (th.select, th.select_margin, th.head.attention_time_input) == ("wap", 0.05, "logit")
+    assert th.postprocess.attention_norm == th.pseudo.segment.attention_norm == "none" and th.guard.enabled
     assert th.train.early_stop_patience == 3  # measured: same kept epoch, 2.07x per refinement iteration
     assert (th.postprocess.alpha_attention, th.postprocess.alpha_class, th.postprocess.top_k) == (0.5, 0.35, 2)
     # pseudo labels: the released thresholds, without the 2-snippet inflation (the measured change, issue 12);
     # detection keeps the paper's inflation
     assert (th.pseudo.segment.alpha_attention, th.pseudo.segment.alpha_class) == (0.08, 0.1)
     assert (th.pseudo.segment.inflate_snippets, th.postprocess.inflate_snippets) == (0, 2)
-    # the default is exactly the measured ablation form `paper+noinflate` up to the post-hoc choices
+    # the default is exactly the measured family form `logi/det-none/ps-none` on the paper's form
     paper = load_run_config(CONFIGS / "thumos14-paper.yaml", ["pseudo.segment.inflate_snippets=0",
                                                                "train.early_stop_patience=3",
                                                                "pseudo.fg_fraction_range=[0.1, 0.5]",
-                                                               "select_iteration=null", "guard.enabled=true"])
+                                                               "head.attention_time_input=logit",
+                                                               "select=wap", "select_margin=0.05",
+                                                               "guard.enabled=true"])
     assert paper == th
     an = load_run_config(CONFIGS / "activitynet12.yaml")
     assert (an.train.lr, an.postprocess.alpha_class, an.select) == (1e-4, 0.005, "wap")

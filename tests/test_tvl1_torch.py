@@ -191,6 +191,7 @@ def test_fixed_iterations_runs_and_stays_close():
     assert np.median(fixed[MARGIN:-MARGIN, MARGIN:-MARGIN], axis=(0, 1)) == pytest.approx([2.0, -1.5], abs=0.1)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_and_cuda_agree(bikes_gray):
     prev, nxt = np.stack(bikes_gray[:-1]), np.stack(bikes_gray[1:])

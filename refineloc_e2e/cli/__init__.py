@@ -2,7 +2,10 @@
 
 One module per command; ``common`` holds what they share. Every ``RefineLocError`` becomes one line on
 stderr (``error: <file>: <cause>``) and exit status 1; a batch in which some inputs failed exits with
-status 1 after finishing the others.
+status 1 after finishing the others. Every option may also be set in the environment as
+``REFINELOC_E2E_<COMMAND>_<PARAMETER>``, the parameter being the option's Python name (e.g.
+``REFINELOC_E2E_EXTRACT_OVERRIDES="decode.crop_size=56 streams=rgb"`` for ``--set``; a repeatable option's
+values are separated by spaces); the command line wins.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from refineloc_e2e.cli.train import train
 from refineloc_e2e.cli.weights import weights
 from refineloc_e2e.device import configure_cpu_math
 
+ENV_PREFIX = "REFINELOC_E2E"  # any option can also come from $REFINELOC_E2E_<COMMAND>_<PARAMETER> (click auto envvars)
 
-@click.group()
+
+@click.group(context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(__version__, prog_name="refineloc-e2e")
 def main() -> None:
     """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""

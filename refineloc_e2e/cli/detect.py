@@ -8,13 +8,12 @@ import sys
 import click
 
 from refineloc_e2e.cli.common import (DEFAULT_CACHE, announce_flow_init, errors_to_exit, extract_options,
-                                      load_extract_cfg, option_overrides, ray_option)
-from refineloc_e2e.config import from_dict, parse_overrides, to_dict, deep_merge
+                                      option_overrides, ray_option)
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.detection.detect import (detect_features, detect_videos, extract_config_from_meta, load_model,
-                                            redetect_from_scores)
+from refineloc_e2e.detection.detect import detect_features, detect_videos, load_model, redetect_from_scores
+from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
 from refineloc_e2e.errors import InputError
-from refineloc_e2e.features.extractor import SPEED_ONLY_KEYS, ExtractConfig, FeatureExtractor
+from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.model.segments import PostprocessConfig
 
 
@@ -22,7 +21,7 @@ from refineloc_e2e.model.segments import PostprocessConfig
 @click.argument("videos", nargs=-1)
 @click.option("-o", "--output", "out_json", type=click.Path(dir_okay=False), default="segments.json", show_default=True)
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Trained head (runs/<name>/model.pt).")
+              help="Trained head (default: the newest runs/*/model.pt).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
               help="Feature cache folder (with --ray: a shared folder every node sees).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Write one timeline PNG per video.")
@@ -45,15 +44,16 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     """Videos in, labelled time segments out (ActivityNet results JSON)."""
     pp_over = {k: v for k, v in (("alpha_attention", alpha_attention), ("alpha_class", alpha_class),
                                  ("top_k", top_k)) if v is not None}
-    loaded = load_model(model_path) if model_path is not None else None  # the one load of the checkpoint
-    base_pp = loaded.postprocess_config if loaded is not None else None
-    if from_scores:
-        pp = dataclasses.replace(base_pp or PostprocessConfig(), **pp_over)
-        res = redetect_from_scores(from_scores, out_json, pp)
+    if from_scores:  # the saved scores need no model; one given supplies its post-processing settings
+        base_pp = load_model(model_path).postprocess_config if model_path is not None else PostprocessConfig()
+        res = redetect_from_scores(from_scores, out_json, dataclasses.replace(base_pp, **pp_over))
         click.echo(f"wrote {out_json}: {sum(map(len, res.values()))} segments in {len(res)} videos", err=True)
         return
-    if loaded is None:
-        raise InputError("--model is required: a trained head, e.g. runs/thumos14/model.pt")
+    model_path, picked = pick_model(model_path)
+    if picked is not None:
+        click.echo(picked, err=True)
+    loaded = load_model(model_path)  # the one load of the checkpoint
+    base_pp = loaded.postprocess_config
     pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
     gt = _load_ground_truth(ground_truth) if ground_truth else None
     if features_dir:
@@ -64,29 +64,15 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
         return
     if not videos:
         raise InputError("no video given (or use --features DIR or --from-scores DIR)")
-    cfg = detect_extract_config(loaded.feature_meta, config_path, overrides, streams=streams, device=device,
-                                flow_weights=flow_weights, workers=workers)
+    extra = list(overrides) + option_overrides(streams=streams, device=device, flow_weights=flow_weights,
+                                               workers=workers)
+    cfg = extract_config_for_model(loaded.feature_meta, config_path, extra)
     extractor = FeatureExtractor(cfg)
     announce_flow_init(extractor)
     summary = detect_videos(videos, model_path=model_path, out_json=out_json, extract_cfg=cfg, cache_dir=cache_dir,
                             postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
                             progress=not quiet, extractor=extractor, model=loaded, ray_address=ray_address)
     _report_detect(out_json, summary)
-
-
-def detect_extract_config(model_meta: dict, config_path, overrides, *, streams=None, device=None, flow_weights=None,
-                          workers=None) -> ExtractConfig:
-    """The model's own extraction settings, with speed-only options (workers, device, batch size, ...) applied on
-    top; any option that changes the numbers (a config file, --streams, --flow-weights, another --set) makes
-    the given settings the ones used, and the model then demands they match what it was trained on."""
-    extra = list(overrides) + option_overrides(streams=streams, device=device, flow_weights=flow_weights,
-                                               workers=workers)
-    given = parse_overrides(extra)
-    speed_only = config_path is None and set(given) <= set(SPEED_ONLY_KEYS)
-    model_cfg = extract_config_from_meta(model_meta) if speed_only else None
-    if model_cfg is None:
-        return load_extract_cfg(config_path, extra)
-    return from_dict(ExtractConfig, deep_merge(to_dict(model_cfg), given))
 
 
 def _report_detect(out_json, summary) -> None:

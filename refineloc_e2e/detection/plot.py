@@ -40,8 +40,9 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
                   stride_frames: int | None = None, fg_attention: np.ndarray,
                   class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
                   ground_truth: Sequence[Segment] | None = None, title: str | None = None,
-                  attention_threshold: float | None = None, top_k_classes: int = 5) -> None:
-    """Write a three-panel timeline PNG to ``path`` (atomically).
+                  attention_threshold: float | None = None, top_k_classes: int = 5) -> Figure:
+    """Write a three-panel timeline PNG to ``path`` (atomically); returns the drawn figure (panels
+    ``fig.axes``: attention, class activations, segments) so what was drawn can be inspected.
 
     ``fg_attention``: float[T] foreground attention per snippet; ``class_scores``: class -> float[T]
     activations (the ``top_k_classes`` with the highest peak are drawn); ``predictions``: ActivityNet
@@ -128,3 +129,4 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
 
     with atomic_writer(path, "wb") as f:
         fig.savefig(f, format="png")
+    return fig

@@ -52,7 +52,8 @@ def _released_code_segment_thresholds() -> PostprocessConfig:
 class PseudoConfig:
     generator: str = "segment_prediction"  # one of GENERATORS (paper 3.2; segment prediction = final model)
     sample_fraction: float = 0.8  # S: fraction of snippets per video in the pseudo loss (paper 4.2: 80%)
-    beta: float = 4.0  # weight of the pseudo-label loss in eq. 4 (paper 4.3: beta = 4 best)
+    beta: float = 4.0  # weight of the pseudo-label loss in eq. 4; paper supplementary Table 6c (TSN): 4 best, Table 6b
+    #                    (I3D, THUMOS'14): 2 best (configs/thumos14-paper.yaml); the main text's "4" is the TSN one
     class_threshold: float | None = None  # class_activation: None = released path (see module doc); a number:
     #                                        fg iff max_n cas >= it (paper's wording; value not given)
     attention_source: str = "foreground"  # attention (numeric threshold): "foreground" = attention_bf[:,1], "time"

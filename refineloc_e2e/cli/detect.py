@@ -12,7 +12,7 @@ from refineloc_e2e.cli.common import (DEFAULT_CACHE, announce_flow_init, errors_
 from refineloc_e2e.config import from_dict, parse_overrides, to_dict, deep_merge
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.detection.detect import (detect_features, detect_videos, extract_config_from_meta, load_model,
-                                            redetect_from_scores)
+                                            model_overrides, redetect_from_scores)
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import SPEED_ONLY_KEYS, ExtractConfig, FeatureExtractor
 from refineloc_e2e.model.segments import PostprocessConfig
@@ -47,6 +47,8 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
                                  ("top_k", top_k)) if v is not None}
     loaded = load_model(model_path) if model_path is not None else None  # the one load of the checkpoint
     base_pp = loaded.postprocess_config if loaded is not None else None
+    if loaded is not None:  # --set head.* may only restate the trained head (e.g. its base)
+        overrides = model_overrides(overrides, loaded, model_path)
     if from_scores:
         pp = dataclasses.replace(base_pp or PostprocessConfig(), **pp_over)
         res = redetect_from_scores(from_scores, out_json, pp)

@@ -12,6 +12,7 @@ an iteration / epochs run, held-out loss included). Runs are cached in ``--out``
 
     nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_bench      # 3 seeds, iterations 0-2
     nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_narrow --basnet-set head.basnet.cas_width=512
+    nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_bench --speed   # s / epoch only, interleaved
 
 Call ``torch.set_flush_denormal(True)`` first (done here): training slows ~6x on denormal floats otherwise.
 Test mAP is reported only; it drives nothing.
@@ -102,6 +103,34 @@ def summarise(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def speed(args, ds, feats: dict) -> str:
+    """Seconds per training epoch (fit_model, one epoch incl. the held-out loss) of each base on the same videos,
+    rounds interleaved in one process so machine load hits every base alike; median over ``--speed-rounds``."""
+    import dataclasses
+
+    from refineloc_e2e.training.fit import VideoItem, fit_model
+    variants = {"refineloc": ("refineloc", []), "basnet": ("basnet", []),
+                "basnet cas_width 512": ("basnet", ["head.basnet.cas_width=512"])}
+    items = [VideoItem(v.video_id, torch.from_numpy(np.ascontiguousarray(feats[v.video_id], dtype=np.float32)),
+                       [ds.class_index(lab) for lab in v.labels]) for v in ds.subset("train")][:args.speed_videos]
+    fit_items, held = items[:-2], items[-2:]
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.speed_rounds):
+        for name, (base, extra) in variants.items():
+            cfg = load_run_config(shipped_config(BASES[base]), extra + [f"train.batch_size={args.batch_size}"])
+            t0 = time.perf_counter()
+            fit_model(fit_items, held, n_classes=len(ds.classes), head_cfg=cfg.head,
+                      cfg=dataclasses.replace(cfg.train, epochs=1, device="cpu"), iteration=0, beta=0.0,
+                      class_weights=None, device=torch.device("cpu"), progress=False)
+            times[name].append(time.perf_counter() - t0)
+    ref = float(np.median(times["refineloc"]))
+    n = sum(it.features.shape[0] for it in items)
+    lines = [f"| base | s / epoch (median of {args.speed_rounds}) | x RefineLoc |", "|---|---|---|"]
+    lines += [f"| {k} | {np.median(v):.2f} | {np.median(v) / ref:.2f}x |" for k, v in times.items()]
+    return "\n".join(lines) + f"\n\n{len(items)} training videos, {n} snippets, batch {args.batch_size}, torch threads " \
+        f"{torch.get_num_threads()}"
+
+
 def main() -> None:
     torch.set_flush_denormal(True)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +143,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=40)
     ap.add_argument("--test", type=int, default=30)
     ap.add_argument("--basnet-set", nargs="*", default=[], help="extra KEY=VALUE overrides of the BaS-Net runs")
+    ap.add_argument("--speed", action="store_true", help="only time one epoch per base (interleaved rounds)")
+    ap.add_argument("--speed-rounds", type=int, default=3)
+    ap.add_argument("--speed-videos", type=int, default=20)
     ap.add_argument("--min-snippets", type=int, default=50)
     ap.add_argument("--max-snippets", type=int, default=100)
     args = ap.parse_args()
@@ -126,6 +158,11 @@ def main() -> None:
     ds = load_dataset(ann)
     t0 = time.perf_counter()
     feats, meta, _ = load_training_features(ds, bench / "features", skip_missing=False)
+    if args.speed:
+        table = speed(args, ds, feats)
+        (out / "basnet_speed.md").write_text(table + "\n")
+        print(table)
+        return
     results: dict[str, list[dict]] = {b: [] for b in args.bases}
     for s in args.seeds:  # seed-major: a partial run still pairs the bases
         for b in args.bases:

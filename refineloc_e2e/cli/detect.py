@@ -10,7 +10,8 @@ import click
 from refineloc_e2e.cli.common import (DEFAULT_CACHE, announce_flow_init, errors_to_exit, extract_options,
                                       option_overrides, ray_option)
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.detection.detect import detect_features, detect_videos, load_model, redetect_from_scores
+from refineloc_e2e.detection.detect import (detect_features, detect_videos, load_model, model_overrides,
+                                            redetect_from_scores)
 from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import FeatureExtractor
@@ -53,6 +54,7 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     if picked is not None:
         click.echo(picked, err=True)
     loaded = load_model(model_path)  # the one load of the checkpoint
+    overrides = model_overrides(overrides, loaded, model_path)  # --set head.* may only restate the trained head
     base_pp = loaded.postprocess_config
     pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
     gt = _load_ground_truth(ground_truth) if ground_truth else None

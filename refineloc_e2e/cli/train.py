@@ -26,6 +26,7 @@ from refineloc_e2e.training.refinement import run_training
                    "(default ~/.cache/refineloc-e2e/features).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Run config: a YAML file or a shipped config's name (thumos14, thumos14-paper, thumos14-released, "
+                   "thumos14-basnet, thumos14-basnet-refined, "
                    "activitynet12, activitynet12-paper, activitynet12-released, demo); default: the dataset's.")
 @click.option("--extract-config", type=click.Path(dir_okay=False), default=None,
               help="With --data-root: the extraction config YAML (default: the built-in defaults).")

@@ -25,11 +25,11 @@ import numpy as np
 from refineloc_e2e import __version__
 from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.backbone.weights import CROSS_MODALITY
-from refineloc_e2e.config import from_dict, to_dict
+from refineloc_e2e.config import from_dict, parse_overrides, to_dict
 from refineloc_e2e.datasets import Dataset
 from refineloc_e2e.detection.plot import plot_timeline
 from refineloc_e2e.device import resolve_device
-from refineloc_e2e.errors import CacheError, InputError, ModelMismatchError, RefineLocError
+from refineloc_e2e.errors import CacheError, ConfigError, InputError, ModelMismatchError, RefineLocError
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
@@ -138,6 +138,36 @@ def load_model(model_path: str | Path) -> LoadedHead:
     if not model_path.is_file():
         raise InputError(f"{model_path}: model file not found")
     return load_head(model_path, device="cpu")
+
+
+def model_overrides(overrides: Iterable[str], loaded: LoadedHead, model_name: str | Path) -> list[str]:
+    """``--set`` items minus the ``head.*`` ones, which may only restate the trained model's settings: a
+    trained head cannot change (e.g. ``head.base=refineloc`` on a BaS-Net model is a ``ModelMismatchError``)."""
+    rest = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("head."):
+            rest.append(item)
+            continue
+        given = parse_overrides([item])["head"]
+        saved = to_dict(loaded.head_config)
+        for sub, value in _leaves(given):
+            node = saved
+            for part in sub.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"--set {item}: unknown head setting 'head.{sub}'")
+                node = node[part]
+            if node != value:
+                raise ModelMismatchError(f"{model_name}: the model's head.{sub} is {node!r} but --set asks for "
+                                         f"{value!r}; a trained head's settings cannot change at detect")
+    return rest
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in tree.items():
+        out += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return out
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The RefineLoc WSTAL base model (paper section 3.1, eqs. 1-2): per-snippet classifier + bg/fg attention.
+"""The WSTAL base models: RefineLoc's (paper section 3.1, eqs. 1-2: per-snippet classifier + bg/fg attention)
+and BaS-Net (:mod:`basnet`), chosen by ``HeadConfig.base``.
 
 The network returns raw logits only (:meth:`WSTALHead.forward`); :func:`compute_scores` turns them into
 the paper's quantities, and :func:`video_loss` is the video-label cross-entropy. Padded snippets
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,20 @@ from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, WeightsError
 from refineloc_e2e.fileio import atomic_save_with, torch_load_untrusted
+from refineloc_e2e.model import basnet
+from refineloc_e2e.model.basnet import BaSNetConfig, BaSNetHead
 from refineloc_e2e.model.segments import PostprocessConfig
 
 CHECKPOINT_FORMAT = "refineloc-e2e-head/1"
 VIDEO_LOSSES = ("paper", "released")
+BASES = ("refineloc", "basnet")
 
 
 @dataclass
 class HeadConfig:
+    # the WSTAL base model: "refineloc" (paper 3.1; n_layers, dropout, attention_time_input, video_loss apply) or
+    # "basnet" (BaS-Net, AAAI 2020; its settings are ``basnet``). Refinement supervises the attention of either.
+    base: str = "refineloc"
     feature_dim: int = 2 * FEATURE_DIM  # D: per-snippet feature size (I3D rgb|flow = 2 x 1024; paper 3.1)
     n_layers: int = 2  # L FC layers per MLP, each hidden width half the previous (paper 4.2: L = 2)
     dropout: float = 0.0  # dropout after each hidden ReLU; 0 = paper / released code (no regularisation)
@@ -45,8 +52,12 @@ class HeadConfig:
     # (released code model.py; an upper bound of "paper" by Jensen, which pushes every attended snippet to be
     # confidently of the video's class). Both use all labels of a multi-label video (the released code: first only).
     video_loss: str = "paper"
+    basnet: BaSNetConfig = field(default_factory=BaSNetConfig)  # base "basnet" only
 
     def validate(self) -> None:
+        if self.base not in BASES:
+            raise ConfigError(f"config key 'head.base' must be one of {BASES}, got {self.base!r}")
+        self.basnet.validate()
         if self.video_loss not in VIDEO_LOSSES:
             raise ConfigError(f"config key 'head.video_loss' must be one of {VIDEO_LOSSES}, got {self.video_loss!r}")
         if self.attention_time_input not in ("probability", "logit"):
@@ -116,11 +127,12 @@ class WSTALHead(nn.Module):
         return {"cas_logits": cas, "attention_logits": att, "attention_time_input": time_input}
 
 
-def build_head(cfg: HeadConfig, n_classes: int) -> WSTALHead:
+def build_head(cfg: HeadConfig, n_classes: int) -> WSTALHead | BaSNetHead:
+    """A freshly initialised head of ``cfg.base``."""
     if n_classes < 1:
         raise ConfigError(f"n_classes must be >= 1, got {n_classes}")
     cfg.validate()
-    return WSTALHead(cfg, n_classes)
+    return BaSNetHead(cfg, n_classes) if cfg.base == "basnet" else WSTALHead(cfg, n_classes)
 
 
 def _log_attention_time(raw: dict[str, Tensor], mask: Tensor) -> Tensor:
@@ -141,7 +153,11 @@ def compute_scores(raw: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
     - ``attention_time`` Tensor[B, T]: eq. 2, softmax over valid snippets of ``attention_bf[..., 1]``
       (the probability, as the paper writes it); 0 at padded snippets; sums to 1 per video.
     - ``video_scores`` Tensor[B, N]: y-hat = sum_t attention_time(t) * cas(t); sums to 1 per video.
+
+    A BaS-Net head's outputs get the same keys from :func:`basnet.compute_scores`.
     """
+    if basnet.is_basnet_output(raw):
+        return basnet.compute_scores(raw, mask)
     cas = torch.softmax(raw["cas_logits"], dim=-1)  # (B, T, N)
     attention_bf = torch.softmax(raw["attention_logits"], dim=-1)  # (B, T, 2)
     attention_time = _log_attention_time(raw, mask).exp()  # (B, T), exactly 0 where padded
@@ -158,12 +174,17 @@ def log_video_scores(raw: dict[str, Tensor], mask: Tensor) -> Tensor:
     return torch.logsumexp(log_time.unsqueeze(-1) + log_cas, dim=1)  # (B, N)
 
 
-def video_loss(raw: dict[str, Tensor], mask: Tensor, targets: Tensor, form: str = "paper") -> Tensor:
+def video_loss(raw: dict[str, Tensor], mask: Tensor, targets: Tensor, form: str = "paper",
+               cfg: HeadConfig | None = None) -> Tensor:
     """Per-video cross-entropy between y-hat and the label distribution. Tensor[B].
 
     ``targets`` Tensor[B, N]: normalised multi-hot (a video with k labels has 1/k on each), so every
     label of a multi-label video enters the loss. ``form`` "released": see ``HeadConfig.video_loss``.
+    A BaS-Net head's outputs get BaS-Net's three losses (:func:`basnet.basnet_losses`, weighted by
+    ``cfg.basnet``; the released weights without ``cfg``).
     """
+    if basnet.is_basnet_output(raw):
+        return basnet.basnet_losses(raw, mask, targets, (cfg or HeadConfig()).basnet)["total"]
     if form == "released":
         log_cas = torch.log_softmax(raw["cas_logits"], dim=-1)  # (B, T, N)
         time = _log_attention_time(raw, mask).exp()  # (B, T), 0 where padded
@@ -188,7 +209,7 @@ def label_targets(label_indices: list[list[int]], n_classes: int) -> Tensor:
 
 @dataclass
 class LoadedHead:
-    model: WSTALHead
+    model: WSTALHead | BaSNetHead
     class_names: list[str]
     feature_meta: dict
     head_config: HeadConfig
@@ -196,16 +217,19 @@ class LoadedHead:
     extra: dict
 
 
-def save_head(path: str | Path, head: WSTALHead, *, class_names: list[str], feature_meta: dict,
+def save_head(path: str | Path, head: WSTALHead | BaSNetHead, *, class_names: list[str], feature_meta: dict,
               head_config: HeadConfig, postprocess_config: Any, extra: dict | None = None) -> None:
     """Write ``{"state_dict": tensors, "meta_json": str}`` atomically.
 
     feature_meta must carry what detection must match: dim, fps, snippet_frames, streams, backbone ids.
     """
+    if head_config.base != head.cfg.base:
+        raise ValueError(f"head_config says base {head_config.base!r} but the head is a {head.cfg.base!r} head")
     if len(class_names) != head.n_classes:
         raise ValueError(f"{len(class_names)} class names for a head with {head.n_classes} classes")
     meta = {
         "format": CHECKPOINT_FORMAT,
+        "base": head_config.base,
         "class_names": list(class_names),
         "feature_meta": feature_meta,
         "head_config": dataclasses.asdict(head_config),
@@ -236,6 +260,10 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedHea
         post_cfg = from_dict(PostprocessConfig, meta["postprocess_config"])
     except ConfigError as e:
         raise WeightsError(f"{path}: checkpoint configuration invalid: {e}") from None
+    weights_base = state_dict_base(blob["state_dict"])
+    if weights_base is not None and weights_base != head_cfg.base:
+        raise WeightsError(f"{path}: head_config says base {head_cfg.base!r} but the weights are a "
+                           f"{weights_base!r} head")
     model = build_head(head_cfg, len(meta["class_names"]))
     try:
         model.load_state_dict(blob["state_dict"])
@@ -245,3 +273,15 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedHea
     model.to(device).eval()
     return LoadedHead(model=model, class_names=list(meta["class_names"]), feature_meta=meta["feature_meta"],
                       head_config=head_cfg, postprocess_config=post_cfg, extra=meta.get("extra", {}))
+
+
+def state_dict_base(state: Any) -> str | None:
+    """Which base a state dict's parameter names belong to ("refineloc", "basnet"), or None if neither."""
+    if not isinstance(state, dict):
+        return None
+    names = {str(k).split(".")[0] for k in state}
+    if {"filter", "cas_1"} <= names:
+        return "basnet"
+    if {"classifier", "attention"} <= names:
+        return "refineloc"
+    return None

@@ -89,13 +89,15 @@ def collate(items: list[VideoItem], n_classes: int, device: torch.device) -> Bat
 
 
 def eq4_loss(raw: dict[str, Tensor], batch: Batch, class_weights: Tensor | None, beta: float,
-             video_loss_form: str = "paper") -> tuple[Tensor, Tensor, Tensor]:
+             video_loss_form: str = "paper", head_cfg: HeadConfig | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per-video eq. 4: (total, video part, pseudo part), each Tensor[B].
 
     pseudo part = sum over sampled valid snippets of w[g_t] * CE(attention_bf_t, g_t) divided by the
     number of sampled valid snippets of the video (0 when there are none or ``class_weights`` is None).
+    With a BaS-Net head the "video part" is BaS-Net's own loss (``head_cfg.basnet`` weights) and the pseudo
+    part, on ``attention_logits`` = [0, z], is the cross-entropy of its filter weights w = sigmoid(z).
     """
-    v_loss = video_loss(raw, batch.mask, batch.targets, video_loss_form)  # (B,)
+    v_loss = video_loss(raw, batch.mask, batch.targets, video_loss_form, head_cfg)  # (B,)
     if class_weights is None or beta == 0:
         zero = torch.zeros_like(v_loss)
         return v_loss, v_loss, zero
@@ -140,7 +142,7 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
     total, video, n = 0.0, 0.0, 0
     for batch in batches:
         raw = model.forward_packed(batch.valid, batch.mask)
-        t, v, _ = eq4_loss(raw, batch, class_weights, beta, model.cfg.video_loss)
+        t, v, _ = eq4_loss(raw, batch, class_weights, beta, model.cfg.video_loss, model.cfg)
         total += float(t.sum())
         video += float(v.sum())
         n += batch.mask.shape[0]
@@ -150,7 +152,7 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
 def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n_classes: int,
               head_cfg: HeadConfig, cfg: TrainConfig, iteration: int, beta: float,
               class_weights: np.ndarray | None, device: torch.device, progress: bool = True) -> FitResult:
-    """Train a FRESH head for ``cfg.epochs`` epochs; return it with the best held-out epoch's weights.
+    """Train a FRESH head (of ``head_cfg.base``) for ``cfg.epochs`` epochs; return it with the best held-out epoch's weights.
 
     Without held-out videos the last epoch is kept and the LR plateau watches the training loss.
     """
@@ -161,8 +163,9 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
         weights = torch.as_tensor(class_weights, dtype=torch.float32, device=device) \
             if class_weights is not None else None
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # lr_decay 1 = a constant LR (e.g. released BaS-Net); torch's plateau scheduler refuses factor 1
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_decay,
-                                                           patience=cfg.plateau_patience)
+                                                           patience=cfg.plateau_patience) if cfg.lr_decay < 1 else None
         best_state, best = None, (float("inf"), None, None, -1)  # (loss, loss, video loss, epoch)
         result = FitResult(model=model, best_epoch=-1, best_heldout_loss=None, best_heldout_video_loss=None)
         bar = Progress(cfg.epochs, desc=f"iteration {iteration}", unit="epoch", enabled=progress, leave=False)
@@ -175,7 +178,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             for i in range(0, len(order), cfg.batch_size):
                 batch = collate([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
                 raw = model.forward_packed(batch.valid, batch.mask)
-                loss, _, _ = eq4_loss(raw, batch, weights, beta, head_cfg.video_loss)
+                loss, _, _ = eq4_loss(raw, batch, weights, beta, head_cfg.video_loss, head_cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 opt.step()
@@ -189,7 +192,8 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             else:
                 h_loss = h_video = None
                 watched = -epoch  # keep the latest epoch
-            sched.step(train_loss if h_loss is None else h_loss)
+            if sched is not None:
+                sched.step(train_loss if h_loss is None else h_loss)
             result.epoch_s.append(time.perf_counter() - t_epoch)
             if watched < best[0]:
                 best = (watched, h_loss, h_video, epoch)

@@ -176,7 +176,10 @@ FAST_BAS = ["--set", "head.feature_dim=32", "--set", "head.basnet.filter_width=8
 def test_train_detect_evaluate_basnet(tmp_path, config, iterations):
     ann, feats = _layout(tmp_path)
     runner = CliRunner()
-    extra = ["--set", "train.n_iterations=1", "--set", "select_iteration=1"] if len(iterations) > 1 else []
+    # the guard off: a 2-epoch BaS-Net's pseudo labels collapse to background, which the guard rightly refuses
+    # (tests/test_guard.py); this test checks that refinement trains and detects through the BaS-Net base
+    extra = ["--set", "train.n_iterations=1", "--set", "select_iteration=1",
+             "--set", "guard.enabled=false"] if len(iterations) > 1 else []
     r = runner.invoke(main, ["train", "--annotations", str(ann), "--features", str(feats), "--config", config,
                              "--run-dir", str(tmp_path / "run"), *FAST_BAS, *extra])
     assert r.exit_code == 0, r.output

@@ -117,7 +117,11 @@ def test_cluster_features_equal_one_process_and_a_rerun_skips(tmp_path, cluster,
     for video in videos:
         a, meta_a = read_features(tmp_path / "single", video.stem)
         b, meta_b = read_features(tmp_path / "ray", video.stem)
-        assert np.array_equal(a, b) and a.shape[1] == 2048  # bitwise
+        assert a.shape == b.shape and a.shape[1] == 2048
+        assert np.array_equal(a[:, :1024], b[:, :1024])  # RGB: bitwise
+        # flow: torch TV-L1 in the single process's flow pool and in a Ray task (one CPU, in-process) agree
+        # to float rounding, not bitwise (known since the torch CPU backend became the default; issue 19)
+        np.testing.assert_allclose(a[:, 1024:], b[:, 1024:], rtol=1e-4, atol=1e-9)
         assert meta_a["settings_hash"] == meta_b["settings_hash"]
     # the same command through the CLI: everything up to date, no model built, the usual summary
     r = CliRunner().invoke(main, ["extract", *map(str, videos), "-o", str(tmp_path / "ray"), "--ray", cluster.address,

@@ -118,7 +118,8 @@ def test_shipped_bases():
     bases = {name: [p.stem for p in read_config_chain(shipped_config(name))[1][1:]] for name in shipped_config_names()}
     assert bases == {"thumos14-paper": [], "thumos14-released": [], "activitynet12-paper": [],
                      "activitynet12-released": [], "thumos14": ["thumos14-paper"],
-                     "activitynet12": ["activitynet12-paper"], "demo": ["thumos14", "thumos14-paper"]}
+                     "activitynet12": ["activitynet12-paper"], "demo": ["thumos14", "thumos14-paper"],
+                     "thumos14-basnet": [], "thumos14-basnet-refined": []}
 
 
 def test_shipped_configs_point_nowhere_outside_the_package():

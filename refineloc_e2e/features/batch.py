@@ -24,6 +24,7 @@ import torch
 from refineloc_e2e import __version__
 from refineloc_e2e.backbone.weights import expected_sha256, load_manifest
 from refineloc_e2e.config import settings_hash, to_dict
+from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import InputError, RefineLocError
 from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_video_ids, check_entry, disambiguated_id,
                                           feature_paths, owner_conflict, remove_stale_entry_temps, write_features)
@@ -307,6 +308,7 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     detect never re-reads what was just written or checked. ``features.distributed.extract_batch_ray``
     does the same across a Ray cluster.
     """
+    configure_cpu_math()  # as the CLI, flow workers and Ray tasks: the same features whoever extracts them
     started = time.time()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)

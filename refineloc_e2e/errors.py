@@ -35,3 +35,7 @@ class DatasetError(RefineLocError):
 
 class ModelMismatchError(RefineLocError):
     """A trained head does not match the features it is asked to run on."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """Work stopped on request (a Ray batch interrupted by its driver): cleaned up like a Ctrl-C."""

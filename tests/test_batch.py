@@ -60,3 +60,36 @@ def test_settings_memo_key_names_the_resolved_flow_backend(tmp_path, monkeypatch
     monkeypatch.setattr(batch_mod, "resolve_backend",
                         lambda f, d: dataclasses.replace(resolve_backend(f, d), backend="opencv"))  # the former rule
     assert now is not None and batch_mod._settings_memo_path(tmp_path, cfg) != now
+
+
+def test_should_stop_cancels_mid_video_with_nothing_written_and_the_lock_free(tmp_path, tiny_models):  # noqa: F811
+    """The cooperative stop a Ray driver uses instead of ray.cancel: polled once a snippet, it raises
+    Cancelled part-way through the video; the lock is released and no file (final or temp) is left."""
+    import pytest
+
+    from refineloc_e2e.errors import Cancelled
+    from refineloc_e2e.features.batch import LazyExtractor, process_video
+    from refineloc_e2e.features.cache import VideoLock
+
+    video = write_moving_video(tmp_path / "long.mkv", n=40)
+    out = tmp_path / "feats"
+    out.mkdir()
+    calls = []
+
+    def stop_on_third_snippet() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    cfg = tiny_cfg()
+    with FeatureExtractor(cfg, models=tiny_models) as ex:
+        source = LazyExtractor(cfg, out, extractor=ex)
+        with pytest.raises(Cancelled):
+            process_video(video, "long", out, source, started=0.0, blocking=False,
+                          should_stop=stop_on_third_snippet)
+        assert len(calls) == 3  # checked at the start of snippets 1, 2, 3 of 5: stopped part-way
+        assert sorted(os.listdir(out)) == [".locks"]  # no entry, no temp file: only the lock folder
+        lock = VideoLock.for_video(out, "long")
+        assert lock.acquire(blocking=False)
+        lock.release()
+        done = process_video(video, "long", out, source, started=0.0, blocking=False)  # the same extractor works
+    assert done.status == "extracted" and done.features.shape == (5, 2048)

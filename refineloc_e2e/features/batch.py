@@ -187,7 +187,8 @@ class VideoOutcome:
     """What became of one video in :func:`process_video`.
 
     ``status``: ``extracted`` | ``skipped`` (up to date) | ``failed`` (``cause`` says why) | ``busy`` (another
-    run holds its lock; only when not blocking). ``features`` (float32 [n_snippets, dim]) and ``meta`` are
+    run holds its lock; only when not blocking) | ``cancelled`` (a Ray batch stopped by its driver before or while
+    extracting it; nothing written). ``features`` (float32 [n_snippets, dim]) and ``meta`` are
     set for extracted and skipped videos; ``notes`` are log lines for the caller (e.g. why it re-extracts).
     """
     video: str
@@ -209,14 +210,16 @@ def _cause(video: Path, e: Exception) -> str:
 
 
 def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtractor, *, started: float,
-                  blocking: bool, before_extract: Callable[[], None] | None = None) -> VideoOutcome:
+                  blocking: bool, before_extract: Callable[[], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> VideoOutcome:
     """One video into the cache under its :class:`VideoLock`: skip it if up to date, else extract it.
 
     The cache rules in one place, for one process or a cluster: an existing entry under ``video_id`` made
     from another source moves this video to a disambiguated id; temp files of killed writers older than
     ``started`` (a ``time.time()``) are removed first; an entry is reused only if ``check_entry`` accepts
     it; features are written atomically, JSON last. A per-video failure (corrupt file, disk full) is
-    returned as ``failed`` with its cause, never raised; set-up errors (weights) raise.
+    returned as ``failed`` with its cause, never raised; set-up errors (weights) raise. ``should_stop``: polled
+    by the extractor once a snippet; when it turns True, ``errors.Cancelled`` is raised (nothing written).
     """
     vid = video_id
     if owner_conflict(out_dir, vid, video):
@@ -241,6 +244,7 @@ def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtract
         except (RefineLocError, OSError) as e:
             return VideoOutcome(str(video), vid, "failed", cause=_cause(video, e), notes=notes)
         ex = source.get()
+        ex.should_stop = should_stop
         try:
             if before_extract is not None:
                 before_extract()

@@ -18,8 +18,9 @@ Faults. A task whose worker process dies (SIGKILL, the OOM killer, a lost node) 
 (under the video's lock, no other writer of it can be alive). A video that fails for its own reasons
 (corrupt file, disk full) is a returned outcome, never an exception, so Ray never retries it: it is
 reported once with its cause. A set-up error (weights missing) cancels the other tasks and is raised.
-Ctrl-C cancels the outstanding tasks with a KeyboardInterrupt in each (their atomic writers remove their
-temp files), waits at most ``CANCEL_WAIT_S`` for their locks, removes what is left, and re-raises.
+Ctrl-C stops the outstanding tasks cooperatively (a cancel marker file in the output folder: a task not
+started returns at once, a running one stops within a snippet), waits at most ``CANCEL_WAIT_S`` for them
+and their locks, removes what is left, and re-raises (``ray.cancel`` is not used: see :func:`_cancel`).
 A driver killed outright (SIGKILL) cannot clean up: Ray ends a dead driver's tasks, and each video's lock is
 an ``flock`` held by the worker process extracting it, so **a lock lives exactly as long as that worker**
 and never outlives it; the rerun waits for a video still held (a task Ray has not ended yet) and then
@@ -34,6 +35,7 @@ import dataclasses
 import os
 import secrets
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ import numpy as np
 
 from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
+from refineloc_e2e.errors import Cancelled, ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
                                           process_video, record)
 from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id,
@@ -63,6 +65,7 @@ except ImportError:
 RAY_INSTALL = "pip install 'refineloc-e2e[ray]'"
 MAX_RETRIES = 2  # a task whose worker process dies is run at most 1 + MAX_RETRIES times
 CANCEL_WAIT_S = 30.0  # after Ctrl-C or a set-up error: how long cancelled tasks get to clean up
+CANCEL_POLL_S = 0.2  # how often a running task looks for its batch's cancel marker
 PROBE_TIMEOUT_S = 60.0  # the shared-folder check: how long every node gets to answer
 WAIT_STEP_S = 1.0  # the driver wakes at least this often (Ctrl-C, deadline)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -199,22 +202,56 @@ def _worker_source(cfg: ExtractConfig, out_dir: Path) -> LazyExtractor:
     return _SOURCES[key]
 
 
+class _StopWatch:
+    """In a worker: ``stop()`` turns True once the driver's cancel marker exists (polled on a daemon thread
+    every CANCEL_POLL_S, so the extractor's once-a-snippet check costs nothing)."""
+
+    def __init__(self, marker: Path):
+        self.marker, self._set, self._done = marker, threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.wait(CANCEL_POLL_S):
+            if self.marker.exists():
+                self._set.set()
+                return
+
+    def stop(self) -> bool:
+        return self._set.is_set()
+
+    def close(self) -> None:
+        self._done.set()
+
+
 def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
-                  keep_arrays: bool, before_extract: Callable[[Path, str], None] | None = None) -> TaskResult:
+                  keep_arrays: bool, before_extract: Callable[[Path, str], None] | None = None,
+                  cancel_marker: str | None = None) -> TaskResult:
     configure_cpu_math()  # a Ray worker is its own process: the CLI's setting does not reach it
     started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
     out = Path(out_dir)
+    ctx = ray.get_runtime_context()
+    node = f"{ray.util.get_node_ip_address()} ({ctx.get_node_id()[:8]})"
+    if cancel_marker is not None and Path(cancel_marker).exists():  # the driver gave up before this started
+        return TaskResult(VideoOutcome(video, video_id, "cancelled"), node, os.getpid(), False)
     source = _worker_source(cfg, out)
     notes: list[str] = []
     source.log, built_before = notes.append, source.built
     hook = None if before_extract is None else (lambda: before_extract(out, video_id))
-    outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
-                            before_extract=hook)
+    watch = None if cancel_marker is None else _StopWatch(Path(cancel_marker))
+    try:
+        outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
+                                before_extract=hook, should_stop=None if watch is None else watch.stop)
+    except Cancelled:  # the extractor saw the marker: its lock is released, no file was written
+        return TaskResult(VideoOutcome(video, video_id, "cancelled"), node, os.getpid(), False)
+    finally:
+        if watch is not None:
+            watch.close()
+        if source.extractor is not None:
+            source.extractor.should_stop = None
     outcome.notes[:0] = notes
     if not keep_arrays:
         outcome.features = None  # the driver does not need them: do not ship them
-    ctx = ray.get_runtime_context()
-    node = f"{ray.util.get_node_ip_address()} ({ctx.get_node_id()[:8]})"
     return TaskResult(outcome, node, os.getpid(), source.built and not built_before)
 
 
@@ -238,26 +275,40 @@ def task_resources(cfg: ExtractConfig) -> tuple[dict[str, float], ExtractConfig]
             dataclasses.replace(cfg, device="cuda" if on_gpu else "cpu"))
 
 
-def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path) -> None:
-    """Cancel the tasks of ``pending`` with a KeyboardInterrupt in each running one; then, for each of their
-    videos, wait (at most CANCEL_WAIT_S in all) until no task holds its lock and remove any temp file left,
-    so that the driver returns with no half-written file behind, whatever the workers managed to do."""
-    for ref in pending:
-        ray.cancel(ref, force=False)
+def _cancel(pending: dict[Any, Path], ids: dict[Path, str], out_dir: Path, marker: Path) -> None:
+    """Stop the tasks of ``pending`` cooperatively: write the batch's cancel marker (a task not yet started
+    returns at once; a running one sees it within a snippet, raises ``errors.Cancelled`` and drops its flow
+    chunks). Then, for each of their videos, wait (at most CANCEL_WAIT_S in all) until no task holds its lock
+    and remove any temp file left, so that the driver returns with no half-written file behind.
+
+    Not ``ray.cancel``: cancelling a task while its reply is arriving aborts the driver process in Ray
+    (a RAY_CHECK in the task manager, ray-project/ray#54846 and PR #54798; seen here with Ray 2.60 on a
+    Ctrl-C). A task still running after the wait is ended by Ray when this driver exits; its lock (a flock)
+    dies with its worker and the next run removes what it left (``remove_stale_entry_temps``)."""
     deadline = time.monotonic() + CANCEL_WAIT_S
-    for video in pending.values():
-        vid = ids[video]
-        if owner_conflict(out_dir, vid, video):
-            vid = disambiguated_id(vid, video)
-        lock = VideoLock.for_video(out_dir, vid)
-        while not lock.acquire(blocking=False):  # bounded by the deadline
-            if time.monotonic() > deadline:
-                return  # still held: the next run removes what that task leaves (remove_stale_entry_temps)
-            time.sleep(0.1)
-        try:
-            remove_stale_entry_temps(out_dir, vid, older_than=time.time() + 1)  # under its lock: no live writer
-        finally:
-            lock.release()
+    try:
+        marker.write_text("cancelled\n")
+    except OSError:
+        pass  # the folder went away: the tasks fail on their own, the wait below is still bounded
+    try:
+        refs = list(pending)
+        while refs and time.monotonic() < deadline:
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        for video in pending.values():
+            vid = ids[video]
+            if owner_conflict(out_dir, vid, video):
+                vid = disambiguated_id(vid, video)
+            lock = VideoLock.for_video(out_dir, vid)
+            while not lock.acquire(blocking=False):  # bounded by the deadline
+                if time.monotonic() > deadline:
+                    return  # still held: the next run removes what that task leaves (remove_stale_entry_temps)
+                time.sleep(0.1)
+            try:
+                remove_stale_entry_temps(out_dir, vid, older_than=time.time() + 1)  # under its lock: no writer
+            finally:
+                lock.release()
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: ExtractConfig, *,
@@ -283,10 +334,11 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
         resources, worker_cfg = task_resources(cfg)
         task = ray.remote(_extract_task).options(**resources, max_retries=max_retries, retry_exceptions=False)
         pending: dict[Any, Path] = {}
+        marker = out_dir / f".cancel-{secrets.token_hex(8)}"  # this batch's: written only to stop its tasks
 
         def submit(video: Path, blocking: bool) -> None:
             ref = task.remote(os.path.abspath(video), ids[video], str(out_dir), worker_cfg, blocking,
-                              on_ready is not None, before_extract)
+                              on_ready is not None, before_extract, str(marker))
             pending[ref] = video
 
         for video in videos:
@@ -325,7 +377,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
             finished = True
         finally:
             if not finished:  # Ctrl-C, a set-up error, the deadline: stop the cluster's work on this batch
-                _cancel(pending, ids, out_dir)
+                _cancel(pending, ids, out_dir, marker)
             bar.close()
     return summary
 

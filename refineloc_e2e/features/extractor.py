@@ -26,7 +26,7 @@ from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.backbone.weights import BACKBONE_PRESETS, DEFAULT_WEIGHTS, build_i3d
 from refineloc_e2e.config import settings_hash
 from refineloc_e2e.device import resolve_device
-from refineloc_e2e.errors import ConfigError, InputError, RefineLocError
+from refineloc_e2e.errors import Cancelled, ConfigError, InputError, RefineLocError
 from refineloc_e2e.features.cache import FORMAT_VERSION, source_identity
 from refineloc_e2e.timebase import snippet_to_seconds
 from refineloc_e2e.video.decode import DecodeConfig, VideoInfo, iter_frames, probe_video
@@ -122,6 +122,7 @@ class FeatureExtractor:
 
     def __init__(self, cfg: ExtractConfig, *, models: dict[str, tuple[torch.nn.Module, dict]] | None = None):
         cfg.validate()
+        self.should_stop: Callable[[], bool] | None = None  # polled once a snippet; True -> errors.Cancelled
         self.device = resolve_device(cfg.device, key="device")
         cfg = dataclasses.replace(cfg, flow=resolve_backend(cfg.flow, self.device.type))  # auto -> a backend
         if cfg.workers == 0:  # auto -> a count
@@ -269,6 +270,8 @@ class FeatureExtractor:
                     flow = ChunkedFlow(self.cfg.flow, window, source=str(path), chunk_pairs=S,
                                        pool=self._flow_pool(), device=self.device)
                 n_frames += 1
+                if self.should_stop is not None and n_frames % S == 1 and self.should_stop():
+                    raise Cancelled(f"{path}: extraction cancelled")
                 if "rgb" in streams:
                     add("rgb", [center_crop(rgb, crop)])  # (crop, crop, 3) view
                 if flow is not None:

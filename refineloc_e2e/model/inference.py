@@ -18,7 +18,9 @@ def predict_batch(head: WSTALHead, features: list[np.ndarray] | list[Tensor], de
     head.eval()
     out = []
     for i in range(0, len(features), batch_size):
-        chunk = [torch.as_tensor(f, dtype=torch.float32) for f in features[i:i + batch_size]]
+        # a read-only array (e.g. from Ray's object store) is copied: torch does not take non-writable memory
+        chunk = [torch.as_tensor(f if isinstance(f, Tensor) or f.flags.writeable else np.array(f),
+                                 dtype=torch.float32) for f in features[i:i + batch_size]]
         lengths = [c.shape[0] for c in chunk]
         # the valid snippets back to back: no padded [B, T, D] copy (one long video would pad every other one)
         x = torch.cat(chunk).to(device)  # (n_valid, D)

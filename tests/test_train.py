@@ -58,13 +58,15 @@ def test_shipped_configs_load_with_paper_values():
     # detection keeps the paper's inflation
     assert (th.pseudo.segment.alpha_attention, th.pseudo.segment.alpha_class) == (0.08, 0.1)
     assert (th.pseudo.segment.inflate_snippets, th.postprocess.inflate_snippets) == (0, 2)
-    # the default is exactly the measured family form `logi/det-none/ps-none` on the paper's form
+    # the default is exactly the measured family form `logi/det-none/ps-none` on the paper's form, with the
+    # detection norm chosen from held-out coverage (training/detection_norm.py)
     paper = load_run_config(CONFIGS / "thumos14-paper.yaml", ["pseudo.segment.inflate_snippets=0",
                                                                "train.early_stop_patience=3",
                                                                "pseudo.fg_fraction_range=[0.1, 0.5]",
                                                                "head.attention_time_input=logit",
                                                                "select=wap", "select_margin=0.05",
-                                                               "guard.enabled=true"])
+                                                               "guard.enabled=true",
+                                                               "attention_norm_candidates=[none, minmax]"])
     assert paper == th
     an = load_run_config(CONFIGS / "activitynet12.yaml")
     assert (an.train.lr, an.postprocess.alpha_class, an.select) == (1e-4, 0.005, "wap")

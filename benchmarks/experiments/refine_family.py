@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from benchmarks.bench_data.family import MEMBERS, FamilySpec, write_member
 from benchmarks.wstal_bench import BenchSpec, write_thumos14_layout
@@ -40,16 +39,22 @@ _DN = "postprocess.attention_norm"
 _PN = "pseudo.segment.attention_norm"
 
 
+_AC = "attention_norm_candidates"
+
+
 def _combo(time_input: str, det: str, pse: str) -> tuple[str, list[str]]:
-    return "thumos14", [f"{_TI}={time_input}", f"{_DN}={det}", f"{_PN}={pse}"]
+    return "thumos14", [f"{_TI}={time_input}", f"{_DN}={det}", f"{_PN}={pse}", f"{_AC}=null"]
 
 
 # form -> (shipped config, overrides). The 8 combinations of the eq.-2 time input and the two normalisations
-# (detection time, pseudo-label time) on the shipped thumos14 config with its guard, plus the paper and the
-# v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
+# (detection time, fixed; pseudo-label time) on the shipped thumos14 config with its guard, plus the shipped
+# default itself ("default": its detection norm chosen per iteration, training/detection_norm.py), the paper
+# and the v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
 FORMS: dict[str, tuple[str, list[str]]] = {
+    "default": ("thumos14", []),
     "paper": ("thumos14-paper", []),
-    "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false"]),
+    "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
+                          f"{_AC}=null"]),
     **{f"{t[:4]}/det-{d}/ps-{p}": _combo(t, d, p)
        for t in ("probability", "logit") for d in ("none", "minmax") for p in ("none", "minmax")},
 }
@@ -79,7 +84,8 @@ def run_one(run_dir: Path, cfg, ds, feats, meta, fit_cache: Path) -> dict:
     metrics_path, cfg_path = run_dir / "metrics.json", run_dir / "config.yaml"
     resume = False
     if cfg_path.is_file():
-        same = settings_hash(yaml.safe_load(cfg_path.read_text())) == settings_hash(to_dict(cfg))
+        # the stored config read through today's RunConfig: an option added since, at its default, is the same run
+        same = settings_hash(to_dict(load_run_config(cfg_path, []))) == settings_hash(to_dict(cfg))
         if same and metrics_path.is_file() and "selected_iteration" in json.loads(metrics_path.read_text()):
             return json.loads(metrics_path.read_text())
         if same:

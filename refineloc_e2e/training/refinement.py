@@ -39,6 +39,7 @@ from refineloc_e2e.evaluation.metrics import evaluate
 from refineloc_e2e.model.inference import predict_batch
 from refineloc_e2e.timebase import time_base
 from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction, fraction_warning, weak_label_map
+from refineloc_e2e.training.detection_norm import choose_attention_norm, validate_candidates
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
 from refineloc_e2e.training.fit_cache import cached_fit, features_digest, fit_key
 from refineloc_e2e.training.guard import GuardConfig, check_pseudo
@@ -59,6 +60,9 @@ class RunConfig:
     heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
     select_margin: float = 0.0  # wap / wap_dup / heldout_map: a later iteration must beat the kept one by more
     eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluate.default_tious)
+    # detection-time attention_norm per iteration from held-out coverage vs pseudo.fg_fraction_range
+    # (training/detection_norm.py; ours, issue 17). None: postprocess.attention_norm as given.
+    attention_norm_candidates: list[str] | None = None
 
     def validate(self) -> None:
         if self.select not in SELECT_MODES:
@@ -72,6 +76,7 @@ class RunConfig:
             raise ConfigError(f"config key 'select_margin' must be in [0, 1), got {self.select_margin}")
         if not 0.0 < self.heldout_map_tiou <= 1.0:
             raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
+        validate_candidates(self.attention_norm_candidates, self.pseudo.fg_fraction_range)
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -103,7 +108,7 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> list[dict]:
         return []
     if not cfg_path.is_file():
         raise ConfigError(f"{run_dir}: cannot resume, config.yaml is missing")
-    saved = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    saved = to_dict(load_run_config(cfg_path, []))  # through today's RunConfig: a newer option at its default
     if settings_hash(saved) != settings_hash(to_dict(cfg)):
         raise ConfigError(f"{cfg_path}: the run was started with a different configuration; resume with "
                           f"the same settings or choose another run folder")
@@ -364,18 +369,24 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
                       "lr_final": fit.lr_final, "epochs_run": fit.epochs_run, "epoch_s": fit.epoch_s})
         timing["fit_s"] = time.perf_counter() - t_fit
         t_stage = time.perf_counter()
-        entry["heldout"] = _heldout_proxy(fit.model, held_items, cfg, n_classes, device, dataset, feature_meta,
+        it_cfg = cfg
+        if cfg.attention_norm_candidates and held_items:  # detection_norm.py: this iteration's detection norm
+            held_scores = predict_batch(fit.model, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
+            post, entry["attention_norm"] = choose_attention_norm(
+                held_scores, cfg.postprocess, cfg.attention_norm_candidates, cfg.pseudo.fg_fraction_range)
+            it_cfg = dataclasses.replace(cfg, postprocess=post)
+        entry["heldout"] = _heldout_proxy(fit.model, held_items, it_cfg, n_classes, device, dataset, feature_meta,
                                           annotated=truths is not None)
         if entry["heldout"]["n_detections"] == 0:
             _log(f"warning: iteration {k}: no detections on the {len(held_items)} held-out training videos "
                  f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")
         save_head(run_dir / f"iter_{k}.pt", fit.model, class_names=dataset.classes, feature_meta=feature_meta,
-                  head_config=cfg.head, postprocess_config=cfg.postprocess,
+                  head_config=cfg.head, postprocess_config=it_cfg.postprocess,
                   extra={"iteration": k, "best_epoch": fit.best_epoch, "dataset": dataset.name,
                          "uses_strong_annotation_statistics": cfg.pseudo.uses_strong_annotations})
         timing["heldout_proxy_s"] = time.perf_counter() - t_stage
         t_stage = time.perf_counter()
-        entry["test"] = _evaluate_test(fit.model, test_videos, feats, dataset, cfg, feature_meta, device) \
+        entry["test"] = _evaluate_test(fit.model, test_videos, feats, dataset, it_cfg, feature_meta, device) \
             if test_videos else None
         timing["test_s"] = time.perf_counter() - t_stage
         entry["timing"] = timing
@@ -384,7 +395,9 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
         atomic_write_json(run_dir / "metrics.json", metrics)
         if progress:
             t = entry["test"]
+            norm = entry.get("attention_norm")
             _log(f"iteration {k}: best epoch {fit.best_epoch}, held-out loss {fit.best_heldout_loss}"
+                 + (f", detection attention_norm {norm['chosen']} ({norm['reason']})" if norm else "")
                  + (f", test avg mAP {100 * t['average_map']:.2f}%" if t else "")
                  + (f", pseudo fg {entry['pseudo']['fg_fraction']:.3f}" if k > 0 else ""))
 

@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q -ra
 
 bench: install
-	$(BIN)/python benchmarks/extract_throughput.py
+	$(BIN)/python -m benchmarks.speed.extract_throughput
 
 # The device check's bundle (README "GPU"): the PyAV wheel for the GPU machine's Python (abi3 wheels serve
 # 3.11+), the same version as this venv's; nothing else is needed there (torch, numpy, plain OpenCV are).
@@ -37,7 +37,7 @@ device-bundle: install
 	@mb=$$(du -m $(BUNDLE)/av-*.whl | cut -f1); ls -l $(BUNDLE); \
 	if [ $$mb -ge $(BUNDLE_MAX_MB) ]; then \
 		echo "$(BUNDLE)/: the av wheel is $$mb MiB, over $(BUNDLE_MAX_MB) MiB" >&2; exit 1; fi
-	@echo "device command (run in the checkout root, carrying $(BUNDLE)): bash benchmarks/gpu_check.sh"
+	@echo "device command (run in the checkout root, carrying $(BUNDLE)): bash benchmarks/device/gpu_check.sh"
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info $(BUNDLE)

@@ -137,7 +137,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", base: 
 
 def _yaml():
     """PyYAML, needed only where a YAML text is read: extraction itself (e.g. on a bare GPU machine with only
-    torch, numpy and OpenCV, ``benchmarks/gpu_check.sh``) must not need it."""
+    torch, numpy and OpenCV, ``benchmarks/device/gpu_check.sh``) must not need it."""
     if yaml is None:
         raise ConfigError(f"reading YAML needs PyYAML, which cannot be imported ({_YAML_ERROR}): pip install pyyaml")
     return yaml

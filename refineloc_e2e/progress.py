@@ -4,13 +4,17 @@ Every progress display of the package goes through :class:`Progress`. On a termi
 (redrawn in place with carriage returns); otherwise each finished unit of work is one line (a video, an
 epoch's summary), or, with ``lines="end"``, the whole task is one line when it ends (a download, counted
 in bytes). ``enabled=False`` (the CLI's ``-q``) prints nothing at all.
+
+Messages that are not progress go to loggers; :func:`log_lines` turns a logger into the ``log=`` callable
+that batch functions take.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from tqdm import tqdm
 
@@ -21,6 +25,16 @@ def is_terminal(stream: IO[str]) -> bool:
         return bool(isatty and isatty())
     except (ValueError, OSError):  # a closed or detached stream
         return False
+
+
+def log_lines(logger: logging.Logger) -> Callable[[str], None]:
+    """A ``log=`` callable sending each message line to ``logger``: ``error: ...`` at ERROR, ``warning: ...`` at
+    WARNING, anything else at INFO (the text unchanged, so the CLI shows the same lines as before)."""
+    def log(msg: str) -> None:
+        level = (logging.ERROR if msg.startswith("error:") else logging.WARNING if msg.startswith("warning:")
+                 else logging.INFO)
+        logger.log(level, msg)
+    return log
 
 
 def format_bytes(n: float) -> str:

@@ -19,6 +19,7 @@ from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.video.decode import DecodeConfig
 from refineloc_e2e.video.flow import flow_config
+from refineloc_e2e.tools.synthetic import texture, write_moving_video  # noqa: F401  (tests import them from here)
 
 # tiny but real extraction: the real I3D runs fine on 56 x 56 crops (~0.5 s per video of a few snippets)
 SMALL_EXTRACT = ["--streams", "rgb", "--set", "decode.short_side=64", "--set", "decode.crop_size=56", "-q"]
@@ -114,30 +115,6 @@ def real_weights(request, tmp_path_factory):
 
 TINY_DECODE = DecodeConfig(short_side=48, crop_size=32, snippet_frames=8)
 FAST = flow_config("fast")
-
-
-def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth random texture, uint8 [h, w, 3] (TV-L1 needs gradients)."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
-    return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
-
-
-def write_moving_video(path, *, n: int, size=(80, 48), step_px=(1, 0), codec="ffv1", options=None):
-    """``n`` frames of a texture translated by ``step_px`` (x, y) per frame; lossless by default."""
-    w, h = size
-    big = texture(h + 4 * n, w + 4 * n)
-    with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(n):
-            x0, y0 = 2 * n - i * step_px[0], 2 * n - i * step_px[1]
-            img = np.ascontiguousarray(big[y0:y0 + h, x0:x0 + w])
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")

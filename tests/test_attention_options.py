@@ -6,7 +6,7 @@ import torch
 
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig, build_head, compute_scores
-from refineloc_e2e.model.segments import PostprocessConfig, background_score, predict_segments
+from refineloc_e2e.model.postprocess import PostprocessConfig, background_score, predict_segments
 
 
 class _FirstTwo(torch.nn.Module):

@@ -14,7 +14,7 @@ from refineloc_e2e.detection.detect import load_model, model_overrides
 from refineloc_e2e.errors import ConfigError, ModelMismatchError, WeightsError
 from refineloc_e2e.model.basnet import BaSNetConfig, PackedConv1d, basnet_losses, topk_pool
 from refineloc_e2e.model.head import HeadConfig, build_head, compute_scores, label_targets, load_head, save_head
-from refineloc_e2e.model.segments import PostprocessConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
 from refineloc_e2e.training.fit import Batch, eq4_loss
 from test_cli_pipeline import _layout
 

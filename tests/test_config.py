@@ -95,7 +95,7 @@ def test_base_chain_merges_depth_first(tmp_path):
 
 
 def test_base_may_be_a_shipped_config_name(tmp_path):
-    from refineloc_e2e.training.refinement import RunConfig, load_run_config
+    from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
     (tmp_path / "mine.yaml").write_text("base: thumos14-paper\ntrain:\n  epochs: 7\n")
     cfg = load_run_config(tmp_path / "mine.yaml")

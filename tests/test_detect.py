@@ -5,7 +5,7 @@ import pytest
 
 from refineloc_e2e.detection.detect import check_compatible, extract_config_from_meta, redetect_from_scores
 from refineloc_e2e.errors import InputError, ModelMismatchError
-from refineloc_e2e.model.segments import PostprocessConfig, predict_segments, save_scores, segments_to_results
+from refineloc_e2e.model.postprocess import PostprocessConfig, predict_segments, save_scores, segments_to_results
 
 META = {"dim": 2048, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"],
         "backbone": {"rgb": {"weights_id": "i3d-kinetics400-rgb"},

@@ -22,7 +22,7 @@ def run(*args):
 @pytest.mark.real
 def test_detect_with_a_model_trained_on_other_features(tmp_path, monkeypatch, real_weights):
     from refineloc_e2e.model.head import HeadConfig, build_head, save_head
-    from refineloc_e2e.model.segments import PostprocessConfig
+    from refineloc_e2e.model.postprocess import PostprocessConfig
 
     monkeypatch.chdir(tmp_path)
     write_test_video("v.mp4", n=8)

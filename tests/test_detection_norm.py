@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.model.segments import PostprocessConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
 from refineloc_e2e.training.detection_norm import choose_attention_norm, validate_candidates
-from refineloc_e2e.training.refinement import load_run_config
+from refineloc_e2e.training.run_config import load_run_config
 
 
 def _scores(fg_prob):

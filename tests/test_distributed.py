@@ -295,7 +295,7 @@ def test_detect_on_the_cluster_writes_the_same_json_as_one_process(tmp_path, clu
     from refineloc_e2e.detection.detect import detect_videos, expected_feature_meta
     from refineloc_e2e.features.extractor import FeatureExtractor
     from refineloc_e2e.model.head import HeadConfig, build_head, save_head
-    from refineloc_e2e.model.segments import PostprocessConfig
+    from refineloc_e2e.model.postprocess import PostprocessConfig
 
     videos = [write_moving_video(tmp_path / f"d{i}.mkv", n=20 + 9 * i, step_px=(1, i % 2)) for i in range(3)]
     extractor = FeatureExtractor(cluster.cfg)

@@ -2,7 +2,7 @@
 
 Every input is either extracted (finite features) or reported once as ``error: <path>: <cause>``; nothing
 escapes the batch, no input takes long, decode-error messages state frames and seconds that agree with
-the file. ``benchmarks/fuzz_extract.py`` runs the full 500-input corpus the same way.
+the file. ``benchmarks/robustness/fuzz_extract.py`` runs the full 500-input corpus the same way.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.training.fit import TrainConfig
 from refineloc_e2e.training.guard import GuardConfig, check_pseudo
-from refineloc_e2e.training.refinement import RunConfig, load_run_config, run_training
+from refineloc_e2e.training.refinement import run_training
+from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
 META = {"dim": 64, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"], "backbone": {}}
 

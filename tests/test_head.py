@@ -10,7 +10,7 @@ from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, WeightsError
 from refineloc_e2e.model.head import (HeadConfig, build_head, compute_scores, label_targets, load_head, save_head,
                                 video_loss)
-from refineloc_e2e.model.segments import PostprocessConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,7 @@ import pytest
 
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import CacheError, ConfigError
-from refineloc_e2e.model.segments import (PostprocessConfig, SnippetSegment, coverage, load_scores, predict_segments,
+from refineloc_e2e.model.postprocess import (PostprocessConfig, SnippetSegment, coverage, load_scores, predict_segments,
                                        save_scores, segments_to_results, top_classes)
 from refineloc_e2e.timebase import snippet_to_seconds
 

@@ -6,8 +6,8 @@ import pytest
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.datasets import Segment
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.model.segments import PostprocessConfig, coverage, predict_segments
-from refineloc_e2e.model.pseudo import (PseudoConfig, attention, class_activation, class_weights, distribution_aware,
+from refineloc_e2e.model.postprocess import PostprocessConfig, coverage, predict_segments
+from refineloc_e2e.training.pseudo import (PseudoConfig, attention, class_activation, class_weights, distribution_aware,
                                   foreground_fraction, generate, pseudo_stats, sample_mask, segment_prediction,
                                   truth_labels, uniform_random, video_rng)
 

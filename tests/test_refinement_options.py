@@ -2,7 +2,6 @@
 early stopping, and the shipped paper / released configs."""
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,14 @@ from refineloc_e2e.training.calibrate import (calibrate_segment, coverage_matche
                                              otsu_threshold, weak_label_map)
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig, video_loss
-from refineloc_e2e.model.segments import PostprocessConfig, kept_by_attention, predict_segments
+from refineloc_e2e.model.postprocess import PostprocessConfig, kept_by_attention, predict_segments
 from refineloc_e2e.datasets import load_dataset, load_thumos14
-from refineloc_e2e.model.pseudo import PseudoConfig, class_weights, generate, truth_labels
-from refineloc_e2e.training.features import load_training_features
+from refineloc_e2e.training.pseudo import PseudoConfig, class_weights, generate, truth_labels
+from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model
-from refineloc_e2e.training.refinement import RunConfig, format_iteration_table, load_run_config
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
+from refineloc_e2e.training.report import format_iteration_table
+from refineloc_e2e.training.run_config import RunConfig, load_run_config
 from refineloc_e2e.training.selection import select_iteration
 
 CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
@@ -200,17 +201,9 @@ def test_paper_and_released_configs_load(name):
         assert cfg.pseudo.class_weighting == "none"
 
 
-def test_ablation_forms_load_and_noinflate_labels_only_kept_snippets():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("refine_ablation", Path(__file__).resolve().parents[1]
-                                                  / "benchmarks" / "refine_ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    for form, (cfg_file, extra) in mod.FORMS.items():
-        cfg = load_run_config(CONFIGS / cfg_file, extra)
-        cfg.validate()
-        cfg.pseudo.validate()
-    no = load_run_config(CONFIGS / "thumos14-paper.yaml", mod.FORMS["paper+noinflate"][1])
+def test_noinflate_labels_only_kept_snippets():
+    """pseudo.segment.inflate_snippets=0 (the ablation's paper+noinflate form) labels the kept snippets only."""
+    no = load_run_config(CONFIGS / "thumos14-paper.yaml", ["pseudo.segment.inflate_snippets=0"])
     assert no.pseudo.segment.inflate_snippets == 0 and no.postprocess.inflate_snippets == 2  # detection unchanged
     s = _scores([0.1, 0.1, 0.95, 0.95, 0.1, 0.1, 0.1], [0.9] * 7)  # class context everywhere
     lab = generate(dataclasses.replace(no.pseudo, segment=dataclasses.replace(no.pseudo.segment, top_k=1)),
@@ -218,16 +211,10 @@ def test_ablation_forms_load_and_noinflate_labels_only_kept_snippets():
     assert lab.tolist() == [0, 0, 1, 1, 0, 0, 0]  # the inflated default would label 0..5
 
 
-def test_thumos14_shaped_benchmark_has_the_real_videos_and_instances(tmp_path, monkeypatch):
-    """benchmarks/wstal_bench.py --layout thumos14 (the speed benchmark's set): the bundled THUMOS'14 videos, their
+def test_thumos14_shaped_benchmark_has_the_real_videos_and_instances(tmp_path):
+    """tools.wstal_bench's thumos14 layout (the speed benchmark's set): the bundled THUMOS'14 videos, their
     durations and annotated instances, in the feature-cache layout the training path reads."""
-    import importlib.util
-    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
-    spec = importlib.util.spec_from_file_location("wstal_bench_under_test", bench_dir / "wstal_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    ann = mod.write_thumos14_layout(tmp_path, mod.BenchSpec(dim=4))
+    ann = write_thumos14_layout(tmp_path, BenchSpec(dim=4))
     ds, real = load_dataset(ann), load_thumos14()
     assert len(ds.subset("train")) == 200 and len(ds.subset("test")) == len([v for v in real.subset("test") if v.labels])
     assert ds.classes == real.classes

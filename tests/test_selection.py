@@ -7,7 +7,8 @@ from refineloc_e2e.errors import DatasetError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.training.fit import TrainConfig
 from refineloc_e2e.training.guard import GuardConfig
-from refineloc_e2e.training.refinement import RunConfig, run_training
+from refineloc_e2e.training.refinement import run_training
+from refineloc_e2e.training.run_config import RunConfig
 from refineloc_e2e.training.selection import select_iteration
 
 META = {"dim": 32, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"], "backbone": {}}

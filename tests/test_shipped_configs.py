@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from refineloc_e2e.config import BASE_KEY, read_config_chain, shipped_config, shipped_config_names, to_dict
-from refineloc_e2e.training.refinement import RunConfig, load_run_config
+from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
 GOLDEN = Path(__file__).parent / "data" / "shipped_configs_resolved.json"  # `pytest --regen-golden` rewrites it
 

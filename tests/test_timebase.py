@@ -60,8 +60,8 @@ def test_integer_indices_map_to_snippet_starts():
 def test_consumers_take_the_stride():
     """Segment seconds and strong-label truth use the same stride-aware time base, and agree."""
     from refineloc_e2e.datasets import Segment
-    from refineloc_e2e.model.pseudo import truth_labels
-    from refineloc_e2e.model.segments import SnippetSegment, segments_to_results
+    from refineloc_e2e.training.pseudo import truth_labels
+    from refineloc_e2e.model.postprocess import SnippetSegment, segments_to_results
 
     tb = {"fps": 30.0, "snippet_frames": 16, "stride_frames": 4}
     (res,) = segments_to_results([SnippetSegment(0, 10, 20, 0.9)], ["A"], n_snippets=100, **tb)

@@ -1,7 +1,7 @@
 """Refinement forms over the benchmark family (benchmarks.bench_data.family) x seeds: which form holds everywhere.
 
 Every run goes through the real training path (datasets.load_dataset on the member's ActivityNet JSON, the
-feature cache read by training.features.load_training_features, training.refinement.run_training). Per set
+feature cache read by training.data.load_training_features, training.refinement.run_training). Per set
 (member, seed) and form it prints iteration 0, the best iteration, the saved iteration, the gain (saved -
 iteration 0), the pseudo-label foreground fraction and its precision / recall against the truth at iteration 1,
 and what the guard did; across the family each form's mean and WORST saved mAP@0.5 and worst gain; and how
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -26,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_data.family import MEMBERS, FamilySpec, write_member
-from benchmarks.wstal_bench import BenchSpec, write_thumos14_layout
-from refineloc_e2e.config import settings_hash, shipped_config, to_dict
+from benchmarks.runs import train_or_reuse
+from refineloc_e2e.config import settings_hash, shipped_config
 from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.training.features import load_training_features
-from refineloc_e2e.training.refinement import load_run_config, run_training
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.run_config import load_run_config
 from refineloc_e2e.training.selection import select_iteration
 
 _TI = "head.attention_time_input"
@@ -80,24 +80,9 @@ def subsample(ds: Dataset, every: int) -> Dataset:
 
 
 def run_one(run_dir: Path, cfg, ds, feats, meta, fit_cache: Path) -> dict:
-    """Train (or reuse / resume) one run; returns its metrics."""
-    metrics_path, cfg_path = run_dir / "metrics.json", run_dir / "config.yaml"
-    resume = False
-    if cfg_path.is_file():
-        # the stored config read through today's RunConfig: an option added since, at its default, is the same run
-        same = settings_hash(to_dict(load_run_config(cfg_path, []))) == settings_hash(to_dict(cfg))
-        if same and metrics_path.is_file() and "selected_iteration" in json.loads(metrics_path.read_text()):
-            return json.loads(metrics_path.read_text())
-        if same:
-            resume = True
-        else:
-            shutil.rmtree(run_dir)
-    log = run_dir.parent / f"{run_dir.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, feature_meta=meta, progress=False,
-                           resume=resume, fit_cache=fit_cache)
-    return res.metrics
+    """Train (or reuse / resume / replace) one run, its output in ``<run_dir>.log``; returns its metrics."""
+    return train_or_reuse(cfg, run_dir, dataset=ds, features=feats, feature_meta=meta, replace_other=True,
+                          log_file=run_dir.parent / f"{run_dir.name}.log", fit_cache=fit_cache)
 
 
 def summarise(m: dict) -> dict:
@@ -163,7 +148,7 @@ def main() -> None:
     rows: dict[str, list[tuple[str, dict]]] = {f: [] for f in forms}
     all_runs = []
     for member in a.members.split(","):
-        repo = member == "repo"  # the repo's own THUMOS'14-shaped set (wstal_bench --layout thumos14), 2048-d
+        repo = member == "repo"  # the repo's own THUMOS'14-shaped set (refineloc_e2e.tools.wstal_bench, thumos14 layout), 2048-d
         spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=a.dim)
         dim = 2048 if repo else a.dim
         for seed in (int(s) for s in a.seeds.split(",")):

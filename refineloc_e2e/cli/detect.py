@@ -15,7 +15,7 @@ from refineloc_e2e.detection.detect import (detect_features, detect_videos, load
 from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import FeatureExtractor
-from refineloc_e2e.model.segments import PostprocessConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
 
 
 @click.command()

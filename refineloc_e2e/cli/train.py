@@ -8,7 +8,7 @@ import click
 from refineloc_e2e.cli.common import errors_to_exit, load_extract_cfg
 from refineloc_e2e.errors import DatasetError
 from refineloc_e2e.features.batch import extract_batch
-from refineloc_e2e.training.features import load_training_features
+from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.inputs import plan_training
 from refineloc_e2e.training.refinement import run_training
 
@@ -58,5 +58,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, extract_co
                            f"--set head.feature_dim={meta.get('dim')}")
     result = run_training(cfg, dataset=plan.dataset, features=feats, run_dir=plan.run_dir, feature_meta=meta,
                           progress=not quiet, resume=resume)
+    click.echo(result.table)
+    click.echo(result.saved_line)
     click.echo(f"run folder: {plan.run_dir}  (model: {plan.run_dir / 'model.pt'})", err=True)
     return result

@@ -5,7 +5,7 @@ settings (dim, fps, snippet length, backbone weights, settings hash) *before* an
 features come from ``features.batch.extract_batch`` as they are ready (freshly extracted: the arrays in
 memory; up to date in the cache: the arrays its validity check loaded), never re-read. Per video: the head's
 raw scores (``model.inference``), optionally saved, post-processed into segments
-(``model.segments.predict_segments_from_scores``, the same function the segment-prediction pseudo-label
+(``model.postprocess.predict_segments_from_scores``, the same function the segment-prediction pseudo-label
 generator uses), converted to seconds through the one time base, and plotted (optional).
 ``detect_features`` does the same on a folder of cached/imported features (each file checked against the
 model once), and ``redetect_from_scores`` re-runs only the post-processing on saved scores, so thresholds
@@ -15,7 +15,7 @@ can be tuned without the network.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,10 +37,13 @@ from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtra
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
-from refineloc_e2e.model.segments import (PostprocessConfig, background_score, load_scores,
+from refineloc_e2e.model.postprocess import (PostprocessConfig, background_score, load_scores,
                                           predict_segments_from_scores, save_scores, segments_to_results)
 from refineloc_e2e.timebase import time_base, with_stride
 from refineloc_e2e.video.flow import FlowConfig
+from refineloc_e2e.progress import log_lines
+
+logger = logging.getLogger(__name__)
 
 RESULTS_VERSION = "VERSION 1.3"
 
@@ -213,7 +216,7 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
     """Detect actions in ``videos`` with the head at ``model_path`` (or the already loaded ``model``);
     writes ``out_json`` (also on partial failure). With ``ray_address`` the features are extracted on that
     Ray cluster (``features.distributed``; the head runs here, on each video's features as they arrive)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or log_lines(logger)
     model_path = Path(model_path)
     loaded = model or load_model(model_path)
     extractor = extractor or FeatureExtractor(extract_cfg)
@@ -250,7 +253,7 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
     """Detect on already-extracted features (``<id>.npy/.json``, e.g. imported from W-TALC); all ids if None.
 
     Each file is read once and checked against the model once."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or log_lines(logger)
     features_dir, model_path = Path(features_dir), Path(model_path)
     if not features_dir.is_dir():
         raise InputError(f"{features_dir}: features folder not found")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,12 @@ from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_vide
                                           feature_paths, owner_conflict, remove_stale_entry_temps, write_features)
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json, sha256_file
-from refineloc_e2e.progress import Progress
+from refineloc_e2e.progress import Progress, log_lines
 from refineloc_e2e.video.flow import resolve_backend
 from refineloc_e2e.video.decode import probe_video
+
+logger = logging.getLogger(__name__)
+
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
                     ".3gp", ".ts", ".mts", ".ogv"}
@@ -314,7 +317,7 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     """
     configure_cpu_math()  # as the CLI, flow workers and Ray tasks: the same features whoever extracts them
     started = time.time()
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or log_lines(logger)
     out_dir = Path(out_dir)
     summary, videos = begin_batch(inputs, out_dir, log)
     if not videos:

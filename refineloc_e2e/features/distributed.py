@@ -32,9 +32,9 @@ tests inject faults with ``before_extract`` (``tools.faults.FaultHook``), never 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -54,7 +54,10 @@ from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambigu
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.features.ray_compat import canonicalize_address, loopback_only
 from refineloc_e2e.fileio import atomic_write_json
-from refineloc_e2e.progress import Progress
+from refineloc_e2e.progress import Progress, log_lines
+
+logger = logging.getLogger(__name__)
+
 
 try:  # the optional [ray] extra
     import ray
@@ -322,7 +325,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
     ``before_extract(out_dir, video_id)``: called in the worker just before a video is extracted, under its
     lock (tests inject faults there, e.g. ``tools.faults.KillOnce``); it must be picklable.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or log_lines(logger)
     require_ray()
     out_dir = Path(os.path.abspath(out_dir))  # the workers' working folders are not ours
     summary, videos = begin_batch(inputs, out_dir, log)

@@ -13,9 +13,9 @@ on them refuses features extracted here (and the other way round), naming why.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +27,11 @@ from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import (RestrictedUnpickler, load_arrays_untrusted, load_npy_untrusted, package_data,
                                   sha256_file)
-from refineloc_e2e.progress import Progress
+from refineloc_e2e.progress import Progress, log_lines
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
+
+logger = logging.getLogger(__name__)
+
 
 _DATA_DIR = package_data("data")
 
@@ -229,7 +232,7 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
     ``[rgb | flow]`` float32 with the time base, the stream order, the backbone as stated and every source
     file's identity in its metadata. Stops at the first bad file, naming it.
     """
-    log = log or (lambda m: print(m, file=sys.stderr))
+    log = log or log_lines(logger)
     spec.validate()
     src, out_dir = Path(src), Path(out_dir)
     if not src.is_dir():

@@ -27,7 +27,7 @@ from refineloc_e2e.errors import ConfigError, WeightsError
 from refineloc_e2e.fileio import atomic_save_with, torch_load_untrusted
 from refineloc_e2e.model import basnet
 from refineloc_e2e.model.basnet import BaSNetConfig, BaSNetHead
-from refineloc_e2e.model.segments import PostprocessConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
 
 CHECKPOINT_FORMAT = "refineloc-e2e-head/1"
 VIDEO_LOSSES = ("paper", "released")

@@ -26,8 +26,9 @@ from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import package_data
 from refineloc_e2e.tools.synthetic import SyntheticSpec, generate_dataset
-from refineloc_e2e.training.features import load_training_features
-from refineloc_e2e.training.refinement import load_run_config, run_training
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.refinement import run_training
+from refineloc_e2e.training.run_config import load_run_config
 
 SAMPLES = package_data("data", "samples")
 
@@ -88,6 +89,7 @@ def run_demo(out_dir: str | Path, *, size: str = "default", progress: bool = Tru
     run_dir = out / "run"
     result = run_training(rcfg, dataset=dataset, features=feats, run_dir=run_dir, feature_meta=meta,
                           progress=progress, resume=False)
+    echo(f"{result.table}\n{result.saved_line}")
 
     echo("\n[5/6] detect on the generated test videos and the real bikes.mp4 (+ timeline PNGs)")
     test_videos = [out / "generated" / "videos" / f"{v.video_id}.mp4" for v in dataset.subset("test")]

@@ -11,7 +11,7 @@ the Kinetics GIF and a byte prefix of it) and small generated videos in several 
   zero-duration (every frame at one timestamp) and single-frame streams, huge start timestamps,
   timestamp jumps, variable frame rate, audio-only and audio + video files.
 
-Inputs are short and low-resolution so that extracting all of them is cheap. ``benchmarks/fuzz_extract.py``
+Inputs are short and low-resolution so that extracting all of them is cheap. ``benchmarks/robustness/fuzz_extract.py``
 runs a corpus through one ``extract`` batch; ``tests/test_fuzz.py`` runs a seeded subset.
 """
 

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from refineloc_e2e.evaluation.metrics import average_precision
-from refineloc_e2e.model.segments import (PostprocessConfig, coverage, foreground_logodds,
+from refineloc_e2e.model.postprocess import (PostprocessConfig, coverage, foreground_logodds,
                                           predict_segments_from_scores)
 
 

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.model.segments import ATTENTION_NORMS, PostprocessConfig
+from refineloc_e2e.model.postprocess import ATTENTION_NORMS, PostprocessConfig
 from refineloc_e2e.training.calibrate import covered_fraction
 
 

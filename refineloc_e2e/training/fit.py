@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -126,10 +127,10 @@ EVAL_BATCH_VIDEOS = 128  # videos per forward pass without gradients (held-out l
 
 
 def eval_batches(items: list[VideoItem], n_classes: int, device: torch.device,
-                 batch_size: int = EVAL_BATCH_VIDEOS) -> list[Batch]:
+                 batch_size: int = EVAL_BATCH_VIDEOS, collate_fn: Callable[..., Batch] = collate) -> list[Batch]:
     """Collate ``items`` once into length-sorted batches (less padding) for repeated evaluation."""
     order = sorted(range(len(items)), key=lambda i: items[i].features.shape[0])
-    return [collate([items[j] for j in order[i:i + batch_size]], n_classes, device)
+    return [collate_fn([items[j] for j in order[i:i + batch_size]], n_classes, device)
             for i in range(0, len(order), batch_size)]
 
 
@@ -151,10 +152,12 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
 
 def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n_classes: int,
               head_cfg: HeadConfig, cfg: TrainConfig, iteration: int, beta: float,
-              class_weights: np.ndarray | None, device: torch.device, progress: bool = True) -> FitResult:
+              class_weights: np.ndarray | None, device: torch.device, progress: bool = True,
+              collate_fn: Callable[..., Batch] = collate) -> FitResult:
     """Train a FRESH head (of ``head_cfg.base``) for ``cfg.epochs`` epochs; return it with the best held-out epoch's weights.
 
     Without held-out videos the last epoch is kept and the LR plateau watches the training loss.
+    ``collate_fn``: how a batch is built (:func:`collate`; a benchmark times another form with the same values).
     """
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -169,14 +172,15 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
         best_state, best = None, (float("inf"), None, None, -1)  # (loss, loss, video loss, epoch)
         result = FitResult(model=model, best_epoch=-1, best_heldout_loss=None, best_heldout_video_loss=None)
         bar = Progress(cfg.epochs, desc=f"iteration {iteration}", unit="epoch", enabled=progress, leave=False)
-        held_batches = eval_batches(heldout_items, n_classes, device) if heldout_items else []  # collated once
+        held_batches = (eval_batches(heldout_items, n_classes, device, collate_fn=collate_fn)  # collated once
+                        if heldout_items else [])
         for epoch in range(cfg.epochs):
             t_epoch = time.perf_counter()
             model.train()
             order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(len(train_items))
             running = 0.0
             for i in range(0, len(order), cfg.batch_size):
-                batch = collate([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
+                batch = collate_fn([train_items[j] for j in order[i:i + cfg.batch_size]], n_classes, device)
                 raw = model.forward_packed(batch.valid, batch.mask)
                 loss, _, _ = eq4_loss(raw, batch, weights, beta, head_cfg.video_loss, head_cfg)
                 opt.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.batch import VIDEO_EXTENSIONS
 from refineloc_e2e.fileio import user_cache_dir
-from refineloc_e2e.training.refinement import RunConfig, load_run_config
+from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
 DATASET_CONFIGS = ("thumos14", "activitynet12")  # datasets with a shipped run config of the same name
 EXTRACT_OUTPUT = Path("features")  # `refineloc-e2e extract`'s default output folder (relative to the cwd)

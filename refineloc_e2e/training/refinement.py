@@ -16,72 +16,39 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 import yaml
 
-from refineloc_e2e.config import load_config, settings_hash, to_dict
-from refineloc_e2e.errors import ConfigError, DatasetError, WeightsError
-from refineloc_e2e.fileio import atomic_write_bytes, atomic_write_json, atomic_writer
-from refineloc_e2e.model.head import HeadConfig, load_head, save_head
-from refineloc_e2e.model.segments import PostprocessConfig, predict_segments_from_scores, segments_to_results
-from refineloc_e2e.model.pseudo import (PseudoConfig, foreground_fraction, generate, pseudo_stats, sample_mask,
-                     truth_labels, video_rng)
-from refineloc_e2e.model.pseudo import class_weights as pseudo_class_weights
+from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.device import configure_cpu_math, resolve_device
+from refineloc_e2e.errors import ConfigError, DatasetError, WeightsError
 from refineloc_e2e.evaluation.metrics import evaluate
+from refineloc_e2e.fileio import atomic_write_bytes, atomic_write_json, atomic_writer
+from refineloc_e2e.model.head import load_head, save_head
 from refineloc_e2e.model.inference import predict_batch
+from refineloc_e2e.model.postprocess import predict_segments_from_scores, segments_to_results
 from refineloc_e2e.timebase import time_base
 from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction, fraction_warning, weak_label_map
-from refineloc_e2e.training.detection_norm import choose_attention_norm, validate_candidates
-from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, TrainConfig, VideoItem, fit_model
+from refineloc_e2e.training.detection_norm import choose_attention_norm
+from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, VideoItem, collate, fit_model
 from refineloc_e2e.training.fit_cache import cached_fit, features_digest, fit_key
-from refineloc_e2e.training.guard import GuardConfig, check_pseudo
+from refineloc_e2e.training.guard import check_pseudo
+from refineloc_e2e.training.pseudo import class_weights as pseudo_class_weights
+from refineloc_e2e.training.pseudo import (foreground_fraction, generate, pseudo_stats, sample_mask, truth_labels,
+                                           video_rng)
+from refineloc_e2e.training.report import format_iteration_table
+from refineloc_e2e.training.run_config import RunConfig, load_run_config
 from refineloc_e2e.training.run_lock import RunFolderLock
-from refineloc_e2e.training.selection import SELECT_MODES, select_iteration
+from refineloc_e2e.training.selection import select_iteration
 
-@dataclass
-class RunConfig:
-    dataset: str = ""  # "thumos14" | "activitynet12" | path to an ActivityNet-format JSON (informational)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)  # detection thresholds
-    guard: GuardConfig = field(default_factory=GuardConfig)  # training/guard.py: stop on implausible pseudo labels
-    # which iteration becomes model.pt: one of selection.SELECT_MODES (see training/selection.py)
-    select: str = "fixed"
-    select_iteration: int | None = None  # "fixed": this iteration (paper 4.3: eta = 3); None = the last one
-    heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
-    select_margin: float = 0.0  # wap / wap_dup / heldout_map: a later iteration must beat the kept one by more
-    eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluate.default_tious)
-    # detection-time attention_norm per iteration from held-out coverage vs pseudo.fg_fraction_range
-    # (training/detection_norm.py; ours, issue 17). None: postprocess.attention_norm as given.
-    attention_norm_candidates: list[str] | None = None
-
-    def validate(self) -> None:
-        if self.select not in SELECT_MODES:
-            raise ConfigError(f"config key 'select': {self.select!r} is not one of {SELECT_MODES}")
-        if self.select == "fixed" and self.select_iteration is not None \
-                and not 0 <= self.select_iteration <= self.train.n_iterations:
-            raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
-                              f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
-                              f"(null) to save the last iteration")
-        if not 0.0 <= self.select_margin < 1.0:
-            raise ConfigError(f"config key 'select_margin' must be in [0, 1), got {self.select_margin}")
-        if not 0.0 < self.heldout_map_tiou <= 1.0:
-            raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
-        validate_candidates(self.attention_norm_candidates, self.pseudo.fg_fraction_range)
-
-
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults <- YAML <- ``key=value`` overrides; a partial ``pseudo.segment`` keeps the pseudo defaults."""
-    return load_config(RunConfig, path, overrides, base=RunConfig())
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,11 +57,12 @@ class TrainResult:
     metrics: dict
     selected_iteration: int
     model_path: Path
-    table: str
+    table: str  # report.format_iteration_table of the run, the selected iteration marked
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    @property
+    def saved_line(self) -> str:
+        """``saved iteration <k> (<why>) -> <run_dir>/model.pt`` (``refineloc-e2e train`` prints it under the table)."""
+        return f"saved iteration {self.selected_iteration} ({self.metrics['select_reason']}) -> {self.model_path}"
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> list[dict]:
@@ -126,7 +94,7 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> list[dict]:
         try:
             load_head(run_dir / f"iter_{k}.pt")
         except WeightsError as e:  # damaged outside our atomic writes: redo it (seeded: the same result)
-            _log(f"warning: {e}; iteration {k} and later are trained again")
+            log.warning(f"warning: {e}; iteration {k} and later are trained again")
             break
         out.append(entry)
     return out
@@ -146,7 +114,7 @@ def _holdout_split(ids: list[str], fraction: float, seed: int) -> tuple[list[str
 def _select_features(dataset, features: Mapping[str, np.ndarray], feature_dim: int) -> dict[str, np.ndarray]:
     """{video_id: float32[T, D]} for the dataset's train/test videos that have features (shapes checked).
 
-    Which videos may lack features is decided before this (``training.features.load_training_features``).
+    Which videos may lack features is decided before this (``training.data.load_training_features``).
     """
     wanted = [v.video_id for v in dataset.videos.values() if v.subset in ("train", "test")]
     out = {vid: features[vid] for vid in wanted if vid in features}
@@ -157,8 +125,9 @@ def _select_features(dataset, features: Mapping[str, np.ndarray], feature_dim: i
     return out
 
 
-def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_meta: dict, device) -> dict:
-    scores = predict_batch(head, [feats[v.video_id] for v in test_videos], device, cfg.train.batch_size)
+def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_meta: dict, device,
+                   predict_fn=predict_batch) -> dict:
+    scores = predict_fn(head, [feats[v.video_id] for v in test_videos], device, cfg.train.batch_size)
     predictions = {}
     for v, s in zip(test_videos, scores):
         segs = predict_segments_from_scores(s, cfg.postprocess)
@@ -172,12 +141,12 @@ def _evaluate_test(head, test_videos, feats, dataset, cfg: RunConfig, feature_me
 
 
 def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration: int, device,
-                   fg_probability: float | None, held_ids: set[str] | None = None) -> dict:
+                   fg_probability: float | None, held_ids: set[str] | None = None, predict_fn=predict_batch) -> dict:
     """Fill ``item.pseudo`` / ``item.sampled`` from the previous model (training videos only).
 
     One batched forward pass over all training videos; the pseudo.segment attention threshold is first
     calibrated on the held-out part (``pseudo.calibration``). Returns the calibration info."""
-    scores = predict_batch(prev_head, [it.features for it in items], device, EVAL_BATCH_VIDEOS)
+    scores = predict_fn(prev_head, [it.features for it in items], device, EVAL_BATCH_VIDEOS)
     held = [s for it, s in zip(items, scores) if held_ids and it.video_id in held_ids]
     segment, info = calibrate_segment(cfg.pseudo.segment, held, cfg.pseudo.calibration,
                                       cfg.pseudo.calibration_fraction, detection=cfg.postprocess)
@@ -190,13 +159,13 @@ def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration:
 
 
 def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes: int, device, dataset,
-                   feature_meta: dict, annotated: bool) -> dict:
+                   feature_meta: dict, annotated: bool, predict_fn=predict_batch) -> dict:
     """On the held-out TRAINING videos: weak-label detection mAP (both forms), detection count, the fraction
     of snippets the detections cover (the guard's reference) and, where the videos have temporal
     annotations, detection mAP@``heldout_map_tiou`` against them (select "heldout_map"; reporting otherwise)."""
     if not held_items:
         return {"wap": None, "wap_dup": None, "n_detections": None, "coverage": None, "heldout_map": None}
-    scores = predict_batch(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
+    scores = predict_fn(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
     labels = [it.label_indices for it in held_items]
     wap, n_dets = weak_label_map(scores, labels, cfg.postprocess, n_classes)
     wap_dup, _ = weak_label_map(scores, labels, cfg.postprocess, n_classes, dup=True)
@@ -215,78 +184,67 @@ def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes:
     return out
 
 
-def format_iteration_table(iterations: list[dict], selected: int | None = None, guard: dict | None = None) -> str:
-    """One row per iteration: test mAP (%) per tIoU + average, held-out loss and video loss, held-out
-    weak-label detection mAP (wAP, %), kept/run epochs, pseudo-fg fraction and its precision / recall / F1
-    against the strong annotations (reporting only). ``*`` marks the selected iteration; an iteration the guard
-    refused (``guard``: metrics["guard"]) gets one line saying why it was not trained."""
-    tests = [e.get("test") for e in iterations]
-    tious = next((t["tious"] for t in tests if t), [])
-    head = (f"{'iter':>5} " + " ".join(f"{t:>6.2f}" for t in tious) + f" {'Avg':>6} {'heldout':>8} {'h-video':>8}"
-            f" {'h-wAP':>6} {'h-cov':>6} {'epoch':>7} {'pseudo-fg':>9} {'P':>5} {'R':>5} {'F1':>5}")
-    lines = [head]
-
-    def num(v, fmt, width, scale=1.0):
-        return f"{'-':>{width}}" if v is None else f"{scale * v:{width}{fmt}}"
-
-    for e, t in zip(iterations, tests):
-        maps = " ".join(f"{100 * m:6.2f}" for m in t["map_per_tiou"]) + f" {100 * t['average_map']:6.2f}" \
-            if t else " ".join(f"{'-':>6}" for _ in tious) + f" {'-':>6}"
-        ps = e.get("pseudo") or {}
-        mark = "*" if selected is not None and e["iteration"] == selected else " "
-        epochs = f"{e.get('best_epoch', -1)}/{e.get('epochs_run', len(e.get('train_losses', [])))}"
-        lines.append(f"{mark}{e['iteration']:>4} {maps} {num(e.get('heldout_loss'), '.4f', 8)} "
-                     f"{num(e.get('heldout_video_loss'), '.4f', 8)} {num((e.get('heldout') or {}).get('wap'), '.2f', 6, 100)} "
-                     f"{num((e.get('heldout') or {}).get('coverage'), '.3f', 6)} {epochs:>7} {num(ps.get('fg_fraction'), '.3f', 9)} {num(ps.get('precision_vs_truth'), '.2f', 5)} "
-                     f"{num(ps.get('recall_vs_truth'), '.2f', 5)} {num(ps.get('f1_vs_truth'), '.2f', 5)}")
-    if guard:
-        lines.append(f"{'':1}{guard['iteration']:>4} not trained (guard): {guard['reason']}")
-    return "\n".join(lines)
-
-
 def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
                  feature_meta: dict, progress: bool = True, resume: bool = False,
-                 fit_cache: Path | None = None, flush_denormal: bool = True) -> TrainResult:
+                 fit_cache: Path | None = None, flush_denormal: bool = True,
+                 collate_fn: Callable | None = None, predict_fn: Callable | None = None) -> TrainResult:
     """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring. One run per
     folder at a time: a second one is refused with a ConfigError naming the first (``run_lock``).
 
     ``fit_cache``: a folder where fits are stored by the hash of everything they depend on
     (training/fit_cache.py); runs sharing it train each distinct model once (benchmarks).
     ``flush_denormal``: set the process's flush-to-zero (device.configure_cpu_math), as every entry point
-    does; False leaves the process as it is (the side-by-side benchmark of its effect)."""
+    does; False leaves the process as it is (the side-by-side benchmark of its effect).
+    ``collate_fn`` / ``predict_fn``: how training batches are built (``fit.collate``) and how scores are
+    computed (``inference.predict_batch``); the defaults unless a benchmark times another form of the same values.
+    Progress and warnings go to this module's logger; the table is returned (``TrainResult.table``)."""
     with RunFolderLock(run_dir):
-        return _run_training(cfg, dataset=dataset, features=features, run_dir=run_dir, feature_meta=feature_meta,
-                             progress=progress, resume=resume, fit_cache=fit_cache, flush_denormal=flush_denormal)
+        if flush_denormal:  # a library entry point too (benchmarks, notebooks): denormals slow epochs ~6x
+            configure_cpu_math()
+        run = _prepare(cfg, dataset=dataset, features=features, run_dir=Path(run_dir), feature_meta=feature_meta,
+                       resume=resume, progress=progress, fit_cache=fit_cache, collate_fn=collate_fn or collate,
+                       predict_fn=predict_fn or predict_batch)
+        for k in range(len(run.metrics["iterations"]), cfg.train.n_iterations + 1):
+            if not _train_iteration(run, k):
+                break
+        return _finish(run)
 
 
-def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
-                  feature_meta: dict, progress: bool, resume: bool, fit_cache: Path | None,
-                  flush_denormal: bool) -> TrainResult:
-    features_key = None
-    run_dir = Path(run_dir)
-    if flush_denormal:  # a library entry point too (benchmarks, notebooks): denormals slow epochs ~6x
-        configure_cpu_math()
-    device = resolve_device(cfg.train.device, key="train.device")
+@dataclass
+class _Run:
+    """What the steps of one training run share."""
+    cfg: RunConfig
+    dataset: object
+    run_dir: Path
+    feature_meta: dict
+    device: torch.device
+    feats: dict[str, np.ndarray]  # {video_id: float32[T, D]}
+    test_videos: list
+    fit_items: list[VideoItem]
+    held_items: list[VideoItem]
+    truths: list[np.ndarray] | None  # strong per-snippet labels of fit + held-out items (reporting), or None
+    fg_probability: float | None
+    metrics: dict
+    progress: bool
+    fit_cache: Path | None
+    collate_fn: Callable
+    predict_fn: Callable
+    features_key: str | None = None
+
+    @property
+    def all_items(self) -> list[VideoItem]:
+        return self.fit_items + self.held_items
+
+
+def _check_feature_meta(cfg: RunConfig, feature_meta: dict) -> None:
     if feature_meta.get("dim") not in (None, cfg.head.feature_dim):
         raise DatasetError(f"features have dim {feature_meta['dim']} but head.feature_dim is {cfg.head.feature_dim}")
     for key in ("fps", "snippet_frames"):
         if key not in feature_meta:
             raise DatasetError(f"feature_meta lacks '{key}' (needed to turn snippets into seconds)")
-    done = _check_run_dir(run_dir, cfg, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(run_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
 
-    feats = _select_features(dataset, features, cfg.head.feature_dim)
-    train_videos = [v for v in dataset.subset("train") if v.video_id in feats]
-    n_train_missing = len(dataset.subset("train")) - len(train_videos)
-    if not train_videos:
-        raise DatasetError(f"dataset {dataset.name!r}: no training video has features")
-    if n_train_missing:
-        _log(f"warning: {n_train_missing} training videos have no features and are skipped")
-    has_test = any(v.subset == "test" for v in dataset.videos.values())
-    test_videos = [v for v in dataset.subset("test") if v.video_id in feats] if has_test else []
-    n_classes = len(dataset.classes)
+
+def _training_items(dataset, feats: dict[str, np.ndarray], train_videos: list) -> dict[str, VideoItem]:
     items = {}
     for v in train_videos:
         if not v.labels:
@@ -294,25 +252,45 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
         items[v.video_id] = VideoItem(v.video_id, torch.from_numpy(np.ascontiguousarray(feats[v.video_id],
                                                                                        dtype=np.float32)),
                                       [dataset.class_index(lab) for lab in v.labels])
+    return items
+
+
+def _prepare(cfg: RunConfig, *, dataset, features, run_dir: Path, feature_meta: dict, resume: bool,
+             **run_kw) -> _Run:
+    """Check the inputs and the run folder (config.yaml written), build the training items and their split."""
+    device = resolve_device(cfg.train.device, key="train.device")
+    _check_feature_meta(cfg, feature_meta)
+    done = _check_run_dir(run_dir, cfg, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    feats = _select_features(dataset, features, cfg.head.feature_dim)
+    train_videos = [v for v in dataset.subset("train") if v.video_id in feats]
+    n_train_missing = len(dataset.subset("train")) - len(train_videos)
+    if not train_videos:
+        raise DatasetError(f"dataset {dataset.name!r}: no training video has features")
+    if n_train_missing:
+        log.warning(f"warning: {n_train_missing} training videos have no features and are skipped")
+    has_test = any(v.subset == "test" for v in dataset.videos.values())
+    test_videos = [v for v in dataset.subset("test") if v.video_id in feats] if has_test else []
+    items = _training_items(dataset, feats, train_videos)
     fit_ids, held_ids = _holdout_split(sorted(items), cfg.train.holdout_fraction, cfg.train.seed)
     fit_items, held_items = [items[i] for i in fit_ids], [items[i] for i in held_ids]
-    all_items = fit_items + held_items
     # strong annotations: reporting (pseudo precision/recall) and the distribution-aware baseline only
     truths = None
     if all(v.segments for v in train_videos):
         by_id = {v.video_id: v for v in train_videos}
         truths = [truth_labels(by_id[it.video_id].segments, it.features.shape[0], **time_base(feature_meta))
-                  for it in all_items]
+                  for it in fit_items + held_items]
     fg_probability = None
     if cfg.pseudo.uses_strong_annotations:
         if truths is None:
             raise DatasetError("pseudo.generator 'distribution_aware' needs strong annotations of every "
                                "training video (it is a non-weakly-supervised reference baseline)")
         fg_probability = foreground_fraction(truths)
-
     metrics = {
         "dataset": dataset.name, "feature_meta": feature_meta, "device": str(device),
-        "n_train_videos": len(all_items), "n_train_videos_without_features": n_train_missing,
+        "n_train_videos": len(items), "n_train_videos_without_features": n_train_missing,
         "n_test_videos": len(test_videos), "heldout_video_ids": held_ids,
         "heldout_note": "held-out videos are a seeded part of the TRAINING split; the test split never "
                         "drives LR decay, epoch or iteration selection",
@@ -321,86 +299,117 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
         "iterations": list(done),
     }
     if done:
-        _log(f"resuming {run_dir} after iteration {len(done) - 1}")
-    for k in range(len(done), cfg.train.n_iterations + 1):
-        t0 = time.perf_counter()
-        entry: dict = {"iteration": k}
-        weights = None
-        timing: dict[str, float] = {}  # seconds per stage of this iteration (benchmarks/iteration_speed.py)
-        if k > 0:
-            prev = load_head(run_dir / f"iter_{k - 1}.pt", device=device).model
-            calib = _pseudo_labels(prev, all_items, cfg, k, device, fg_probability, set(held_ids))
-            weights = pseudo_class_weights([it.pseudo for it in fit_items], [it.sampled for it in fit_items],
-                                           cfg.pseudo.class_weighting)
-            entry["pseudo"] = pseudo_stats([it.pseudo for it in all_items], [it.sampled for it in all_items],
-                                           truths)
-            entry["pseudo"]["class_weights"] = [float(w) for w in weights]  # from the fit part
-            entry["pseudo"]["calibration"] = calib
-            reference = (metrics["iterations"][0].get("heldout") or {}).get("coverage")
-            reason = check_pseudo(cfg.guard, entry["pseudo"]["fg_fraction"], reference,
-                                  cfg.pseudo.fg_fraction_range, k)
-            if reason:  # not trained on, not saved: refinement stops at the last sound iteration
-                metrics["guard"] = {"iteration": k, "reason": reason, "pseudo": entry["pseudo"],
-                                    "reference_coverage": reference}
-                _log(f"guard: {reason}; refinement stops, iterations 0..{k - 1} are kept")
-                break
-            warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
-            if warn:
-                _log(warn)
-        timing["pseudo_s"] = time.perf_counter() - t0
-        t_fit = time.perf_counter()
-        beta = cfg.pseudo.beta if k > 0 else 0.0
+        log.info(f"resuming {run_dir} after iteration {len(done) - 1}")
+    return _Run(cfg=cfg, dataset=dataset, run_dir=run_dir, feature_meta=feature_meta, device=device, feats=feats,
+                test_videos=test_videos, fit_items=fit_items, held_items=held_items, truths=truths,
+                fg_probability=fg_probability, metrics=metrics, **run_kw)
 
-        def train_one(k=k, beta=beta, weights=weights):
-            return fit_model(fit_items, held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
-                             iteration=k, beta=beta, class_weights=weights, device=device, progress=progress)
 
-        if fit_cache is None:
-            fit = train_one()
-        else:  # opt-in: an identical fit (same configs, features, pseudo labels) is loaded, not retrained
-            features_key = features_key or features_digest(all_items)
-            key = fit_key(fit_items, held_items, features_key, head_cfg=cfg.head, cfg=cfg.train,
-                          n_classes=n_classes, iteration=k, beta=beta, class_weights=weights)
-            fit, entry["fit_cache_hit"] = cached_fit(fit_cache, key, cfg.head, n_classes, train_one)
-            fit.model.to(device)
-        entry.update({"train_loss": fit.train_losses[fit.best_epoch], "heldout_loss": fit.best_heldout_loss,
-                      "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
-                      "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
-                      "lr_final": fit.lr_final, "epochs_run": fit.epochs_run, "epoch_s": fit.epoch_s})
-        timing["fit_s"] = time.perf_counter() - t_fit
-        t_stage = time.perf_counter()
-        it_cfg = cfg
-        if cfg.attention_norm_candidates and held_items:  # detection_norm.py: this iteration's detection norm
-            held_scores = predict_batch(fit.model, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
-            post, entry["attention_norm"] = choose_attention_norm(
-                held_scores, cfg.postprocess, cfg.attention_norm_candidates, cfg.pseudo.fg_fraction_range)
-            it_cfg = dataclasses.replace(cfg, postprocess=post)
-        entry["heldout"] = _heldout_proxy(fit.model, held_items, it_cfg, n_classes, device, dataset, feature_meta,
-                                          annotated=truths is not None)
-        if entry["heldout"]["n_detections"] == 0:
-            _log(f"warning: iteration {k}: no detections on the {len(held_items)} held-out training videos "
-                 f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")
-        save_head(run_dir / f"iter_{k}.pt", fit.model, class_names=dataset.classes, feature_meta=feature_meta,
-                  head_config=cfg.head, postprocess_config=it_cfg.postprocess,
-                  extra={"iteration": k, "best_epoch": fit.best_epoch, "dataset": dataset.name,
-                         "uses_strong_annotation_statistics": cfg.pseudo.uses_strong_annotations})
-        timing["heldout_proxy_s"] = time.perf_counter() - t_stage
-        t_stage = time.perf_counter()
-        entry["test"] = _evaluate_test(fit.model, test_videos, feats, dataset, it_cfg, feature_meta, device) \
-            if test_videos else None
-        timing["test_s"] = time.perf_counter() - t_stage
-        entry["timing"] = timing
-        entry["wall_s"] = time.perf_counter() - t0
-        metrics["iterations"].append(entry)
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        if progress:
-            t = entry["test"]
-            norm = entry.get("attention_norm")
-            _log(f"iteration {k}: best epoch {fit.best_epoch}, held-out loss {fit.best_heldout_loss}"
+def _refine_labels(run: _Run, k: int, entry: dict) -> tuple[np.ndarray | None, str | None]:
+    """Iteration ``k`` > 0: pseudo labels from checkpoint k - 1 into the items, their statistics into ``entry``,
+    the class weights; or the guard's reason to train no further (recorded in the metrics)."""
+    cfg = run.cfg
+    prev = load_head(run.run_dir / f"iter_{k - 1}.pt", device=run.device).model
+    calib = _pseudo_labels(prev, run.all_items, cfg, k, run.device, run.fg_probability,
+                           {it.video_id for it in run.held_items}, predict_fn=run.predict_fn)
+    weights = pseudo_class_weights([it.pseudo for it in run.fit_items], [it.sampled for it in run.fit_items],
+                                   cfg.pseudo.class_weighting)
+    entry["pseudo"] = pseudo_stats([it.pseudo for it in run.all_items], [it.sampled for it in run.all_items],
+                                   run.truths)
+    entry["pseudo"]["class_weights"] = [float(w) for w in weights]  # from the fit part
+    entry["pseudo"]["calibration"] = calib
+    reference = (run.metrics["iterations"][0].get("heldout") or {}).get("coverage")
+    reason = check_pseudo(cfg.guard, entry["pseudo"]["fg_fraction"], reference, cfg.pseudo.fg_fraction_range, k)
+    if reason:  # not trained on, not saved: refinement stops at the last sound iteration
+        run.metrics["guard"] = {"iteration": k, "reason": reason, "pseudo": entry["pseudo"],
+                                "reference_coverage": reference}
+        log.warning(f"guard: {reason}; refinement stops, iterations 0..{k - 1} are kept")
+        return weights, reason
+    warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
+    if warn:
+        log.warning(warn)
+    return weights, None
+
+
+def _fit(run: _Run, k: int, weights: np.ndarray | None, entry: dict):
+    """Iteration ``k``'s model (fit_model, or the fit cache when given); its losses and epochs into ``entry``."""
+    cfg, n_classes = run.cfg, len(run.dataset.classes)
+    beta = cfg.pseudo.beta if k > 0 else 0.0
+
+    def train_one():
+        return fit_model(run.fit_items, run.held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
+                         iteration=k, beta=beta, class_weights=weights, device=run.device, progress=run.progress,
+                         collate_fn=run.collate_fn)
+
+    if run.fit_cache is None:
+        fit = train_one()
+    else:  # opt-in: an identical fit (same configs, features, pseudo labels) is loaded, not retrained
+        run.features_key = run.features_key or features_digest(run.all_items)
+        key = fit_key(run.fit_items, run.held_items, run.features_key, head_cfg=cfg.head, cfg=cfg.train,
+                      n_classes=n_classes, iteration=k, beta=beta, class_weights=weights)
+        fit, entry["fit_cache_hit"] = cached_fit(run.fit_cache, key, cfg.head, n_classes, train_one)
+        fit.model.to(run.device)
+    entry.update({"train_loss": fit.train_losses[fit.best_epoch], "heldout_loss": fit.best_heldout_loss,
+                  "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
+                  "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
+                  "lr_final": fit.lr_final, "epochs_run": fit.epochs_run, "epoch_s": fit.epoch_s})
+    return fit
+
+
+def _train_iteration(run: _Run, k: int) -> bool:
+    """Iteration ``k``: pseudo labels (k > 0), fit, held-out proxy, checkpoint, test mAP; metrics.json rewritten.
+    False when the guard refused its pseudo labels (nothing trained or saved)."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    entry: dict = {"iteration": k}
+    weights = None
+    timing: dict[str, float] = {}  # seconds per stage of this iteration (benchmarks.speed.iteration_speed)
+    if k > 0:
+        weights, stop = _refine_labels(run, k, entry)
+        if stop:
+            return False
+    timing["pseudo_s"] = time.perf_counter() - t0
+    t_stage = time.perf_counter()
+    fit = _fit(run, k, weights, entry)
+    timing["fit_s"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
+    if cfg.attention_norm_candidates and run.held_items:  # detection_norm.py: this iteration's detection norm
+        held_scores = run.predict_fn(fit.model, [it.features for it in run.held_items], run.device,
+                                     EVAL_BATCH_VIDEOS)
+        post, entry["attention_norm"] = choose_attention_norm(
+            held_scores, cfg.postprocess, cfg.attention_norm_candidates, cfg.pseudo.fg_fraction_range)
+        cfg = dataclasses.replace(cfg, postprocess=post)
+    entry["heldout"] = _heldout_proxy(fit.model, run.held_items, cfg, len(run.dataset.classes), run.device,
+                                      run.dataset, run.feature_meta, annotated=run.truths is not None,
+                                      predict_fn=run.predict_fn)
+    if entry["heldout"]["n_detections"] == 0:
+        log.warning(f"warning: iteration {k}: no detections on the {len(run.held_items)} held-out training videos "
+                    f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")
+    save_head(run.run_dir / f"iter_{k}.pt", fit.model, class_names=run.dataset.classes,
+              feature_meta=run.feature_meta, head_config=cfg.head, postprocess_config=cfg.postprocess,
+              extra={"iteration": k, "best_epoch": fit.best_epoch, "dataset": run.dataset.name,
+                     "uses_strong_annotation_statistics": cfg.pseudo.uses_strong_annotations})
+    timing["heldout_proxy_s"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
+    entry["test"] = _evaluate_test(fit.model, run.test_videos, run.feats, run.dataset, cfg, run.feature_meta,
+                                   run.device, predict_fn=run.predict_fn) if run.test_videos else None
+    timing["test_s"] = time.perf_counter() - t_stage
+    entry["timing"] = timing
+    entry["wall_s"] = time.perf_counter() - t0
+    run.metrics["iterations"].append(entry)
+    atomic_write_json(run.run_dir / "metrics.json", run.metrics)
+    if run.progress:
+        t = entry["test"]
+        norm = entry.get("attention_norm")
+        log.info(f"iteration {k}: best epoch {fit.best_epoch}, held-out loss {fit.best_heldout_loss}"
                  + (f", detection attention_norm {norm['chosen']} ({norm['reason']})" if norm else "")
                  + (f", test avg mAP {100 * t['average_map']:.2f}%" if t else "")
                  + (f", pseudo fg {entry['pseudo']['fg_fraction']:.3f}" if k > 0 else ""))
+    return True
 
+
+def _finish(run: _Run) -> TrainResult:
+    """Select the iteration to save, copy it to model.pt, write the final metrics.json."""
+    cfg, metrics, run_dir = run.cfg, run.metrics, run.run_dir
     its = metrics["iterations"]
     if cfg.select == "heldout_map" and any((e.get("heldout") or {}).get("heldout_map") is None for e in its):
         raise DatasetError("select 'heldout_map' needs held-out training videos with temporal annotations "
@@ -412,8 +421,5 @@ def _run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray]
     metrics["uses_strong_annotations_for_selection"] = cfg.select == "heldout_map"
     atomic_write_bytes(run_dir / "model.pt", (run_dir / f"iter_{selected}.pt").read_bytes())
     atomic_write_json(run_dir / "metrics.json", metrics)
-    table = format_iteration_table(its, selected, metrics.get("guard"))
-    print(table)
-    print(f"saved iteration {selected} ({why}) -> {run_dir / 'model.pt'}")
-    return TrainResult(run_dir=run_dir, metrics=metrics, selected_iteration=selected,
-                       model_path=run_dir / "model.pt", table=table)
+    return TrainResult(run_dir=run_dir, metrics=metrics, selected_iteration=selected, model_path=run_dir / "model.pt",
+                       table=format_iteration_table(its, selected, metrics.get("guard")))

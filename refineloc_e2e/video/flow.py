@@ -19,7 +19,7 @@ Definitions (the README's "Conventions" states them):
   with step 0.5, 3 warps, epsilon 0.02. On ``refineloc_e2e/data/samples/bikes.mp4`` (602x256, fast motion) it was 7.5-9.5x
   faster than ``paper`` with an endpoint error against it of 0.66-0.90 px mean, ~0.1 px median, in the
   224 centre crop; ``paper`` is itself unconverged there (epsilon 0.005 instead of 0.01 moves it by
-  0.88 px mean, 0.03 px median). ``benchmarks/flow_presets.py`` measures it; ``epsilon=0.01`` on top of
+  0.88 px mean, 0.03 px median). ``benchmarks/speed/flow_presets.py`` measures it; ``epsilon=0.01`` on top of
   ``fast`` is closer to ``paper`` (0.47 px mean, 0.03 px median) at only 3.2x.
 
 ``compute_flow`` is a pure function of two grayscale frames (plus the TV-L1 object), so it can be run in
@@ -105,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # OpenCV's DualTVL1OpticalFlow defaults, used by the published I3D / W-TALC feature pipelines
     "paper": dict(tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01, inner_iterations=30,
                   outer_iterations=10, scale_step=0.8, gamma=0.0, median_filtering=5, use_initial_flow=False),
-    # chosen by benchmarks/flow_presets.py (speed vs endpoint error against "paper")
+    # chosen by benchmarks/speed/flow_presets.py (speed vs endpoint error against "paper")
     "fast": dict(nscales=3, warps=3, epsilon=0.02, scale_step=0.5),
 }
 

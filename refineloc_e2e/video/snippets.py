@@ -67,6 +67,15 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[..., top:top + size, left:left + size, :]  # [..., size, size, C]
 
 
+def centre_window(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Central ``h x w`` window of ``a[..., H, W]`` (channels first or none: gray frames, flow as [P, 2, H, W])."""
+    H, W = a.shape[-2:]
+    if not (1 <= h <= H and 1 <= w <= W):
+        raise RefineLocError(f"a centre window of {h}x{w} does not fit in arrays of {H}x{W} (H x W)")
+    top, left = (H - h) // 2, (W - w) // 2
+    return a[..., top:top + h, left:left + w]  # [..., h, w]
+
+
 def normalize_rgb(frames: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[..., 3]`` -> float32 in ``[-1, 1]`` via ``x / 127.5 - 1``."""
     if frames.dtype != np.uint8:

@@ -31,7 +31,7 @@ is empty or the iteration cap is hit. Each step then needs one device sync (a ``
 per-pair test). ``fixed_iterations=True`` skips the test and runs ``outer_iterations *
 inner_iterations`` steps per warp for every pair: no syncs and static shapes (meant for a GPU; not yet measured there), but more
 steps than the tolerance needs and a result that is no longer OpenCV's. Measured with
-``benchmarks/flow_backends.py --pairs 3 --fixed`` on bikes.mp4 (256x340, EPE against OpenCV over the 224
+``benchmarks/speed/flow_backends.py --pairs 3 --fixed`` on bikes.mp4 (256x340, EPE against OpenCV over the 224
 crop): epsilon mode mean 0.00 / median 0.00 px (``fast``), 0.016 / 0.005 px (``paper``); fixed mode 0.28 /
 0.07 px (``fast``) and 0.45 / 0.02 px (``paper``), outside issue 9's bounds (mean <= 0.2, median <= 0.05),
 and on the CPU 8-13x slower than the epsilon mode. So the epsilon mode is the default everywhere.

@@ -11,7 +11,7 @@ Sizes: ``256x340`` is the centre 340 columns of the 256-short-side frame (the us
 ``decode.iter_frames`` (25 fps, shorter side 256) starting at ``--start``; pairs of identical frames
 (repeated by the 25 fps resampling) are skipped and counted.
 
-    nice -n 10 .venv/bin/python benchmarks/flow_backends.py --pairs 4 [--vtest /path/to/vtest.avi]
+    nice -n 10 .venv/bin/python -m benchmarks.speed.flow_backends --pairs 4 [--vtest /path/to/vtest.avi]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -27,26 +26,19 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
-from refineloc_e2e.video.tvl1_torch import tvl1_flow  # noqa: E402
+from refineloc_e2e.fileio import package_data
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames
+from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray
+from refineloc_e2e.video.snippets import centre_window
+from refineloc_e2e.video.tvl1_torch import tvl1_flow
 
 CROP = 224
 
 
-def centre(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Centre ``h x w`` window of ``a[..., H, W]``."""
-    H, W = a.shape[-2:]
-    top, left = (H - h) // 2, (W - w) // 2
-    return a[..., top:top + h, left:left + w]
-
-
 def epe_crop(flow: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Endpoint error of ``flow`` against ``ref`` (both ``[P, H, W, 2]``) over the centre crop: ``[P, 224, 224]``."""
-    return np.linalg.norm(centre(np.moveaxis(flow - ref, -1, 1), CROP, CROP), axis=1)
+    return np.linalg.norm(centre_window(np.moveaxis(flow - ref, -1, 1), CROP, CROP), axis=1)
 
 
 def gray_pairs(video: str, start: int, n_pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -96,7 +88,7 @@ def main() -> None:
     ap.add_argument("--fixed", action="store_true", help="also torch with fixed_iterations=True (1 thread)")
     args = ap.parse_args()
     all_threads = os.cpu_count() or 1
-    videos = [str(ROOT / "refineloc_e2e/data/samples/bikes.mp4")] + ([args.vtest] if args.vtest else [])
+    videos = [str(package_data("data", "samples", "bikes.mp4"))] + ([args.vtest] if args.vtest else [])
     print(f"cv2 {cv2.__version__}, torch {torch.__version__}, {all_threads} CPU threads, {args.pairs} pairs per "
           f"clip from frame {args.start}; pairs/s (higher is better); EPE torch vs OpenCV over the {CROP} centre "
           f"crop, px")
@@ -109,8 +101,8 @@ def main() -> None:
             print(f"({Path(video).name}: skipped {skipped} pairs of identical frames)")
         for size in args.sizes.split(","):
             h, w = (CROP, CROP) if size == "224" else tuple(int(v) for v in size.split("x"))
-            prev = np.ascontiguousarray(centre(prev_full, h, w))
-            nxt = np.ascontiguousarray(centre(next_full, h, w))
+            prev = np.ascontiguousarray(centre_window(prev_full, h, w))
+            nxt = np.ascontiguousarray(centre_window(next_full, h, w))
             for preset in args.presets.split(","):
                 cfg = flow_config(preset)
                 cv1, ref = run_opencv(prev, nxt, cfg, 1)

@@ -13,7 +13,7 @@ Extraction is cheap and needs no download: random-weight I3D streams, 48-pixel s
 
 Exit status 0 only if there were no traceback, no hang and no inconsistent message.
 
-    nice -n 10 .venv/bin/python benchmarks/fuzz_extract.py [--n 500] [--seed 0] [--bound-s 60] [--streams rgb]
+    nice -n 10 .venv/bin/python -m benchmarks.robustness.fuzz_extract [--n 500] [--seed 0] [--bound-s 60] [--streams rgb]
 """
 
 from __future__ import annotations

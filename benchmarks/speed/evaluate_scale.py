@@ -6,7 +6,7 @@ predictions overlap a ground truth of their class, so they are matched), plus ``
 Then times the ``evaluate`` command end to end (JSON read and validation, matching, AP; 10 tIoUs) in a
 subprocess, and the library call alone, and prints both with the mAP.
 
-    nice -n 10 .venv/bin/python benchmarks/evaluate_scale.py [--per-video 42] [--clutter 0.2] [--seed 0]
+    nice -n 10 .venv/bin/python -m benchmarks.speed.evaluate_scale [--per-video 42] [--clutter 0.2] [--seed 0]
 """
 
 from __future__ import annotations

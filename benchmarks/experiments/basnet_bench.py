@@ -1,4 +1,4 @@
-"""BaS-Net base vs the RefineLoc base, with refinement, on a generated benchmark (benchmarks/wstal_bench.py).
+"""BaS-Net base vs the RefineLoc base, with refinement, on a generated benchmark (refineloc_e2e.tools.wstal_bench).
 
 For every seed it trains, through the real path (feature cache -> load_training_features -> run_training):
 
@@ -10,9 +10,9 @@ the saved model the fixed last iteration (as both configs do at their own eta). 
 iteration 0, the best refined iteration and the saved model, paired by seed, and seconds per epoch (fit time of
 an iteration / epochs run, held-out loss included). Runs are cached in ``--out``.
 
-    nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_bench      # 3 seeds, iterations 0-2
-    nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_narrow --basnet-set head.basnet.cas_width=512
-    nice -n 10 python benchmarks/basnet_bench.py --out /tmp/basnet_bench --speed   # s / epoch only, interleaved
+    nice -n 10 python -m benchmarks.experiments.basnet_bench --out /tmp/basnet_bench      # 3 seeds, iterations 0-2
+    nice -n 10 python -m benchmarks.experiments.basnet_bench --out /tmp/basnet_narrow --basnet-set head.basnet.cas_width=512
+    nice -n 10 python -m benchmarks.experiments.basnet_bench --out /tmp/basnet_bench --speed   # s / epoch only, interleaved
 
 Call ``torch.set_flush_denormal(True)`` first (done here): training slows ~6x on denormal floats otherwise.
 Test mAP is reported only; it drives nothing.
@@ -21,55 +21,30 @@ Test mAP is reported only; it drives nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import sys
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from refineloc_e2e.config import settings_hash, shipped_config, to_dict  # noqa: E402
-from refineloc_e2e.datasets import load_dataset  # noqa: E402
-from refineloc_e2e.training.features import load_training_features  # noqa: E402
-from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
-from wstal_bench import BenchSpec, write_benchmark  # noqa: E402
+from benchmarks.runs import map05, train_or_reuse
+from refineloc_e2e.config import shipped_config
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.fit import VideoItem, fit_model
+from refineloc_e2e.training.run_config import load_run_config
 
 BASES = {"refineloc": "thumos14", "basnet": "thumos14-basnet-refined"}
 
 
-def run_one(base: str, seed: int, args, ds, feats: dict, meta: dict, out: Path) -> dict:
+def run_config(base: str, seed: int, args):
     overrides = [f"train.seed={seed}", f"train.epochs={args.epochs}", f"train.n_iterations={args.iterations}",
                  f"select_iteration={args.iterations}", f"train.batch_size={args.batch_size}",
                  "train.early_stop_patience=0", "train.device=cpu", "eval_tious=[0.3, 0.5, 0.7]"]
     overrides += args.basnet_set if base == "basnet" else []
-    cfg = load_run_config(shipped_config(BASES[base]), overrides)
-    run_dir = out / "runs" / f"{base}_s{seed}"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("selected_iteration") is not None:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if settings_hash(saved) != settings_hash(to_dict(cfg)):
-            raise SystemExit(f"{run_dir}: finished with other settings than these; use another --out")
-        return json.loads(metrics_path.read_text())
-    t0 = time.perf_counter()
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, progress=False, resume=True,
-                           feature_meta=meta)
-    print(f"--- {base} seed {seed} ({time.perf_counter() - t0:.0f} s)\n{buf.getvalue()}", flush=True)
-    return res.metrics
-
-
-def map05(e: dict) -> float:
-    t = e["test"]
-    return 100 * t["map_per_tiou"][t["tious"].index(0.5)]
+    return load_run_config(shipped_config(BASES[base]), overrides)
 
 
 def s_per_epoch(e: dict) -> float:
@@ -106,9 +81,6 @@ def summarise(results: dict[str, list[dict]]) -> str:
 def speed(args, ds, feats: dict) -> str:
     """Seconds per training epoch (fit_model, one epoch incl. the held-out loss) of each base on the same videos,
     rounds interleaved in one process so machine load hits every base alike; median over ``--speed-rounds``."""
-    import dataclasses
-
-    from refineloc_e2e.training.fit import VideoItem, fit_model
     variants = {"refineloc": ("refineloc", []), "basnet": ("basnet", []),
                 "basnet cas_width 512": ("basnet", ["head.basnet.cas_width=512"])}
     items = [VideoItem(v.video_id, torch.from_numpy(np.ascontiguousarray(feats[v.video_id], dtype=np.float32)),
@@ -166,14 +138,15 @@ def main() -> None:
     results: dict[str, list[dict]] = {b: [] for b in args.bases}
     for s in args.seeds:  # seed-major: a partial run still pairs the bases
         for b in args.bases:
-            results[b].append(run_one(b, s, args, ds, feats, meta, out))
+            results[b].append(train_or_reuse(run_config(b, s, args), out / "runs" / f"{b}_s{s}", dataset=ds,
+                                             features=feats, feature_meta=meta, label=f"{b} seed {s}"))
         table = summarise(results)
         (out / "basnet_bench.md").write_text(table + "\n")
     print(table)
     print(f"total {time.perf_counter() - t0:.0f} s; BaS-Net overrides {args.basnet_set or 'none'}; "
           f"{args.epochs} epochs, batch {args.batch_size}, iterations "
           f"0..{args.iterations}, seeds {args.seeds}; set: {args.train} train / {args.test} test videos of "
-          f"{args.min_snippets}-{args.max_snippets} snippets (wstal_bench default spec otherwise)")
+          f"{args.min_snippets}-{args.max_snippets} snippets (BenchSpec defaults otherwise)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 all training videos: precision / recall / F1 against the truth of several foreground sets built from the
 SAME scores (reporting only; strong annotations drive nothing).
 
-    python benchmarks/pseudo_label_diag.py /tmp/ablation2 paper+quantile_s0 thumos14-paper.yaml
-    python benchmarks/pseudo_label_diag.py /tmp/ablation2 released_s0 thumos14-released.yaml
+    python -m benchmarks.experiments.pseudo_label_diag /tmp/ablation2 paper+quantile_s0 thumos14-paper.yaml
+    python -m benchmarks.experiments.pseudo_label_diag /tmp/ablation2 released_s0 thumos14-released.yaml
 
 (the iteration-0 model of ``paper+quantile`` is the paper form's: calibration only acts from iteration 1.)
 """
@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from refineloc_e2e.datasets import load_dataset  # noqa: E402
-from refineloc_e2e.model.head import load_head  # noqa: E402
-from refineloc_e2e.model.inference import predict_batch  # noqa: E402
-from refineloc_e2e.model.pseudo import generate, truth_labels  # noqa: E402
-from refineloc_e2e.model.segments import foreground_logodds  # noqa: E402
-from refineloc_e2e.timebase import time_base  # noqa: E402
-from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction  # noqa: E402
-from refineloc_e2e.training.features import load_training_features  # noqa: E402
-from refineloc_e2e.training.refinement import _holdout_split, load_run_config  # noqa: E402
+from refineloc_e2e.config import shipped_config
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.model.head import load_head
+from refineloc_e2e.model.inference import predict_batch
+from refineloc_e2e.training.pseudo import generate, truth_labels
+from refineloc_e2e.model.postprocess import foreground_logodds
+from refineloc_e2e.timebase import time_base
+from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.refinement import _holdout_split
+from refineloc_e2e.training.run_config import load_run_config
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     seed = int(run.rsplit("_s", 1)[1])
     ds = load_dataset(out / "bench" / "annotations.json")
     feats, meta, _ = load_training_features(ds, out / "bench" / "features", skip_missing=False, log=lambda m: None)
-    cfg = load_run_config(ROOT / "refineloc_e2e" / "configs" / cfg_file, [f"train.seed={seed}"])
+    cfg = load_run_config(shipped_config(cfg_file.removesuffix(".yaml")), [f"train.seed={seed}"])
     train = {v.video_id: v for v in ds.subset("train")}
     ids = sorted(train)
     _, held = _holdout_split(ids, cfg.train.holdout_fraction, seed)

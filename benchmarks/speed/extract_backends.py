@@ -7,7 +7,7 @@ torch / OpenCV ratio, the per-stage seconds, and the cosine similarity of the fl
 issue's bound: >= 0.995). I3D weights: the real RGB weights when fetched (flow: cross-modality init),
 else random weights (``--random-weights``; the speed does not depend on them).
 
-    .venv/bin/python benchmarks/extract_backends.py [--seconds 2] [--preset fast] [--threads 2]
+    .venv/bin/python -m benchmarks.speed.extract_backends [--seconds 2] [--preset fast] [--threads 2]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,11 @@ import av
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from refineloc_e2e.backbone.i3d import InceptionI3d  # noqa: E402
-from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor  # noqa: E402
-from refineloc_e2e.video.flow import cv2_optflow, flow_config  # noqa: E402
+from refineloc_e2e.backbone.i3d import InceptionI3d
+from refineloc_e2e.fileio import package_data
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.video.flow import cv2_optflow, flow_config
 
 
 def trimmed(src: Path, seconds: float, dst: Path) -> Path:
@@ -53,7 +51,7 @@ def main() -> int:
     ap.add_argument("--preset", default="fast", choices=["fast", "paper"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--random-weights", action="store_true")
-    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
+    ap.add_argument("--video", default=str(package_data("data", "samples", "bikes.mp4")))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2_optflow().setNumThreads(args.threads)  # both backends on the same number of threads

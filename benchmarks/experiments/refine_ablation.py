@@ -1,13 +1,13 @@
-"""Ablation of the refinement forms over seeds on the generated benchmark (benchmarks/wstal_bench.py).
+"""Ablation of the refinement forms over seeds on the generated benchmark (refineloc_e2e.tools.wstal_bench).
 
-Every run goes through the real path: datasets.load_dataset(annotations.json) + train.run_training reading
+Every run goes through the real path: datasets.load_dataset(annotations.json) + training.refinement.run_training reading
 the feature cache directory. Per form and iteration it prints mean and spread (min..max over seeds) of
 test mAP@0.5, the pseudo-label foreground fraction and precision / recall / F1 against the truth, the
 kept / run epochs, and which iteration each selection criterion would save (with its test mAP), plus the
 rank correlation between each held-out criterion and test mAP@0.5 over all (seed, iteration) pairs.
 
-    nice -n 10 python benchmarks/refine_ablation.py --out /tmp/ablation            # 3 seeds, all forms
-    nice -n 10 python benchmarks/refine_ablation.py --out /tmp/ablation --forms paper --seeds 0
+    nice -n 10 python -m benchmarks.experiments.refine_ablation --out /tmp/ablation            # 3 seeds, all forms
+    nice -n 10 python -m benchmarks.experiments.refine_ablation --out /tmp/ablation --forms paper --seeds 0
 
 Test mAP is reported only; it drives nothing.
 """
@@ -15,25 +15,18 @@ Test mAP is reported only; it drives nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from refineloc_e2e.config import settings_hash, to_dict  # noqa: E402
-from refineloc_e2e.datasets import load_dataset  # noqa: E402
-from refineloc_e2e.training.features import load_training_features  # noqa: E402
-from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
-from wstal_bench import BenchSpec, write_benchmark  # noqa: E402
+from benchmarks.runs import map05, train_or_reuse
+from refineloc_e2e.config import shipped_config
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.run_config import load_run_config
+from refineloc_e2e.training.selection import select_iteration
 
 # form -> (config file, overrides). Shared overrides (epochs, iterations, patience, eval) come from the CLI.
 FORMS = {
@@ -60,39 +53,16 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def _select(its: list[dict], crit: str) -> int:
-    if crit == "fixed3":
-        return min(3, len(its) - 1)
-    if crit == "val_loss":
-        return int(np.argmin([e["heldout_video_loss"] for e in its]))
-    vals = [e["heldout"][crit] for e in its]
-    return int(np.argmax(vals))  # first maximum: ties keep the earlier iteration
+    """The iteration ``crit`` saves: the library's rule (``fixed3``: select fixed, eta = 3)."""
+    return select_iteration(its, "fixed", 3)[0] if crit == "fixed3" else select_iteration(its, crit, None)[0]
 
 
-def run_one(form: str, seed: int, args, ds, feats: dict, meta: dict, out: Path) -> dict:
+def run_config(form: str, seed: int, args):
     cfg_file, extra = FORMS[form]
     overrides = extra + [f"train.seed={seed}", f"train.epochs={args.epochs}", f"train.n_iterations={args.iterations}",
                          f"train.early_stop_patience={args.patience}", "train.device=cpu", "select=wap",
                          "eval_tious=[0.3, 0.5, 0.7]"]
-    cfg = load_run_config(ROOT / "refineloc_e2e" / "configs" / cfg_file, overrides)
-    run_dir = out / "runs" / f"{form}_s{seed}"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("selected_iteration") is not None:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if settings_hash(saved) != settings_hash(to_dict(cfg)):  # e.g. another --epochs into the same --out
-            raise SystemExit(f"{run_dir}: finished with other settings than these; use another --out")
-        return json.loads(metrics_path.read_text())
-    t0 = time.perf_counter()
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, progress=False, resume=True,
-                           feature_meta=meta)
-    print(f"--- {form} seed {seed} ({time.perf_counter() - t0:.0f} s)\n{buf.getvalue()}", flush=True)
-    return res.metrics
-
-
-def map05(e: dict) -> float:
-    t = e["test"]
-    return 100 * t["map_per_tiou"][t["tious"].index(0.5)]
+    return load_run_config(shipped_config(cfg_file.removesuffix(".yaml")), overrides)
 
 
 def summarise(results: dict[str, list[dict]]) -> str:
@@ -154,6 +124,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=BenchSpec.n_train)
     ap.add_argument("--test", type=int, default=BenchSpec.n_test)
     args = ap.parse_args()
+    for form in FORMS:  # every form loads and validates before hours of training
+        run_config(form, 0, args).validate()
     out = Path(args.out)
     bench = out / "bench"
     ann = bench / "annotations.json"
@@ -163,7 +135,9 @@ def main() -> None:
     t0 = time.perf_counter()
     # the CLI's path: the feature cache read by load_training_features (run_training takes a mapping)
     feats, meta, _ = load_training_features(ds, bench / "features", skip_missing=False)
-    results = {f: [run_one(f, s, args, ds, feats, meta, out) for s in args.seeds] for f in args.forms}
+    results = {f: [train_or_reuse(run_config(f, s, args), out / "runs" / f"{f}_s{s}", dataset=ds, features=feats,
+                                  feature_meta=meta, label=f"{f} seed {s}") for s in args.seeds]
+               for f in args.forms}
     table = summarise(results)
     (out / "ablation.md").write_text(table + "\n")
     print(table)

@@ -16,7 +16,7 @@ foreground label per snippet, ``uint8[T]`` with 0 = background, 1 = foreground:
    The paper thresholds A^time (eq. 2), whose scale depends on T (it sums to 1 over the video), so the
    source is configurable: ``"foreground"`` (default) thresholds ``attention_bf[:, 1]`` (eq. 1, a
    probability, independent of T); ``"time"`` thresholds ``T * attention_time`` (1 = the video's mean).
-5. ``segment_prediction``  - foreground iff covered by :func:`postprocess.predict_segments` run with the
+5. ``segment_prediction``  - foreground iff covered by :func:`model.postprocess.predict_segments` run with the
    generator's OWN thresholds (default: released-code THUMOS values, top-2, alpha_C 0.1, fg attention
    >= 0.92). The paper's final choice.
 
@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from refineloc_e2e.errors import ConfigError
-from refineloc_e2e.model.segments import PostprocessConfig, coverage, predict_segments_from_scores
+from refineloc_e2e.model.postprocess import PostprocessConfig, coverage, predict_segments_from_scores
 from refineloc_e2e.timebase import seconds_to_snippet
 
 GENERATORS = ("uniform_random", "distribution_aware", "class_activation", "attention", "segment_prediction")
@@ -137,7 +137,7 @@ def attention(attention_bf: np.ndarray, attention_time: np.ndarray, threshold: f
 
 def segment_prediction(scores: Mapping[str, np.ndarray], cfg: PostprocessConfig,
                        class_indices: Sequence[int] | None = None) -> np.ndarray:
-    """fg iff covered by a segment of :func:`postprocess.predict_segments` (with ``cfg``'s thresholds)."""
+    """fg iff covered by a segment of :func:`model.postprocess.predict_segments` (with ``cfg``'s thresholds)."""
     segs = predict_segments_from_scores(scores, cfg, class_indices=class_indices)
     return coverage(segs, len(scores["attention_time"])).astype(np.uint8)
 

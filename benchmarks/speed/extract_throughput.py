@@ -25,8 +25,8 @@ the real ones when fetched, else random (``--random-weights`` forces them; speed
 ``--long`` adds the memory check: a generated 30-minute video, decoded and extracted for its first
 ``--long-minutes`` minutes with RSS sampled at every snippet (peak and slope in MiB per minute of video).
 
-    .venv/bin/python benchmarks/extract_throughput.py [--seconds 2] [--workers 2] [--long]
-    .venv/bin/python benchmarks/extract_throughput.py --before-after --seconds 10 [--reps 1]
+    .venv/bin/python -m benchmarks.speed.extract_throughput [--seconds 2] [--workers 2] [--long]
+    .venv/bin/python -m benchmarks.speed.extract_throughput --before-after --seconds 10 [--reps 1]
 """
 
 from __future__ import annotations
@@ -45,17 +45,17 @@ import av
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from refineloc_e2e.features import extractor as extract_mod
+from refineloc_e2e.backbone.weights import build_i3d
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames
+from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
+from refineloc_e2e.features.cache import write_features
+from refineloc_e2e.fileio import package_data
+from refineloc_e2e.video.flow import compute_flow, flow_config, iter_flow, make_tvl1, postprocess_flow, to_gray
+from refineloc_e2e.video.flow_chunks import flow_window
+from refineloc_e2e.video.snippets import center_crop, normalize_rgb
 
-from refineloc_e2e.features import extractor as extract_mod  # noqa: E402
-from refineloc_e2e.backbone.weights import build_i3d  # noqa: E402
-from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor  # noqa: E402
-from refineloc_e2e.features.cache import write_features  # noqa: E402
-from refineloc_e2e.video.flow import compute_flow, flow_config, iter_flow, make_tvl1, postprocess_flow, to_gray  # noqa: E402
-from refineloc_e2e.video.flow_chunks import flow_window  # noqa: E402
-from refineloc_e2e.video.snippets import center_crop, normalize_rgb  # noqa: E402
+BIKES = package_data("data", "samples", "bikes.mp4")
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 2 ** 20
@@ -409,7 +409,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before-after", action="store_true", help="only the former vs current CPU default (issue 19)")
     ap.add_argument("--reps", type=int, default=1, help="--before-after: alternating runs of each")
-    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
+    ap.add_argument("--video", default=str(BIKES))
     ap.add_argument("--random-weights", action="store_true", help="--before-after: random I3D weights")
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds of each clip (baseline ~3 s/frame on bikes)")
     ap.add_argument("--workers", type=int, default=2)
@@ -434,11 +434,11 @@ def main() -> None:
               f"channels_last={c.channels_last} precision={c.precision}")
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        tiny = trim_copy(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "warm.mp4", 0.2)
+        tiny = trim_copy(BIKES, tmp / "warm.mp4", 0.2)
         print(f"warm-up (worker start, oneDNN kernels): {warm_up(models, extractors, tiny):.1f} s")
         if not args.skip_clips:
-            bikes = trim_copy(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "bikes_first.mp4", args.seconds)
-            hd = make_720p(ROOT / "refineloc_e2e/data/samples/bikes.mp4", tmp / "bikes_720p.mp4", args.seconds)
+            bikes = trim_copy(BIKES, tmp / "bikes_first.mp4", args.seconds)
+            hd = make_720p(BIKES, tmp / "bikes_720p.mp4", args.seconds)
             res = [bench_clip(lbl, p, args, models, extractors, tmp) for lbl, p in (("bikes", bikes), ("720p", hd))]
             print(f"\nspeed-up optimised/baseline ({list(cfgs)[0]}): "
                   + ", ".join(f"{r['speedup']:.2f}x" for r in res))

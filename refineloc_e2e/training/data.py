@@ -10,13 +10,16 @@ shared part becomes the ``feature_meta`` a trained head demands of detect's feat
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Callable
 
 from refineloc_e2e.errors import CacheError, DatasetError
 from refineloc_e2e.features.cache import feature_paths, read_features
 from refineloc_e2e.timebase import with_stride
+from refineloc_e2e.progress import log_lines
+
+logger = logging.getLogger(__name__)
 
 
 MAX_NAMED = 10  # absent videos named in the --skip-missing warning (a dataset-sized run misses thousands)
@@ -25,7 +28,7 @@ MAX_NAMED = 10  # absent videos named in the --skip-missing warning (a dataset-s
 def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
                            log: Callable[[str], None] | None = None):
     """Read the cached features of every train/test video of ``dataset``; returns (features, meta, missing)."""
-    log = log or (lambda m: print(m, file=sys.stderr))
+    log = log or log_lines(logger)
     features, metas, missing, unlabelled = {}, {}, [], []
     for vid in sorted(dataset.videos):
         if not dataset.videos[vid].labels and not feature_paths(features_dir, vid)[1].exists():

@@ -10,26 +10,24 @@ Reading the numbers: ``paper`` itself is not converged on fast motion. Tightenin
 at 10x the time; so a mean EPE of a few tenths of a pixel against ``paper`` is within the method's own
 spread, and the median is the fairer summary.
 
-    .venv/bin/python benchmarks/flow_presets.py --pairs 40 [--threads 2]
+    .venv/bin/python -m benchmarks.speed.flow_presets --pairs 40 [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from refineloc_e2e.video.decode import DecodeConfig, iter_frames  # noqa: E402
-from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray  # noqa: E402
-from refineloc_e2e.video.snippets import center_crop  # noqa: E402
+from refineloc_e2e.fileio import package_data
+from refineloc_e2e.video.decode import DecodeConfig, iter_frames
+from refineloc_e2e.video.flow import compute_flow, flow_config, make_tvl1, to_gray
+from refineloc_e2e.video.snippets import center_crop
 
 # overrides of the "paper" values; "fast" is the current preset
 CANDIDATES = {
@@ -53,7 +51,7 @@ def run(name: str, pairs, crop: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", default=str(ROOT / "refineloc_e2e/data/samples/bikes.mp4"))
+    ap.add_argument("--video", default=str(package_data("data", "samples", "bikes.mp4")))
     ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--start", type=int, default=50, help="first frame index used")
     ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")

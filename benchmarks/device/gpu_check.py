@@ -6,17 +6,17 @@ iteration counts) per batch size, peak device memory (``torch.cuda.max_memory_al
 endpoint error against the same torch TV-L1 on this machine's CPU at identical parameters over the 224
 centre crop (or the whole frame if smaller). The CPU port is the reference because the device machine
 has no OpenCV contrib (no ``cv2.optflow``); the port itself is checked against OpenCV's TV-L1 on the
-build machine (``tests/test_tvl1_torch.py``, ``benchmarks/flow_backends.py``). Exits non-zero on any
+build machine (``tests/test_tvl1_torch.py``, ``benchmarks/speed/flow_backends.py``). Exits non-zero on any
 error, on a device that is not there, or if the early-exit mode's EPE is above the issue's bounds
 (median 0.05 px, mean 0.2 px). Then the end-to-end ``extract`` of a generated clip (default 60 s at
 1280x720, both streams, flow backend torch on the device, random I3D weights): video seconds per wall
 second and peak memory. Not reaching the 1,000 pairs/s or 50x real-time targets is reported, not a failure.
 
-Needs torch, numpy, plain OpenCV and PyAV only; ``benchmarks/gpu_check.sh`` installs the package
+Needs torch, numpy, plain OpenCV and PyAV only; ``benchmarks/device/gpu_check.sh`` installs the package
 ``--no-deps`` plus the PyAV wheel of ``make device-bundle`` on a bare machine (README "GPU").
 
-    benchmarks/gpu_check.sh                     # on a CUDA machine, < 5 minutes
-    benchmarks/gpu_check.sh --device cpu --threads 1 --size 128x170 --batch-sizes 2 --epe-pairs 2 \
+    benchmarks/device/gpu_check.sh                     # on a CUDA machine, < 5 minutes
+    benchmarks/device/gpu_check.sh --device cpu --threads 1 --size 128x170 --batch-sizes 2 --epe-pairs 2 \
         --e2e-seconds 1 --e2e-size 320x240   # the same path on the CPU
 """
 
@@ -39,21 +39,13 @@ from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.video.decode import DecodeConfig, iter_frames
 from refineloc_e2e.video.flow import flow_config, to_gray
+from refineloc_e2e.video.snippets import centre_window
 from refineloc_e2e.video.tvl1_torch import tvl1_flow
 
 BIKES = resources.files("refineloc_e2e") / "data/samples/bikes.mp4"  # package data: checks the install too
 
 TARGET_PAIRS_S = 1000.0  # issue 9, one H200-class GPU, paper preset, 256x340
 MAX_MEDIAN_EPE, MAX_MEAN_EPE = 0.05, 0.2
-
-
-def centre(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Centre ``h x w`` window of ``a[..., H, W]``."""
-    H, W = a.shape[-2:]
-    if h > H or w > W:
-        raise SystemExit(f"--size {h}x{w} does not fit in frames of {H}x{W}")
-    top, left = (H - h) // 2, (W - w) // 2
-    return a[..., top:top + h, left:left + w]
 
 
 def sync(device: torch.device) -> None:
@@ -135,7 +127,9 @@ def main() -> int:
     frames = list(itertools.islice(iter_frames(args.video, DecodeConfig()), n_frames))
     if len(frames) < n_frames:
         raise SystemExit(f"{args.video}: {len(frames)} frames, need {n_frames}")
-    gray = np.ascontiguousarray(centre(np.stack([to_gray(f) for f in frames]), h, w))  # [F, h, w] uint8
+    if h > frames[0].shape[0] or w > frames[0].shape[1]:
+        raise SystemExit(f"--size {h}x{w} does not fit in frames of {frames[0].shape[0]}x{frames[0].shape[1]}")
+    gray = np.ascontiguousarray(centre_window(np.stack([to_gray(f) for f in frames]), h, w))  # [F, h, w] uint8
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {name}; torch {torch.__version__}; cv2 {cv2.__version__} (optflow: {hasattr(cv2, 'optflow')}); "
           f"av {av.__version__}; python {sys.version.split()[0]}; {Path(args.video).name} at {h}x{w}; "
@@ -168,7 +162,7 @@ def main() -> int:
     failed = False
     for fixed in (False, True):
         out = tvl1_flow(frames_dev[:k], frames_dev[1:k + 1], cfg, fixed_iterations=fixed).cpu().numpy()
-        epe = np.linalg.norm(centre(np.moveaxis(out - ref, -1, 1), crop, crop), axis=1)  # [k, crop, crop]
+        epe = np.linalg.norm(centre_window(np.moveaxis(out - ref, -1, 1), crop, crop), axis=1)  # [k, crop, crop]
         med, mean = float(np.median(epe)), float(epe.mean())
         ok = med <= MAX_MEDIAN_EPE and mean <= MAX_MEAN_EPE
         if not fixed:

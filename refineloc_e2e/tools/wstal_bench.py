@@ -1,10 +1,11 @@
 """A generated weakly-supervised localisation benchmark, harder than the demo's, on disk like real data.
 
 ``write_benchmark(out_dir, spec)`` writes ``out_dir/features/<video_id>.{npy,json}`` in the project's feature
-cache format (features.write_features: float32 [T, 2048], fps 25, 16-frame snippets, [rgb | flow]) and
+cache format (features.cache.write_features: float32 [T, 2048], fps 25, 16-frame snippets, [rgb | flow]) and
 ``out_dir/annotations.json`` (ActivityNet "database" JSON, training / validation subsets). Training then
-runs through ``datasets.load_dataset`` + ``train.run_training(features=<dir>)``, the same path as
-``refineloc-e2e train --annotations ... --features ...``.
+runs through ``datasets.load_dataset`` + ``training.refinement.run_training(features=<dir>)``, the same path as
+``refineloc-e2e train --annotations ... --features ...``. It is package code, not a benchmark script, because
+the tests check its THUMOS'14 layout; the benchmarks write it with ``python -m benchmarks.bench_data.wstal``.
 
 What makes it hard (each can be turned down in :class:`BenchSpec`):
 - long untrimmed videos (``min_snippets``..``max_snippets``), 2-5 action instances, ~25-35% foreground;
@@ -19,22 +20,20 @@ What makes it hard (each can be turned down in :class:`BenchSpec`):
 - per-video offsets and temporally correlated (AR(1)) noise larger than the per-snippet signal, so a
   linear probe on single snippets does not separate foreground from background (``--check-probe``).
 
-    python benchmarks/wstal_bench.py OUT_DIR [--train 90 --test 60] [--check-probe]
+    python -m benchmarks.bench_data.wstal OUT_DIR [--train 90 --test 60] [--layout thumos14]
+    python -m benchmarks.experiments.wstal_probe OUT_DIR      # the linear-probe check of that set
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from refineloc_e2e.features.cache import write_features  # noqa: E402
-from refineloc_e2e.fileio import atomic_write_json  # noqa: E402
+from refineloc_e2e.datasets import load_thumos14
+from refineloc_e2e.features.cache import write_features
+from refineloc_e2e.fileio import atomic_write_json
 
 FPS = 25.0
 SNIPPET_FRAMES = 16
@@ -137,7 +136,7 @@ def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
     names = class_names(spec.n_classes)
     database = {}
     meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both", "settings_hash": f"wstal_bench-{spec}",
-            "layout": "[rgb | flow] (generated: no real streams)", "generated_by": "benchmarks/wstal_bench.py"}
+            "layout": "[rgb | flow] (generated: no real streams)", "generated_by": "refineloc_e2e.tools.wstal_bench"}
     for subset, count in (("training", spec.n_train), ("validation", spec.n_test)):
         for i in range(count):
             vid = f"bench_{subset}_{i:04d}"
@@ -153,7 +152,7 @@ def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
                                                                              e * SNIPPET_FRAMES / FPS]}
                                              for s, e, c in inst]}
     ann = out_dir / "annotations.json"
-    atomic_write_json(ann, {"name": "wstal_bench", "version": f"benchmarks/wstal_bench.py {spec}",
+    atomic_write_json(ann, {"name": "wstal_bench", "version": f"refineloc_e2e.tools.wstal_bench {spec}",
                             "taxonomy": names, "database": database})
     return ann
 
@@ -163,7 +162,6 @@ def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
     durations, classes and annotated instances (seconds -> snippets at 25 fps / 16 frames), with the generated
     features of :func:`make_video` around them. About 65k training snippets, as on the real dataset.
     ``spec.n_classes`` / counts / lengths are ignored; the signal and noise levels are used."""
-    from refineloc_e2e.datasets import load_thumos14
     ds = load_thumos14()
     out_dir = Path(out_dir)
     feat_dir = out_dir / "features"
@@ -176,7 +174,7 @@ def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
     spec = BenchSpec(**{**spec.__dict__, "n_classes": n})
     meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both",
             "settings_hash": f"wstal_bench-thumos14-{spec}", "layout": "[rgb | flow] (generated: no real streams)",
-            "generated_by": "benchmarks/wstal_bench.py --layout thumos14"}
+            "generated_by": "refineloc_e2e.tools.wstal_bench (thumos14 layout)"}
     database = {}
     per_s = FPS / SNIPPET_FRAMES
     for vid, v in ds.videos.items():
@@ -192,52 +190,6 @@ def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
                          "fps": FPS, "annotations": [{"label": g.label, "segment": [g.start_s, g.end_s]}
                                                      for g in v.segments]}
     ann = out_dir / "annotations.json"
-    atomic_write_json(ann, {"name": "wstal_bench-thumos14", "version": f"benchmarks/wstal_bench.py thumos14 {spec}",
+    atomic_write_json(ann, {"name": "wstal_bench-thumos14", "version": f"refineloc_e2e.tools.wstal_bench thumos14 {spec}",
                             "taxonomy": ds.classes, "database": database})
     return ann
-
-
-def probe_accuracy(out_dir: Path) -> float:
-    """Held-out accuracy of a least-squares linear fg/bg probe on single snippets (uses STRONG labels)."""
-    import json
-    from refineloc_e2e.features.cache import read_features
-    doc = json.loads((out_dir / "annotations.json").read_text())
-    X, y, split = [], [], []
-    for vid, e in doc["database"].items():
-        f, _ = read_features(out_dir / "features", vid)
-        lab = np.zeros(len(f))
-        for a in e["annotations"]:
-            s, t = (int(round(v * FPS / SNIPPET_FRAMES)) for v in a["segment"])
-            lab[s:t] = 1
-        X.append(f), y.append(lab), split.append(np.full(len(f), e["subset"] == "training"))
-    X, y, tr = np.concatenate(X), np.concatenate(y), np.concatenate(split)
-    A = np.hstack([X, np.ones((len(X), 1))])
-    w = np.linalg.lstsq(A[tr].T @ A[tr] + 10.0 * np.eye(A.shape[1]), A[tr].T @ (2 * y[tr] - 1), rcond=None)[0]
-    pred = (A[~tr] @ w) > 0
-    return float(np.mean(pred == (y[~tr] > 0))), float(np.mean(y[~tr]))
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out_dir")
-    ap.add_argument("--train", type=int, default=BenchSpec.n_train)
-    ap.add_argument("--test", type=int, default=BenchSpec.n_test)
-    ap.add_argument("--min-snippets", type=int, default=BenchSpec.min_snippets)
-    ap.add_argument("--max-snippets", type=int, default=BenchSpec.max_snippets)
-    ap.add_argument("--classes", type=int, default=BenchSpec.n_classes)
-    ap.add_argument("--layout", choices=["generated", "thumos14"], default="generated",
-                    help="thumos14: the real THUMOS'14 videos' durations and instances (~65k training snippets)")
-    ap.add_argument("--check-probe", action="store_true", help="fit a linear fg/bg probe on single snippets")
-    a = ap.parse_args()
-    spec = BenchSpec(n_train=a.train, n_test=a.test, min_snippets=a.min_snippets, max_snippets=a.max_snippets,
-                     n_classes=a.classes)
-    ann = (write_thumos14_layout if a.layout == "thumos14" else write_benchmark)(a.out_dir, spec)
-    print(f"wrote {ann}")
-    if a.check_probe:
-        acc, base = probe_accuracy(Path(a.out_dir))
-        print(f"linear fg/bg probe on single snippets (strong labels): test accuracy {acc:.3f} "
-              f"(all-background guess {1 - base:.3f})")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ count against the video's duration). Then ``train`` (``--epochs``, no refinement
 ``ru_maxrss`` (from ``wait4``). Its stderr is kept, and its size in lines and bytes is reported with its last line,
 so one can see whether the progress output of a redirected run stays readable.
 
-    nice -n 10 .venv/bin/python benchmarks/anet_scale.py [--fractions 0.1,0.5,1] [--epochs 3] [--dim 32]
+    nice -n 10 .venv/bin/python -m benchmarks.speed.anet_scale [--fractions 0.1,0.5,1] [--epochs 3] [--dim 32]
 """
 
 from __future__ import annotations

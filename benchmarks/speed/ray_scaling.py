@@ -12,7 +12,7 @@ Reported: wall seconds (for Ray with and without starting the cluster; connectin
 probe are included), video-seconds per wall second, speed-up, and the largest feature difference (0 only at
 equal torch thread counts: the tests check bitwise equality with one thread on both sides).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/ray_scaling.py [--videos 6] [--frames 64] [--size 160x120]
+    .venv/bin/python -m benchmarks.speed.ray_scaling [--videos 6] [--frames 64] [--size 160x120]
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from conftest import write_moving_video  # noqa: E402  (the tests' generated-video helper)
-from refineloc_e2e.backbone.formats import save_i3d  # noqa: E402
-from refineloc_e2e.backbone.i3d import InceptionI3d  # noqa: E402
-from refineloc_e2e.features.batch import extract_batch  # noqa: E402
-from refineloc_e2e.features.cache import read_features  # noqa: E402
-from refineloc_e2e.features.distributed import extract_batch_ray  # noqa: E402
-from refineloc_e2e.features.extractor import ExtractConfig  # noqa: E402
-from refineloc_e2e.video.decode import DecodeConfig  # noqa: E402
+from refineloc_e2e.backbone.formats import save_i3d
+from refineloc_e2e.backbone.i3d import InceptionI3d
+from refineloc_e2e.features.batch import extract_batch
+from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.distributed import extract_batch_ray
+from refineloc_e2e.features.extractor import ExtractConfig
+from refineloc_e2e.tools.synthetic import write_moving_video
+from refineloc_e2e.tools.synthetic import write_moving_video
+from refineloc_e2e.video.decode import DecodeConfig
 
 
 def main() -> None:

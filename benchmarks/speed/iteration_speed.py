@@ -1,6 +1,6 @@
 """Wall time per refinement iteration, before vs after, measured side by side in one run on a THUMOS-sized set.
 
-The set is benchmarks/wstal_bench.py's ``thumos14`` layout: the real THUMOS'14 videos' durations and
+The set is refineloc_e2e.tools.wstal_bench's ``thumos14`` layout: the real THUMOS'14 videos' durations and
 annotated instances (200 training videos, ~65k training snippets; 212 test videos), generated features.
 For every seed it trains the same config twice through the real path (feature cache ->
 load_training_features -> run_training):
@@ -16,18 +16,15 @@ training + held-out proxy; the test-split evaluation is listed apart, it is repo
 before/after, and test mAP@0.5 of each iteration and of the saved model, paired by seed. Runs are cached
 in ``--out``; a rerun with other settings into the same ``--out`` is refused.
 
-    nice -n 10 python benchmarks/iteration_speed.py --out /tmp/itspeed               # 3 seeds, iterations 0-1
-    nice -n 10 python benchmarks/iteration_speed.py --out /tmp/itspeed --seeds 0 --after train.early_stop_patience=3
+    nice -n 10 python -m benchmarks.speed.iteration_speed --out /tmp/itspeed               # 3 seeds, iterations 0-1
+    nice -n 10 python -m benchmarks.speed.iteration_speed --out /tmp/itspeed --seeds 0 --after train.early_stop_patience=3
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -35,36 +32,25 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import refineloc_e2e.training.fit as fit_mod  # noqa: E402
-import refineloc_e2e.training.refinement as refinement_mod  # noqa: E402
-from refineloc_e2e.model.head import compute_scores  # noqa: E402
-from refineloc_e2e.config import settings_hash, to_dict  # noqa: E402
-from refineloc_e2e.datasets import load_dataset  # noqa: E402
-from refineloc_e2e.training.features import load_training_features  # noqa: E402
-from refineloc_e2e.training.refinement import load_run_config, run_training  # noqa: E402
-from wstal_bench import BenchSpec, write_thumos14_layout  # noqa: E402
-
-
-PACKED_COLLATE = fit_mod.collate
-
+from benchmarks.runs import map05, train_or_reuse
+from refineloc_e2e.config import shipped_config, to_dict
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.model.head import compute_scores
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.fit import collate
+from refineloc_e2e.training.run_config import load_run_config
 
 def padded_collate(items, n_classes, device):
     """The batches as main built them before: zeros [B, T, D], copy each video in, then ``features[mask]`` (that
     gather ran inside the head's forward). Same values as :func:`fit.collate`, the old memory traffic."""
-    batch = PACKED_COLLATE(items, n_classes, device)
+    batch = collate(items, n_classes, device)
     B, T = batch.mask.shape
     features = torch.zeros(B, T, items[0].features.shape[1])
     for b, it in enumerate(items):
         features[b, :it.features.shape[0]] = it.features
     batch.valid = features.to(device)[batch.mask]
     return batch
-
-
-PACKED_PREDICT = refinement_mod.predict_batch
 
 
 @torch.no_grad()
@@ -84,37 +70,18 @@ def padded_predict_batch(head, features, device, batch_size=32):
 
 
 def _config(args, seed: int, overrides: list[str], iterations: int):
-    return load_run_config(ROOT / "refineloc_e2e" / "configs" / f"{args.config}.yaml",
+    return load_run_config(shipped_config(args.config),
                            [f"train.seed={seed}", f"train.n_iterations={iterations}", "train.device=cpu",
                             f"select_iteration={iterations}", "eval_tious=[0.5]"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + overrides)
 
 
 def run_one(name: str, overrides: list[str], seed: int, args, ds, feats, meta, out: Path,
             old_batches: bool = False, iterations: int | None = None) -> dict:
+    """One cached run; ``old_batches``: the zero-padded batches above instead of the library's packed ones."""
     cfg = _config(args, seed, overrides, args.iterations if iterations is None else iterations)
-    run_dir = out / "runs" / f"{name}_s{seed}"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("selected_iteration") is not None:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if settings_hash(saved) != settings_hash(to_dict(cfg)):
-            raise SystemExit(f"{run_dir}: finished with other settings than these; use another --out")
-        return json.loads(metrics_path.read_text())
-    t0 = time.perf_counter()
-    buf = io.StringIO()
-    if old_batches:
-        fit_mod.collate, refinement_mod.predict_batch = padded_collate, padded_predict_batch
-    try:
-        with contextlib.redirect_stdout(buf):
-            res = run_training(cfg, dataset=ds, features=feats, run_dir=run_dir, progress=False, resume=True,
-                               feature_meta=meta)
-    finally:
-        fit_mod.collate, refinement_mod.predict_batch = PACKED_COLLATE, PACKED_PREDICT
-    print(f"--- {name} seed {seed} ({time.perf_counter() - t0:.0f} s)\n{buf.getvalue()}", flush=True)
-    return res.metrics
-
-
-def _map05(e: dict) -> float:
-    return 100 * e["test"]["map_per_tiou"][e["test"]["tious"].index(0.5)]
+    batching = dict(collate_fn=padded_collate, predict_fn=padded_predict_batch) if old_batches else {}
+    return train_or_reuse(cfg, out / "runs" / f"{name}_s{seed}", dataset=ds, features=feats, feature_meta=meta,
+                          label=f"{name} seed {seed}", **batching)
 
 
 def _iter_s(e: dict) -> float:
@@ -139,12 +106,12 @@ def summarise(before: list[dict], after: list[dict]) -> str:
         ep = [f"{np.mean([e['epochs_run'] for e in x]):.1f} ({', '.join(str(e['best_epoch']) for e in x)})"
               for x in (b, a)]
         its = [[_iter_s(e) for e in x] for x in (b, a)]
-        m = [np.array([_map05(e) for e in x]) for x in (b, a)]
+        m = [np.array([map05(e) for e in x]) for x in (b, a)]
         d = m[1] - m[0]
         lines.append(f"| {k} | {_ms(spe[0])} | {_ms(spe[1])} | {ep[0]} | {ep[1]} | {_ms(its[0])} | {_ms(its[1])} | "
                      f"{np.mean(its[0]) / np.mean(its[1]):.2f}x | {_ms(m[0])} | {_ms(m[1])} | "
                      f"{d.mean():+.2f} [{d[np.argmax(np.abs(d))]:+.2f}] |")
-    sel = [np.array([_map05(r["iterations"][r["selected_iteration"]]) for r in x]) for x in (before, after)]
+    sel = [np.array([map05(r["iterations"][r["selected_iteration"]]) for r in x]) for x in (before, after)]
     d = sel[1] - sel[0]
     tot = [[sum(_iter_s(e) for e in r["iterations"]) for r in x] for x in (before, after)]
     test_s = np.mean([e["timing"]["test_s"] for r in before + after for e in r["iterations"]])
@@ -184,10 +151,10 @@ def quality_table(runs: list[dict]) -> str:
     """mAP@0.5 per iteration over seeds, paired gain over iteration 0, and what each selection would ship."""
     lines = ["| iteration | mAP@0.5 | minus iteration 0, paired [worst] | kept/run epochs | pseudo-fg | F1 vs truth |",
              "|---|---|---|---|---|---|"]
-    m0 = np.array([_map05(r["iterations"][0]) for r in runs])
+    m0 = np.array([map05(r["iterations"][0]) for r in runs])
     for k in range(min(len(r["iterations"]) for r in runs)):
         es = [r["iterations"][k] for r in runs]
-        m = np.array([_map05(e) for e in es])
+        m = np.array([map05(e) for e in es])
         d = m - m0
         ps = [e.get("pseudo") or {} for e in es]
         fg = f"{np.mean([p['fg_fraction'] for p in ps]):.2f}" if k else "-"
@@ -200,7 +167,7 @@ def quality_table(runs: list[dict]) -> str:
     for crit, pick in (("fixed (eta = last)", lambda its: last),
                        ("val_loss", lambda its: int(np.argmin([e["heldout_video_loss"] for e in its])))):
         ks = [pick(r["iterations"]) for r in runs]
-        m = np.array([_map05(r["iterations"][k]) for r, k in zip(runs, ks)])
+        m = np.array([map05(r["iterations"][k]) for r, k in zip(runs, ks)])
         lines.append(f"select {crit}: iterations {ks}, test mAP@0.5 {_ms(m)}, vs iteration 0 "
                      f"{(m - m0).mean():+.2f} (worst {(m - m0).min():+.2f})")
     return "\n".join(lines)

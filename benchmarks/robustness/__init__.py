@@ -1,0 +1,1 @@
+"""Robustness runs: broken inputs through the real commands (not timed tests)."""

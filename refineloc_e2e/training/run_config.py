@@ -1,0 +1,55 @@
+"""``RunConfig``: everything a training run reads (head, training, pseudo labels, detection thresholds, guard,
+iteration selection), loaded as defaults <- YAML (with its ``base:`` chain) <- ``key=value`` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from refineloc_e2e.config import load_config
+from refineloc_e2e.errors import ConfigError
+from refineloc_e2e.model.head import HeadConfig
+from refineloc_e2e.model.postprocess import PostprocessConfig
+from refineloc_e2e.training.detection_norm import validate_candidates
+from refineloc_e2e.training.fit import TrainConfig
+from refineloc_e2e.training.guard import GuardConfig
+from refineloc_e2e.training.pseudo import PseudoConfig
+from refineloc_e2e.training.selection import SELECT_MODES
+
+
+@dataclass
+class RunConfig:
+    dataset: str = ""  # "thumos14" | "activitynet12" | path to an ActivityNet-format JSON (informational)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)  # detection thresholds
+    guard: GuardConfig = field(default_factory=GuardConfig)  # training/guard.py: stop on implausible pseudo labels
+    # which iteration becomes model.pt: one of selection.SELECT_MODES (see training/selection.py)
+    select: str = "fixed"
+    select_iteration: int | None = None  # "fixed": this iteration (paper 4.3: eta = 3); None = the last one
+    heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
+    select_margin: float = 0.0  # wap / wap_dup / heldout_map: a later iteration must beat the kept one by more
+    eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluation.metrics.default_tious)
+    # detection-time attention_norm per iteration from held-out coverage vs pseudo.fg_fraction_range
+    # (training/detection_norm.py; ours, issue 17). None: postprocess.attention_norm as given.
+    attention_norm_candidates: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.select not in SELECT_MODES:
+            raise ConfigError(f"config key 'select': {self.select!r} is not one of {SELECT_MODES}")
+        if self.select == "fixed" and self.select_iteration is not None \
+                and not 0 <= self.select_iteration <= self.train.n_iterations:
+            raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
+                              f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
+                              f"(null) to save the last iteration")
+        if not 0.0 <= self.select_margin < 1.0:
+            raise ConfigError(f"config key 'select_margin' must be in [0, 1), got {self.select_margin}")
+        if not 0.0 < self.heldout_map_tiou <= 1.0:
+            raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
+        validate_candidates(self.attention_norm_candidates, self.pseudo.fg_fraction_range)
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML <- ``key=value`` overrides; a partial ``pseudo.segment`` keeps the pseudo defaults."""
+    return load_config(RunConfig, path, overrides, base=RunConfig())

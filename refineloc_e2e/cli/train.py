@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-
 import click
 
 from refineloc_e2e.cli.common import errors_to_exit, load_extract_cfg
-from refineloc_e2e.errors import DatasetError
 from refineloc_e2e.features.batch import extract_batch
-from refineloc_e2e.training.data import load_training_features
-from refineloc_e2e.training.inputs import plan_training
+from refineloc_e2e.training.inputs import plan_features, plan_training
 from refineloc_e2e.training.refinement import run_training
 
 
@@ -50,12 +47,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, extract_co
     if plan.videos:
         summary = extract_batch(plan.videos, features_dir, load_extract_cfg(extract_config, ()), progress=not quiet)
         click.echo(summary.format(), err=True)
-    feats, meta, _ = load_training_features(plan.dataset, features_dir, skip_missing=skip_missing)
-    if meta.get("dim") != cfg.head.feature_dim:
-        raise DatasetError(f"{features_dir}: features are {meta.get('dim')}-d (streams {meta.get('streams')}) but "
-                           f"the head expects head.feature_dim={cfg.head.feature_dim} "
-                           f"({plan.config_path or 'built-in config'}); extract with matching --streams or pass "
-                           f"--set head.feature_dim={meta.get('dim')}")
+    feats, meta = plan_features(plan, skip_missing=skip_missing)  # width checked against head.feature_dim
     result = run_training(cfg, dataset=plan.dataset, features=feats, run_dir=plan.run_dir, feature_meta=meta,
                           progress=not quiet, resume=resume)
     click.echo(result.table)

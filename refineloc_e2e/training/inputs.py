@@ -22,6 +22,7 @@ from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.batch import VIDEO_EXTENSIONS
 from refineloc_e2e.fileio import user_cache_dir
+from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
 DATASET_CONFIGS = ("thumos14", "activitynet12")  # datasets with a shipped run config of the same name
@@ -99,3 +100,15 @@ def plan_training(*, dataset: str, annotations: str | None = None, features_dir:
     videos = dataset_videos(ds, data_root) if data_root is not None else []
     out = Path(run_dir) if run_dir else Path("runs") / (name or ds_key)
     return TrainingPlan(ds, ds_key, cfg_path, cfg, feats, videos, out, picked)
+
+
+def plan_features(plan: TrainingPlan, *, skip_missing: bool) -> tuple[dict, dict]:
+    """(features by video id, feature metadata) of ``plan``'s dataset from its feature folder; DatasetError when
+    their width is not the head's (``head.feature_dim``), naming the folder, the config and the fix."""
+    feats, meta, _ = load_training_features(plan.dataset, plan.features_dir, skip_missing=skip_missing)
+    dim = plan.config.head.feature_dim
+    if meta.get("dim") != dim:
+        raise DatasetError(f"{plan.features_dir}: features are {meta.get('dim')}-d (streams {meta.get('streams')}) "
+                           f"but the head expects head.feature_dim={dim} ({plan.config_path or 'built-in config'}); "
+                           f"extract with matching --streams or pass --set head.feature_dim={meta.get('dim')}")
+    return feats, meta

@@ -19,7 +19,7 @@ from refineloc_e2e.backbone.formats import save_i3d
 from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.cli import main
 from refineloc_e2e.errors import InputError
-from refineloc_e2e.features import distributed
+from refineloc_e2e.features import distributed, ray_session, ray_task
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
@@ -31,7 +31,7 @@ NOT_A_VIDEO = ("cannot open as a video container (InvalidDataError: Invalid data
 
 
 def test_ray_missing_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "ray", None)  # as if `import ray` had failed
+    monkeypatch.setattr(ray_session, "ray", None)  # as if `import ray` had failed (require_ray looks there)
     video = write_moving_video(tmp_path / "v.mkv", n=9)
     r = CliRunner().invoke(main, ["extract", str(video), "-o", str(tmp_path / "out"), "--ray", "local"])
     assert r.exit_code == 1
@@ -58,7 +58,7 @@ def test_ray_private_api_gone_is_one_clear_error(monkeypatch):
 
 
 def test_no_test_hook_is_read_from_the_environment():
-    source = Path(distributed.__file__).read_text()
+    source = "".join(Path(m.__file__).read_text() for m in (distributed, ray_session, ray_task))
     assert "os.environ.get" not in source and "REFINELOC_TEST" not in source
 
 
@@ -174,8 +174,8 @@ def test_interrupt_cancels_the_rest_and_leaves_no_temp_file(tmp_path, cluster):
 def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    real = distributed._write_probe
-    monkeypatch.setattr(distributed, "_write_probe", lambda out_dir, token: real(elsewhere, token))
+    real = ray_session._write_probe
+    monkeypatch.setattr(ray_session, "_write_probe", lambda out_dir, token: real(elsewhere, token))
     video = write_moving_video(tmp_path / "v.mkv", n=9)
     with pytest.raises(InputError) as e:
         _ray([video], tmp_path / "out", cluster)

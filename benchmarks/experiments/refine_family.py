@@ -52,6 +52,7 @@ def _combo(time_input: str, det: str, pse: str) -> tuple[str, list[str]]:
 # and the v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
 FORMS: dict[str, tuple[str, list[str]]] = {
     "default": ("thumos14", []),
+    "default-prob": ("thumos14", [f"{_TI}=probability"]),  # the default with the paper's eq.-2 time input
     "paper": ("thumos14-paper", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
                           f"{_AC}=null"]),

@@ -159,7 +159,7 @@ class LazyExtractor:
     """The I3D extractor of one config for one cache folder, built on first need, so that a rerun that only
     skips loads no model; its settings hash is known without building it when remembered in the memo.
 
-    Used by :func:`extract_batch` (one per run) and by ``features.distributed`` (one per worker process,
+    Used by :func:`extract_batch` (one per run) and by ``features.ray_task`` (one per worker process,
     reused by every video that process handles). ``log`` receives the flow-initialisation note once.
     """
 

@@ -1,5 +1,8 @@
 """Batches of videos across a Ray cluster: one task per video, the cache rules of ``batch.py`` unchanged.
 
+Three modules: ``ray_session`` (connecting, the shared-folder probe), ``ray_task`` (the worker's task) and this
+one, the driver (submit, collect, retry accounting, cancel).
+
 ``address``: ``local`` starts a Ray runtime on this machine only (loopback, sized by Ray to its cores and
 GPUs); ``auto`` joins the cluster this machine belongs to (``ray start``); ``ray://host:port`` (Ray Client)
 or ``host:port`` joins that one. The output folder must be one shared filesystem path (NFS, Lustre, ...),
@@ -35,230 +38,27 @@ import dataclasses
 import logging
 import os
 import secrets
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from refineloc_e2e.config import settings_hash, to_dict
-from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.errors import Cancelled, ConfigError, InputError, RefineLocError
-from refineloc_e2e.features.batch import (BatchSummary, LazyExtractor, VideoOutcome, begin_batch,
-                                          process_video, record)
-from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id,
-                                          owner_conflict, remove_stale_entry_temps)
+from refineloc_e2e.errors import ConfigError, RefineLocError
+from refineloc_e2e.features.batch import BatchSummary, VideoOutcome, begin_batch, record
+from refineloc_e2e.features.cache import (VideoLock, assign_video_ids, disambiguated_id, owner_conflict,
+                                          remove_stale_entry_temps)
 from refineloc_e2e.features.extractor import ExtractConfig
-from refineloc_e2e.features.ray_compat import canonicalize_address, loopback_only
-from refineloc_e2e.fileio import atomic_write_json
+from refineloc_e2e.features.ray_session import check_shared_folder, ray, ray_session, require_ray
+from refineloc_e2e.features.ray_task import TaskResult, _extract_task
 from refineloc_e2e.progress import Progress, log_lines
 
 logger = logging.getLogger(__name__)
 
-
-try:  # the optional [ray] extra
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-except ImportError:
-    ray = None
-
-RAY_INSTALL = "pip install 'refineloc-e2e[ray]'"
 MAX_RETRIES = 2  # a task whose worker process dies is run at most 1 + MAX_RETRIES times
 CANCEL_WAIT_S = 30.0  # after Ctrl-C or a set-up error: how long cancelled tasks get to clean up
-CANCEL_POLL_S = 0.2  # how often a running task looks for its batch's cancel marker
-PROBE_TIMEOUT_S = 60.0  # the shared-folder check: how long every node gets to answer
 WAIT_STEP_S = 1.0  # the driver wakes at least this often (Ctrl-C, deadline)
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-
-def require_ray() -> None:
-    if ray is None:
-        raise ConfigError(f"--ray needs Ray, which is not installed; install it with: {RAY_INSTALL}")
-
-
-# ----------------------------------------------------------------------------- connecting
-
-def _host(address: str) -> str:
-    return address.rsplit(":", 1)[0].strip("[]")
-
-
-@contextmanager
-def ray_session(address: str) -> Iterator[None]:
-    """Connected to Ray at ``address`` (see the module docstring) inside the block; disconnected (a local
-    runtime stopped) after it. An existing connection (a test, a notebook) is used and left open."""
-    require_ray()
-    if ray.is_initialized():
-        yield
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "logging_level": "warning"}
-    if address == "local":
-        loopback = True
-        kwargs.update(address="local", _node_ip_address="127.0.0.1")
-    elif address.startswith("ray://"):
-        loopback = False
-        kwargs = {"address": address, "logging_level": "warning"}
-    else:
-        resolved = canonicalize_address(address)  # the address of `auto`, a loopback one kept
-        if resolved is None:
-            raise InputError(f"--ray {address}: no running Ray cluster found (start one with `ray start --head` "
-                             f"on this machine, or give its address)")
-        loopback = _host(resolved) in _LOOPBACK or _host(resolved).startswith("127.")
-        kwargs["address"] = resolved
-    try:
-        with loopback_only(loopback):
-            ray.init(**kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise InputError(f"--ray {address}: cannot connect to Ray ({e})") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-# ----------------------------------------------------------------------------- the shared output folder
-
-# a probe pinned to a node that has just died fails with one of these: that node is no longer part of the batch
-_NODE_GONE = tuple(getattr(ray.exceptions, name) for name in ("TaskUnschedulableError", "NodeDiedError",
-                                                              "WorkerCrashedError") if hasattr(ray.exceptions, name)) \
-    if ray is not None else ()
-
-def _node_label(node: dict[str, Any]) -> str:
-    return f"{node.get('NodeManagerAddress')} ({node['NodeID'][:8]})"
-
-
-def _probe(folder: str, token: str) -> str | None:
-    """On one node: None if ``folder`` holds the driver's probe file for ``token`` and is writable, else why not."""
-    path = Path(folder) / f".probe-{token}.json"
-    try:
-        if token not in path.read_text(encoding="utf-8"):
-            return f"{path} holds another token (a different folder at the same path)"
-    except OSError as e:
-        return f"cannot read the probe file {path} ({e.strerror or e})"
-    mine = Path(folder) / f".probe-{token}-{os.getpid()}"
-    try:
-        mine.write_bytes(b"ok")
-        mine.unlink()
-    except OSError as e:
-        return f"cannot write in {folder} ({e.strerror or e})"
-    return None
-
-
-def _write_probe(out_dir: Path, token: str) -> Path:
-    path = out_dir / f".probe-{token}.json"
-    atomic_write_json(path, {"token": token})
-    return path
-
-
-def check_shared_folder(out_dir: Path, *, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
-    """Every alive node must see ``out_dir`` (an absolute path): the driver writes a probe file holding a
-    random token and a task pinned to each node reads it back and writes beside it. Returns the node labels;
-    raises InputError naming each node that cannot, or that does not answer within ``timeout_s``."""
-    token = secrets.token_hex(16)
-    probe = out_dir / f".probe-{token}.json"
-    try:  # everything after writing the probe is inside: a Ctrl-C anywhere here still removes it
-        probe = _write_probe(out_dir, token)
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        remote = ray.remote(_probe)
-        refs = [remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(out_dir), token) for n in nodes]
-        ready, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        problems, gone = [], []
-        for node, ref in zip(nodes, refs):
-            try:
-                why = ray.get(ref) if ref in ready else f"did not answer within {timeout_s:g} s"
-            except _NODE_GONE:  # it died after ray.nodes() listed it (a lost node stays listed a while)
-                gone.append(node)
-                continue
-            if why is not None:
-                problems.append(f"node {_node_label(node)}: {why}")
-        for ref in late:
-            ray.cancel(ref, force=True)
-    finally:
-        probe.unlink(missing_ok=True)
-    if problems:
-        raise InputError(f"{out_dir}: the output folder must be one shared filesystem path, mounted at the same "
-                         f"path on every Ray node; " + "; ".join(problems))
-    return [_node_label(n) for n in nodes if n not in gone]
-
-
-# ----------------------------------------------------------------------------- the task (runs on a worker)
-
-@dataclass
-class TaskResult:
-    outcome: VideoOutcome
-    node: str  # "<ip> (<node id[:8]>)"
-    pid: int  # the worker process
-    built_models: bool  # this task built the worker's I3D models (once per worker process)
-
-
-_SOURCES: dict[tuple, LazyExtractor] = {}  # per worker process: (config, cache folder, GPU ids) -> models
-
-
-def _worker_source(cfg: ExtractConfig, out_dir: Path) -> LazyExtractor:
-    key = (settings_hash(to_dict(cfg)), str(out_dir), tuple(ray.get_gpu_ids()))
-    if key not in _SOURCES:
-        _SOURCES[key] = LazyExtractor(cfg, out_dir)
-    return _SOURCES[key]
-
-
-class _StopWatch:
-    """In a worker: ``stop()`` turns True once the driver's cancel marker exists (polled on a daemon thread
-    every CANCEL_POLL_S, so the extractor's once-a-snippet check costs nothing)."""
-
-    def __init__(self, marker: Path):
-        self.marker, self._set, self._done = marker, threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._done.wait(CANCEL_POLL_S):
-            if self.marker.exists():
-                self._set.set()
-                return
-
-    def stop(self) -> bool:
-        return self._set.is_set()
-
-    def close(self) -> None:
-        self._done.set()
-
-
-def _extract_task(video: str, video_id: str, out_dir: str, cfg: ExtractConfig, blocking: bool,
-                  keep_arrays: bool, before_extract: Callable[[Path, str], None] | None = None,
-                  cancel_marker: str | None = None) -> TaskResult:
-    configure_cpu_math()  # a Ray worker is its own process: the CLI's setting does not reach it
-    started = time.time()  # under the video's lock no other writer of it is alive: older temps are stale
-    out = Path(out_dir)
-    ctx = ray.get_runtime_context()
-    node = f"{ray.util.get_node_ip_address()} ({ctx.get_node_id()[:8]})"
-    if cancel_marker is not None and Path(cancel_marker).exists():  # the driver gave up before this started
-        return TaskResult(VideoOutcome(video, video_id, "cancelled"), node, os.getpid(), False)
-    source = _worker_source(cfg, out)
-    notes: list[str] = []
-    source.log, built_before = notes.append, source.built
-    hook = None if before_extract is None else (lambda: before_extract(out, video_id))
-    watch = None if cancel_marker is None else _StopWatch(Path(cancel_marker))
-    try:
-        outcome = process_video(Path(video), video_id, out, source, started=started, blocking=blocking,
-                                before_extract=hook, should_stop=None if watch is None else watch.stop)
-    except Cancelled:  # the extractor saw the marker: its lock is released, no file was written
-        return TaskResult(VideoOutcome(video, video_id, "cancelled"), node, os.getpid(), False)
-    finally:
-        if watch is not None:
-            watch.close()
-        if source.extractor is not None:
-            source.extractor.should_stop = None
-    outcome.notes[:0] = notes
-    if not keep_arrays:
-        outcome.features = None  # the driver does not need them: do not ship them
-    return TaskResult(outcome, node, os.getpid(), source.built and not built_before)
-
-
-# ----------------------------------------------------------------------------- the driver
 
 def task_resources(cfg: ExtractConfig) -> tuple[dict[str, float], ExtractConfig]:
     """Ray resources of one video's task, and the config the workers use: ``num_cpus`` = its flow processes,

@@ -45,7 +45,6 @@ import av
 import numpy as np
 import torch
 
-from refineloc_e2e.features import extractor as extract_mod
 from refineloc_e2e.backbone.weights import build_i3d
 from refineloc_e2e.video.decode import DecodeConfig, iter_frames
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
@@ -323,12 +322,7 @@ def bench_long(args, ex: FeatureExtractor, tmp: Path) -> None:
         import multiprocessing
         return multiprocessing.active_children()
 
-    original = extract_mod.iter_frames
-    extract_mod.iter_frames = limited
-    try:
-        (feats, meta), wall, mem = run_measured(lambda: ex.extract(path))
-    finally:
-        extract_mod.iter_frames = original
+    (feats, meta), wall, mem = run_measured(lambda: ex.extract(path, frames=limited(path, ex.cfg.decode)))
     idx = np.array([i for i, _ in samples], float) / 25 / 60  # minutes of video
     rss = np.array([r for _, r in samples], float) / MiB
     keep = idx >= min(0.25, idx.max() / 4)  # after warm-up

@@ -222,12 +222,14 @@ class FeatureExtractor:
         self.stage_s[f"i3d_{stream}"] = self.stage_s.get(f"i3d_{stream}", 0.0) + time.perf_counter() - t0
         return out
 
-    def extract(self, path: str | Path, info: VideoInfo | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def extract(self, path: str | Path, info: VideoInfo | None = None, *,
+                frames: Iterable[np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Features ``float32 [n_snippets, FEATURE_DIM * n_streams]`` for one video, and its metadata.
 
         Streams: RGB snippets are embedded as soon as ``batch_snippets`` are complete, flow snippets as
         their fields come back (from workers when ``workers > 1``, while decoding and RGB go on); memory
-        holds at most ``batch_snippets`` snippets per stream plus the flow chunks in flight.
+        holds at most ``batch_snippets`` snippets per stream plus the flow chunks in flight. ``frames``: the
+        decoded 25 fps RGB frames to use instead of decoding ``path`` (a benchmark measuring part of a video).
         """
         path = Path(path)
         info = info or probe_video(path)  # the caller may have probed it already
@@ -254,7 +256,8 @@ class FeatureExtractor:
 
         flow: ChunkedFlow | None = None
         # on a GPU, decode on a CPU thread ahead of flow and I3D; on the CPU the cores are busy with flow already
-        frames = prefetch(iter_frames(path, dcfg), DECODE_AHEAD_FRAMES if self.device.type == "cuda" else 0)
+        source = iter_frames(path, dcfg) if frames is None else iter(frames)
+        frames = prefetch(source, DECODE_AHEAD_FRAMES if self.device.type == "cuda" else 0)
         n_frames = 0
         finished = False
         try:

@@ -53,6 +53,8 @@ def _combo(time_input: str, det: str, pse: str) -> tuple[str, list[str]]:
 FORMS: dict[str, tuple[str, list[str]]] = {
     "default": ("thumos14", []),
     "default-prob": ("thumos14", [f"{_TI}=probability"]),  # the default with the paper's eq.-2 time input
+    "anet12": ("activitynet12", []),  # the ActivityNet default (its guard on)
+    "anet12-noguard": ("activitynet12", ["guard.enabled=false"]),  # the same without the guard
     "paper": ("thumos14-paper", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
                           f"{_AC}=null"]),

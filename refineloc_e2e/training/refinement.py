@@ -159,13 +159,15 @@ def _pseudo_labels(prev_head, items: list[VideoItem], cfg: RunConfig, iteration:
 
 
 def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes: int, device, dataset,
-                   feature_meta: dict, annotated: bool, predict_fn=predict_batch) -> dict:
+                   feature_meta: dict, annotated: bool, predict_fn=predict_batch, scores=None) -> dict:
     """On the held-out TRAINING videos: weak-label detection mAP (both forms), detection count, the fraction
     of snippets the detections cover (the guard's reference) and, where the videos have temporal
-    annotations, detection mAP@``heldout_map_tiou`` against them (select "heldout_map"; reporting otherwise)."""
+    annotations, detection mAP@``heldout_map_tiou`` against them (select "heldout_map"; reporting otherwise).
+    ``scores``: the head's predictions on ``held_items`` when already computed."""
     if not held_items:
         return {"wap": None, "wap_dup": None, "n_detections": None, "coverage": None, "heldout_map": None}
-    scores = predict_fn(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
+    if scores is None:
+        scores = predict_fn(head, [it.features for it in held_items], device, EVAL_BATCH_VIDEOS)
     labels = [it.label_indices for it in held_items]
     wap, n_dets = weak_label_map(scores, labels, cfg.postprocess, n_classes)
     wap_dup, _ = weak_label_map(scores, labels, cfg.postprocess, n_classes, dup=True)
@@ -372,6 +374,7 @@ def _train_iteration(run: _Run, k: int) -> bool:
     fit = _fit(run, k, weights, entry)
     timing["fit_s"] = time.perf_counter() - t_stage
     t_stage = time.perf_counter()
+    held_scores = None
     if cfg.attention_norm_candidates and run.held_items:  # detection_norm.py: this iteration's detection norm
         held_scores = run.predict_fn(fit.model, [it.features for it in run.held_items], run.device,
                                      EVAL_BATCH_VIDEOS)
@@ -380,7 +383,7 @@ def _train_iteration(run: _Run, k: int) -> bool:
         cfg = dataclasses.replace(cfg, postprocess=post)
     entry["heldout"] = _heldout_proxy(fit.model, run.held_items, cfg, len(run.dataset.classes), run.device,
                                       run.dataset, run.feature_meta, annotated=run.truths is not None,
-                                      predict_fn=run.predict_fn)
+                                      predict_fn=run.predict_fn, scores=held_scores)
     if entry["heldout"]["n_detections"] == 0:
         log.warning(f"warning: iteration {k}: no detections on the {len(run.held_items)} held-out training videos "
                     f"(postprocess thresholds vs the attention level; see pseudo.calibration / attention_norm)")

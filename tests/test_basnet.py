@@ -9,13 +9,14 @@ import torch
 from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
-from refineloc_e2e.config import from_dict
+from refineloc_e2e.config import from_dict, shipped_config
 from refineloc_e2e.detection.detect import load_model, model_overrides
 from refineloc_e2e.errors import ConfigError, ModelMismatchError, WeightsError
 from refineloc_e2e.model.basnet import BaSNetConfig, PackedConv1d, basnet_losses, topk_pool
 from refineloc_e2e.model.head import HeadConfig, build_head, compute_scores, label_targets, load_head, save_head
 from refineloc_e2e.model.postprocess import PostprocessConfig
 from refineloc_e2e.training.fit import Batch, eq4_loss
+from refineloc_e2e.training.run_config import load_run_config
 from test_cli_pipeline import _layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,12 +91,14 @@ def test_losses_by_hand():
     torch.testing.assert_close(w["total"], torch.tensor([2 * base + norm]))
 
 
-def test_packed_conv_equals_conv1d_per_video():
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_packed_conv_equals_conv1d_per_video(kernel):
     torch.manual_seed(0)
-    conv = PackedConv1d(5, 4, 3)
-    a, b = torch.randn(6, 5), torch.randn(3, 5)
-    packed = conv(torch.cat([a, b]), torch.tensor([0, 6]))  # (9, 4)
-    for x, rows in ((a, packed[:6]), (b, packed[6:])):
+    conv = PackedConv1d(5, 4, kernel)
+    videos = [torch.randn(6, 5), torch.randn(1, 5), torch.randn(3, 5)]  # a 1-snippet video in the middle
+    starts = torch.tensor([0, 6, 7])
+    packed = conv(torch.cat(videos), starts)  # (10, 4)
+    for x, rows in zip(videos, torch.split(packed, [6, 1, 3])):
         ref = conv.conv(x.T[None])[0].T  # zero padding at the video's own ends
         torch.testing.assert_close(rows, ref, rtol=0, atol=1e-5)
 
@@ -166,6 +169,18 @@ def test_checkpoint_records_its_base_and_refuses_a_mismatch(tmp_path):
     assert model_overrides(["head.base=basnet", "decode.fps=25"], loaded, "m.pt") == ["decode.fps=25"]
     with pytest.raises(ConfigError, match="unknown head setting 'head.nosuch'"):
         model_overrides(["head.nosuch=1"], loaded, "m.pt")
+
+
+def test_refined_basnet_refines_as_the_refineloc_default():
+    """Issue 18: refinement on the BaS-Net base uses the RefineLoc default's pseudo labels, guard, detection-norm
+    choice and selection; only the head and its training schedule are BaS-Net's."""
+    bas = load_run_config(shipped_config("thumos14-basnet-refined"))
+    ref = load_run_config(shipped_config("thumos14"))
+    assert (bas.head.base, ref.head.base) == ("basnet", "refineloc")
+    for key in ("pseudo", "guard", "postprocess", "select", "select_margin", "attention_norm_candidates"):
+        assert getattr(bas, key) == getattr(ref, key), key
+    assert bas.train.early_stop_patience == ref.train.early_stop_patience
+    assert (bas.train.lr, bas.train.batch_size, bas.train.n_iterations) == (1e-4, 16, 5)  # released BaS-Net; Table 5
 
 
 FAST_BAS = ["--set", "head.feature_dim=32", "--set", "head.basnet.filter_width=8", "--set",

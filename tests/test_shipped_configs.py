@@ -119,7 +119,7 @@ def test_shipped_bases():
     assert bases == {"thumos14-paper": [], "thumos14-released": [], "activitynet12-paper": [],
                      "activitynet12-released": [], "thumos14": ["thumos14-paper"],
                      "activitynet12": ["activitynet12-paper"], "demo": ["thumos14", "thumos14-paper"],
-                     "thumos14-basnet": [], "thumos14-basnet-refined": []}
+                     "thumos14-basnet": [], "thumos14-basnet-refined": ["thumos14", "thumos14-paper"]}
 
 
 def test_shipped_configs_point_nowhere_outside_the_package():

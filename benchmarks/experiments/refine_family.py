@@ -55,6 +55,11 @@ FORMS: dict[str, tuple[str, list[str]]] = {
     "default-prob": ("thumos14", [f"{_TI}=probability"]),  # the default with the paper's eq.-2 time input
     "anet12": ("activitynet12", []),  # the ActivityNet default (its guard on)
     "anet12-noguard": ("activitynet12", ["guard.enabled=false"]),  # the same without the guard
+    "basnet": ("thumos14-basnet-refined", []),  # the BaS-Net base (issue 18) with the default's refinement
+    # BaS-Net within a CPU budget: its CAS 4x narrower and 10x its released lr (RefineLoc's). The family's 20
+    # epochs give it ~1/6 (1/12 with --subsample 2) of its released 1500 steps, and at its own lr 1e-4 it then
+    # detects nothing (context s0: 0.00 mAP@0.5, docs/refinement.md)
+    "basnet-budget": ("thumos14-basnet-refined", ["head.basnet.cas_width=512", "train.lr=0.001"]),
     "paper": ("thumos14-paper", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
                           f"{_AC}=null"]),

@@ -46,6 +46,8 @@ def _combo(time_input: str, det: str, pse: str) -> tuple[str, list[str]]:
     return "thumos14", [f"{_TI}={time_input}", f"{_DN}={det}", f"{_PN}={pse}", f"{_AC}=null"]
 
 
+_BAS_BUDGET = ["head.basnet.cas_width=512", "train.lr=0.001", "train.n_iterations=3"]
+
 # form -> (shipped config, overrides). The 8 combinations of the eq.-2 time input and the two normalisations
 # (detection time, fixed; pseudo-label time) on the shipped thumos14 config with its guard, plus the shipped
 # default itself ("default": its detection norm chosen per iteration, training/detection_norm.py), the paper
@@ -56,10 +58,12 @@ FORMS: dict[str, tuple[str, list[str]]] = {
     "anet12": ("activitynet12", []),  # the ActivityNet default (its guard on)
     "anet12-noguard": ("activitynet12", ["guard.enabled=false"]),  # the same without the guard
     "basnet": ("thumos14-basnet-refined", []),  # the BaS-Net base (issue 18) with the default's refinement
-    # BaS-Net within a CPU budget: its CAS 4x narrower and 10x its released lr (RefineLoc's). The family's 20
-    # epochs give it ~1/6 (1/12 with --subsample 2) of its released 1500 steps, and at its own lr 1e-4 it then
-    # detects nothing (context s0: 0.00 mAP@0.5, docs/refinement.md)
-    "basnet-budget": ("thumos14-basnet-refined", ["head.basnet.cas_width=512", "train.lr=0.001"]),
+    # BaS-Net within a CPU budget: its CAS 4x narrower, 10x its released lr (RefineLoc's) and RefineLoc's 3
+    # iterations. The family's 20 epochs give it ~1/6 of its released 1500 steps, and at its own lr 1e-4 it then
+    # detects nothing (docs/refinement.md)
+    "basnet-budget": ("thumos14-basnet-refined", _BAS_BUDGET),
+    # the same without the guard: what refinement does on the BaS-Net base where the guard stops it
+    "basnet-budget-noguard": ("thumos14-basnet-refined", [*_BAS_BUDGET, "guard.enabled=false"]),
     "paper": ("thumos14-paper", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
                           f"{_AC}=null"]),

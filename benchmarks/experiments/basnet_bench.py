@@ -6,10 +6,10 @@ For every seed it trains, through the real path (feature cache -> load_training_
 - ``basnet``: the shipped ``thumos14-basnet-refined`` config (BaS-Net, its filter supervised by the pseudo labels);
 
 both with the same CLI-given epochs, batch size and iterations (early stopping off, so every epoch is timed),
-the saved model the fixed last iteration and no guard (the paper's fixed eta: refinement as published; the
-shipped configs select an iteration and guard it, which benchmarks.experiments.refine_family measures). It prints test mAP@0.5 of
-iteration 0, the best refined iteration and the saved model, paired by seed, and seconds per epoch (fit time of
-an iteration / epochs run, held-out loss included). Runs are cached in ``--out``.
+the saved model the fixed last iteration and no guard (the paper's fixed eta, refinement as published; the
+shipped configs select an iteration and guard it, which benchmarks.experiments.refine_family measures). It
+prints test mAP@0.5 of iteration 0, the best refined iteration and the saved model, paired by seed, and seconds
+per epoch (fit time of an iteration / epochs run, held-out loss included). Runs are cached in ``--out``.
 
     nice -n 10 python -m benchmarks.experiments.basnet_bench --out /tmp/basnet_bench      # 3 seeds, iterations 0-2
     nice -n 10 python -m benchmarks.experiments.basnet_bench --out /tmp/basnet_narrow --basnet-set head.basnet.cas_width=512

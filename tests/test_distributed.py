@@ -194,7 +194,7 @@ from refineloc_e2e.tools.faults import FaultHook
 cfg, out, address, folder, videos = pickle.load(open(sys.argv[1], "rb"))
 try:
     extract_batch_ray(videos, out, cfg, address=address, progress=False, timeout_s=120,
-                      log=lambda m: print(m, flush=True), before_extract=FaultHook(folder, sleep_s=1.0))
+                      log=lambda m: print(m, flush=True), before_extract=FaultHook(folder, sleep_s=3.0))
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.exit(130)
@@ -202,7 +202,9 @@ except KeyboardInterrupt:
 
 
 def _driver(tmp_path, cluster, videos, out, hook_dir):
-    """A driver process running one Ray batch (each extraction slowed by 1 s), started in the background."""
+    """A driver process running one Ray batch, started in the background. Each extraction is slowed by 3 s, so a
+    signal sent after the first video is handled (the driver wakes every WAIT_STEP_S = 1 s) while the next ones
+    still sleep: with 1 s, one clean-clone CI run saw all 6 videos finish before the driver acted on SIGINT."""
     import pickle
     import subprocess
     import sys

@@ -188,7 +188,11 @@ def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypat
 # ----------------------------------------------------------------------------- cluster faults
 
 DRIVER = """
-import pickle, sys
+import pickle, signal, sys
+# Ctrl-C as a terminal delivers it: a child inherits ignored (and blocked) signals from the test process, and
+# after other tests in the same process SIGINT had been lost that way in CI (the driver ran to the end)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.tools.faults import FaultHook
 cfg, out, address, folder, videos = pickle.load(open(sys.argv[1], "rb"))

@@ -189,8 +189,8 @@ def test_a_node_that_cannot_see_the_folder_is_named(tmp_path, cluster, monkeypat
 
 DRIVER = """
 import pickle, signal, sys
-# Ctrl-C as a terminal delivers it: a child inherits ignored (and blocked) signals from the test process, and
-# after other tests in the same process SIGINT had been lost that way in CI (the driver ran to the end)
+# Ctrl-C as a terminal delivers it: a child inherits ignored (and blocked) signals from the test process. In the
+# full suite, without this, the driver twice ran to the end after its SIGINT (it passed alone)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from refineloc_e2e.features.distributed import extract_batch_ray

@@ -29,6 +29,24 @@ def test_fixed_follows_the_run_length_and_the_guard():
     assert k == 0 and "select_iteration = 3 was not reached" in why and "0.970 foreground" in why
 
 
+def test_fixed_wap_keeps_eta_unless_the_held_out_videos_show_it_worse():
+    # saturated held-out wAP (every iteration detects all ~20 held-out videos): the paper's eta, not iteration 0
+    k, why = select_iteration(_its([1.0, 1.0, 1.0, 1.0], "wap"), "fixed_wap", 3, margin=0.05)
+    assert k == 3 and why.startswith("fixed_wap: fixed: select_iteration = 3")
+    # within the margin: still eta
+    assert select_iteration(_its([0.80, 0.90, 0.88, 0.86], "wap"), "fixed_wap", 3, margin=0.05)[0] == 3
+    # more than the margin below an earlier iteration: that one (the earliest of equals)
+    k, why = select_iteration(_its([0.80, 0.90, 0.90, 0.70], "wap"), "fixed_wap", 3, margin=0.05)
+    assert k == 1 and "more than 5 below iteration 1's 90.00" in why
+    # the guard stopped refinement before eta: the last sound iteration, checked the same way
+    stop = {"iteration": 2, "reason": "iteration 2's pseudo labels are 0.970 foreground"}
+    k, why = select_iteration(_its([0.9, 0.7], "wap"), "fixed_wap", 3, stop, margin=0.05)
+    assert k == 0 and "0.970 foreground" in why
+    assert select_iteration(_its([0.9, 0.95], "wap"), "fixed_wap", 3, stop, margin=0.05)[0] == 1
+    # no held-out videos: the fixed iteration
+    assert select_iteration(_its([None, None], "wap"), "fixed_wap", None)[0] == 1
+
+
 def test_heldout_map_picks_the_best_earliest_and_says_what_it_uses():
     k, why = select_iteration(_its([0.30, 0.42, 0.42, 0.35]), "heldout_map", None)
     assert k == 1 and "temporal annotations 42.00" in why and "iteration 0: 30.00" in why

@@ -54,7 +54,8 @@ _BAS_BUDGET = ["head.basnet.cas_width=512", "train.lr=0.001", "train.n_iteration
 # and the v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
 FORMS: dict[str, tuple[str, list[str]]] = {
     "default": ("thumos14", []),
-    "default-prob": ("thumos14", [f"{_TI}=probability"]),  # the default with the paper's eq.-2 time input
+    "default-prob": ("thumos14", [f"{_TI}=probability"]),
+    "default-inflate2": ("thumos14", ["pseudo.segment.inflate_snippets=2"]),  # the paper's and released inflation  # the default with the paper's eq.-2 time input
     "anet12": ("activitynet12", []),  # the ActivityNet default (its guard on)
     "anet12-noguard": ("activitynet12", ["guard.enabled=false"]),  # the same without the guard
     "basnet": ("thumos14-basnet-refined", []),  # the BaS-Net base (issue 18) with the default's refinement
@@ -65,6 +66,9 @@ FORMS: dict[str, tuple[str, list[str]]] = {
     # the same without the guard: what refinement does on the BaS-Net base where the guard stops it
     "basnet-budget-noguard": ("thumos14-basnet-refined", [*_BAS_BUDGET, "guard.enabled=false"]),
     "paper": ("thumos14-paper", []),
+    # the authors' released runs' forms (issue 25: admissibility is judged on these, full feature width)
+    "released": ("thumos14-released", []),
+    "anet12-released": ("activitynet12-released", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
                           f"{_AC}=null"]),
     **{f"{t[:4]}/det-{d}/ps-{p}": _combo(t, d, p)
@@ -174,7 +178,9 @@ def main() -> None:
                 ann = write_member(data, member, seed, spec)
             ds = subsample(load_dataset(str(ann)), a.subsample)
             feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
-            lo, hi = spec.fg_fraction_range
+            # the ranges of the LAYOUT's shipped config (thumos14 / activitynet12), so a form of another dataset's
+            # config run on this layout uses this dataset's priors, in step with what `train --dataset` ships
+            layout_cfg = load_run_config(shipped_config(spec.layout), [])
             print(f"\n== {set_name}  ({len(ds.subset('train'))} train / {len(ds.subset('test'))} test videos)")
             print(f"{'form':<28} {'it0':>6} {'best':>10} {'saved':>10} {'gain':>6} {'ps-fg':>6} {'P':>5} {'R':>5} "
                   f"{'c0':>5} {'s/ep':>5}  guard")
@@ -182,7 +188,8 @@ def main() -> None:
                 name, extra = FORMS[form]
                 over = [*extra, f"train.seed={seed}", f"head.feature_dim={dim}", *a.overrides]
                 if load_run_config(shipped_config(name), []).pseudo.fg_fraction_range is not None:
-                    over.append(f"pseudo.fg_fraction_range=[{lo}, {hi}]")  # the dataset config's prior
+                    over.append(f"pseudo.fg_fraction_range={list(layout_cfg.pseudo.fg_fraction_range)}")
+                    over.append(f"detection_coverage_range={layout_cfg.coverage_range()}")
                 cfg = load_run_config(shipped_config(name), over)
                 runs = a.out / "runs" / (set_name + (f"-sub{a.subsample}" if a.subsample > 1 else "")
                                          + (f"-set{settings_hash(a.overrides)[:8]}" if a.overrides else ""))

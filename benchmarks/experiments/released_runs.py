@@ -19,7 +19,10 @@ import pprint
 import sys
 from pathlib import Path
 
+from refineloc_e2e.config import shipped_config
 from refineloc_e2e.evaluation import released_runs as rr
+from refineloc_e2e.training.replay import replay_early_stopping, replay_fg_range, replay_iteration_choice
+from refineloc_e2e.training.run_config import load_run_config
 
 # run name -> (folder under trained_models, metric, dataset)
 RUN_FOLDERS = {
@@ -105,6 +108,25 @@ def table(runs: dict[str, rr.ReleasedRun]) -> str:
     return "\n".join(lines)
 
 
+def replay_report(runs: dict[str, rr.ReleasedRun], patiences=(3, 5, 10)) -> str:
+    """The shipped configs' rules replayed on the logged figures (training.replay)."""
+    lines = ["| run | shipped config | guard range: refused (iteration, fg) | eta (n_iterations): saved vs it 0 | "
+             + " | ".join(f"patience {p}: mean / worst per iteration" for p in patiences) + " |",
+             "|" + "---|" * (4 + len(patiences))]
+    for run in runs.values():
+        cfg = load_run_config(shipped_config(run.dataset), [])
+        refused = replay_fg_range(run, cfg.pseudo.fg_fraction_range)
+        k, score = replay_iteration_choice(run, cfg.train.n_iterations)
+        cells = []
+        for p in patiences:
+            d = [r.kept_score - r.full_score for r in replay_early_stopping(run, p)]
+            cells.append(f"{sum(d) / len(d):+.2f} / {min(d):+.2f}")
+        lines.append(f"| {run.name} | {run.dataset} {cfg.pseudo.fg_fraction_range} | "
+                     f"{', '.join(f'({i}, {f:.3f})' for i, f in refused) or 'none'} | "
+                     f"{k}: {score:.2f} vs {run.map_by_iteration[0]:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--logs", type=Path, help="RefineLoc's trained_models/ folder (or the checkout root)")
@@ -114,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.logs is None:
         print("constants carried in refineloc_e2e.evaluation.released_runs (no --logs given):")
         print(table(rr.RELEASED_RUNS))
+        print("\nthe shipped configs replayed on them (early stopping: kept epoch's score - the full run's):")
+        print(replay_report(rr.RELEASED_RUNS))
         return 0
     logs = {name: read_event_file(path) for name, path in find_event_files(args.logs).items()}
     if args.write_module:

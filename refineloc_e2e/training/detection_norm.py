@@ -8,7 +8,8 @@ than its actions can. On the repo's THUMOS'14-shaped set (seed 0) iteration 0 of
 way round (``none`` 72.7, ``minmax`` 11.6), so no single value is right for every dataset (docs/refinement.md).
 
 Rule (ours, issue 17): the candidates are tried in order, on the held-out TRAINING videos; the first whose
-detection coverage (the fraction of snippets its segments cover) lies in ``pseudo.fg_fraction_range`` is used;
+detection coverage (the fraction of snippets its segments cover) lies in ``detection_coverage_range`` (else
+``pseudo.fg_fraction_range``) is used;
 when none does, the one closest to that range. It looks at video features and a dataset-level prior only (the
 range the dataset's config states, which the guard uses too), never at temporal annotations. The chosen value
 is written into the iteration's model file, so ``detect`` uses it, and recorded in ``metrics.json``.
@@ -33,8 +34,9 @@ def validate_candidates(candidates: Sequence[str] | None, fg_range: Sequence[flo
         raise ConfigError(f"config key 'attention_norm_candidates' must be null or a non-empty list from "
                           f"{ATTENTION_NORMS}, got {list(candidates)!r}")
     if fg_range is None:
-        raise ConfigError("config key 'attention_norm_candidates' needs pseudo.fg_fraction_range (the dataset's "
-                          "foreground prior that the held-out coverage is compared with)")
+        raise ConfigError("config key 'attention_norm_candidates' needs detection_coverage_range or "
+                          "pseudo.fg_fraction_range (the dataset's foreground prior that the held-out coverage is "
+                          "compared with)")
 
 
 def _distance(value: float, fg_range: Sequence[float]) -> float:

@@ -379,7 +379,7 @@ def _train_iteration(run: _Run, k: int) -> bool:
         held_scores = run.predict_fn(fit.model, [it.features for it in run.held_items], run.device,
                                      EVAL_BATCH_VIDEOS)
         post, entry["attention_norm"] = choose_attention_norm(
-            held_scores, cfg.postprocess, cfg.attention_norm_candidates, cfg.pseudo.fg_fraction_range)
+            held_scores, cfg.postprocess, cfg.attention_norm_candidates, cfg.coverage_range())
         cfg = dataclasses.replace(cfg, postprocess=post)
     entry["heldout"] = _heldout_proxy(fit.model, run.held_items, cfg, len(run.dataset.classes), run.device,
                                       run.dataset, run.feature_meta, annotated=run.truths is not None,

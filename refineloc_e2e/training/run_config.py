@@ -31,14 +31,23 @@ class RunConfig:
     heldout_map_tiou: float = 0.5  # select "heldout_map": the tIoU of the held-out detection mAP
     select_margin: float = 0.0  # wap / wap_dup / heldout_map: a later iteration must beat the kept one by more
     eval_tious: list[float] | None = None  # None: the dataset's standard thresholds (evaluation.metrics.default_tious)
-    # detection-time attention_norm per iteration from held-out coverage vs pseudo.fg_fraction_range
+    # detection-time attention_norm per iteration from held-out coverage vs detection_coverage_range
     # (training/detection_norm.py; ours, issue 17). None: postprocess.attention_norm as given.
     attention_norm_candidates: list[str] | None = None
+    # the dataset's annotated foreground fraction, that held-out DETECTION coverage is compared with (detection
+    # norm); None: pseudo.fg_fraction_range. Separate since issue 25: real pseudo labels legitimately cover far
+    # more than the annotations (the released THUMOS'14 runs start at 0.59-0.75 against 0.28 annotated)
+    detection_coverage_range: list[float] | None = None
+
+    def coverage_range(self) -> list[float] | None:
+        """The range detection coverage is compared with (``detection_coverage_range``, else the pseudo range)."""
+        return self.detection_coverage_range if self.detection_coverage_range is not None \
+            else self.pseudo.fg_fraction_range
 
     def validate(self) -> None:
         if self.select not in SELECT_MODES:
             raise ConfigError(f"config key 'select': {self.select!r} is not one of {SELECT_MODES}")
-        if self.select == "fixed" and self.select_iteration is not None \
+        if self.select in ("fixed", "fixed_wap") and self.select_iteration is not None \
                 and not 0 <= self.select_iteration <= self.train.n_iterations:
             raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
                               f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
@@ -47,7 +56,11 @@ class RunConfig:
             raise ConfigError(f"config key 'select_margin' must be in [0, 1), got {self.select_margin}")
         if not 0.0 < self.heldout_map_tiou <= 1.0:
             raise ConfigError(f"config key 'heldout_map_tiou' must be in (0, 1], got {self.heldout_map_tiou}")
-        validate_candidates(self.attention_norm_candidates, self.pseudo.fg_fraction_range)
+        r = self.detection_coverage_range
+        if r is not None and not (len(r) == 2 and 0.0 <= r[0] <= r[1] <= 1.0):
+            raise ConfigError(f"config key 'detection_coverage_range' must be [lo, hi] with 0 <= lo <= hi <= 1, "
+                              f"got {r!r}")
+        validate_candidates(self.attention_norm_candidates, self.coverage_range())
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -5,6 +5,10 @@
 - ``val_loss``: the lowest held-out video loss (measures classification; iteration 0 trains on it alone).
 - ``wap`` / ``wap_dup``: the highest held-out weak-label detection mAP (calibrate.weak_label_map: video labels
   only).
+- ``fixed_wap``: the ``fixed`` iteration, unless its held-out weak-label detection mAP is more than ``select_margin``
+  below the best of the iterations up to it; then that best (the earliest of equals). The paper's eta where the
+  held-out videos cannot tell the iterations apart (their weak-label mAP saturates: ~20 videos, often all
+  detected), and no later iteration that they show worse (issue 25).
 - ``heldout_map``: the highest detection mAP@``heldout_map_tiou`` of the held-out TRAINING videos against
   their TEMPORAL annotations. It uses more than video-level labels (THUMOS'14's validation videos are fully
   annotated, so a weakly supervised setting that keeps a few annotated videos can use it); off by default.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SELECT_MODES = ("fixed", "val_loss", "wap", "wap_dup", "heldout_map")
+SELECT_MODES = ("fixed", "fixed_wap", "val_loss", "wap", "wap_dup", "heldout_map")
 
 
 def select_iteration(iterations: list[dict], select: str, fixed_iteration: int | None,
@@ -36,6 +40,18 @@ def select_iteration(iterations: list[dict], select: str, fixed_iteration: int |
             return last, (f"fixed: select_iteration = {fixed_iteration} was not reached, kept the last sound "
                           f"iteration {last}{stopped}")
         return fixed_iteration, f"fixed: select_iteration = {fixed_iteration}"
+    if select == "fixed_wap":
+        k, why = select_iteration(iterations, "fixed", fixed_iteration, guard_stop)
+        values = [(e.get("heldout") or {}).get("wap") for e in iterations[:k + 1]]
+        known = [(v, i) for i, v in enumerate(values) if v is not None]
+        if not known or values[k] is None:
+            return k, f"fixed_wap: no held-out value, {why}"
+        best_v, best_i = max(known, key=lambda t: (t[0], -t[1]))
+        if values[k] < best_v - margin:
+            return best_i, (f"fixed_wap: iteration {k}'s held-out weak-label detection mAP {100 * values[k]:.2f} is "
+                            f"more than {100 * margin:g} below iteration {best_i}'s {100 * best_v:.2f}; kept {best_i}"
+                            f"{stopped}")
+        return k, f"fixed_wap: {why} (held-out weak-label detection mAP {100 * values[k]:.2f}, best {100 * best_v:.2f})"
     if select == "val_loss":
         losses = [e["heldout_video_loss"] if e["heldout_video_loss"] is not None else e["train_loss"]
                   for e in iterations]

@@ -1,0 +1,109 @@
+"""Which generated benchmarks may vote on a refinement default: do they behave like the authors' real runs?
+
+A member of the benchmark family (``benchmarks.bench_data.family``; ``repo`` = the repo's THUMOS'14-shaped set)
+is ADMISSIBLE when the released form of its layout (``thumos14-released`` / ``activitynet12-released``: full
+feature width, no stream selection), at the family's measuring size, reproduces on EVERY seed the logged shape of
+the released I3D run of that layout (``training.replay.admissibility``: iteration 1's pseudo labels, their drift,
+never below iteration 0, the gain). Scores are the layout's metric: mAP@0.5 (THUMOS'14), average mAP 0.5:0.95
+(ActivityNet). Issue 25; docs/refinement.md "Admissible benchmarks".
+
+    python -m benchmarks.experiments.admissibility --out /tmp/adm --dim 256 --set train.epochs=20 \\
+        --set train.n_iterations=5
+
+Runs go through ``refine_family``'s runner (the same folders, so runs are shared with it and reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_data.family import MEMBERS, FamilySpec, write_member
+from benchmarks.experiments.refine_family import run_one, subsample
+from refineloc_e2e.config import settings_hash, shipped_config
+from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.device import configure_cpu_math
+from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS
+from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
+from refineloc_e2e.training.data import load_training_features
+from refineloc_e2e.training.replay import IterationFigures, admissibility, is_admissible
+from refineloc_e2e.training.run_config import load_run_config
+
+RELEASED_FORM = {"thumos14": ("released", "thumos14-released"), "activitynet12": ("anet12-released",
+                                                                                   "activitynet12-released")}
+
+
+def score(entry: dict, layout: str) -> float:
+    """The layout's metric (%) of one iteration's metrics entry: mAP@0.5, or the mean over tIoU 0.5:0.95."""
+    t = entry["test"]
+    if layout == "thumos14":
+        return 100 * t["map_per_tiou"][t["tious"].index(0.5)]
+    return 100 * float(np.mean([m for tiou, m in zip(t["tious"], t["map_per_tiou"]) if 0.5 - 1e-9 <= tiou]))
+
+
+def figures(metrics: dict, layout: str) -> list[IterationFigures]:
+    out = []
+    for e in metrics["iterations"]:
+        ps = e.get("pseudo") or {}
+        out.append(IterationFigures(score(e, layout), ps.get("fg_fraction"), ps.get("precision_vs_truth"),
+                                    ps.get("recall_vs_truth")))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--members", default=",".join(MEMBERS), help=f"from {', '.join(MEMBERS)}, and 'repo'")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--subsample", type=int, default=1)
+    a = ap.parse_args()
+    configure_cpu_math()
+    table = []
+    for member in a.members.split(","):
+        repo = member == "repo"
+        spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=a.dim)
+        dim = 2048 if repo else a.dim
+        layout = spec.layout
+        form, config = RELEASED_FORM[layout]
+        ref = RELEASED_RUNS[REFERENCE_FOR_DATASET[layout]]
+        verdicts = []
+        for seed in (int(s) for s in a.seeds.split(",")):
+            set_name = f"{member}-s{seed}" + (f"-d{dim}" if dim != 2048 else "")
+            data = a.out / "data" / set_name
+            if repo:
+                ann = data / "annotations.json"
+                if not ann.is_file():
+                    ann = write_thumos14_layout(data, BenchSpec(seed=seed))
+            else:
+                ann = write_member(data, member, seed, spec)
+            ds = subsample(load_dataset(str(ann)), a.subsample)
+            feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
+            cfg = load_run_config(shipped_config(config), [f"train.seed={seed}", f"head.feature_dim={dim}",
+                                                           *a.overrides])
+            runs = a.out / "runs" / (set_name + (f"-sub{a.subsample}" if a.subsample > 1 else "")
+                                     + (f"-set{settings_hash(a.overrides)[:8]}" if a.overrides else ""))
+            m = run_one(runs / form, cfg, ds, feats, meta, a.out / "fit_cache")
+            figs = figures(m, layout)
+            crit = admissibility(figs, ref)
+            verdicts.append(is_admissible(crit))
+            scores = " ".join(f"{f.score:.2f}" for f in figs)
+            fgs = " ".join("-" if f.fg_fraction is None else f"{f.fg_fraction:.2f}" for f in figs[1:])
+            print(f"{set_name:<16} {form:<16} scores {scores} | fg {fgs}", flush=True)
+            for c in crit:
+                print(f"    {'ok ' if c.ok else 'NO '} {c.name:<14} {c.detail}", flush=True)
+            table.append((member, seed, crit))
+        print(f"== {member}: {'ADMISSIBLE' if all(verdicts) else 'not admissible'} "
+              f"({sum(verdicts)}/{len(verdicts)} seeds, against {ref.name})", flush=True)
+    print("\n| member | seed | " + " | ".join(c.name for c in table[0][2]) + " |")
+    print("|---|---|" + "---|" * len(table[0][2]))
+    for member, seed, crit in table:
+        print(f"| {member} | {seed} | " + " | ".join(("ok: " if c.ok else "no: ") + c.detail for c in crit) + " |")
+
+
+if __name__ == "__main__":
+    main()

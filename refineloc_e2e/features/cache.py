@@ -257,7 +257,7 @@ def migrate_legacy_entry(features_dir: str | Path, video_id: str, source: str | 
             elif not os.path.exists(recorded):
                 _remove_pair(features_dir, old)
                 notes.append(f"note: {source}: removed the old cache entry '{old}' (made from {recorded}, which "
-                             f"is gone); extracting under '{video_id}'")
+                             f"is gone)")
         except OSError as e:
             notes.append(f"note: {source}: could not carry the old cache entry '{old}' over to '{video_id}' "
                          f"({e.strerror or e})")

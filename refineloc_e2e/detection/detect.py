@@ -324,9 +324,9 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
         except KeyError as e:
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
         segs = predict_segments_from_scores(s, postprocess)
-        results[video_id(f.stem)] = segments_to_results(segs, names, fps=fps, snippet_frames=sf, stride_frames=stride,
-                                              n_snippets=int(s["cas"].shape[0]),
-                                              duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
+        results[video_id(f.stem)] = segments_to_results(
+            segs, names, fps=fps, snippet_frames=sf, stride_frames=stride, n_snippets=int(s["cas"].shape[0]),
+            duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
     atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",
                                                        "rescored_from": str(scores_dir),
                                                        "postprocess": to_dict(postprocess)}))

@@ -1,5 +1,9 @@
 """The feature cache: ``<dir>/<video_id>.npy`` (float32 [n_snippets, dim]) + ``<dir>/<video_id>.json`` (metadata).
 
+``video_id`` is the file's own name in any script (``refineloc_e2e.ids``), with a suffix where two inputs
+would share one (:func:`assign_video_ids`); entries older versions named otherwise (every character outside
+``[A-Za-z0-9._-]`` as ``_``) are carried over on the next extraction (:func:`migrate_legacy_entry`).
+
 A cache entry describes itself: the JSON records the source video's identity (resolved path, size, mtime,
 sha256), every setting that changes the numbers (hashed into ``settings_hash``), each stream's weights
 and how they were initialised, the time base (fps, snippet_frames) and the array's shape and sha256.
@@ -205,7 +209,7 @@ def _short_hash(text: str) -> str:
 
 
 def _ids_from(base: str, source: Path) -> list[str]:
-    """``base`` and the collision suffixes :func:`assign_video_ids` / :func:`disambiguated_id` may add for ``source``."""
+    """``base`` and the collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may add to it."""
     resolved = source.resolve()
     return [base, f"{base}-{_short_hash(str(resolved.parent))}", f"{base}-{_short_hash(str(resolved))}"]
 
@@ -230,8 +234,8 @@ def migrate_legacy_entry(features_dir: str | Path, video_id: str, source: str | 
 
     An old entry whose recorded source path is ``source`` is renamed to ``video_id`` (the array, then the JSON
     with its ``video_id`` updated, then the old JSON removed: the JSON stays the commit marker), or removed
-    when ``video_id`` already has one. One whose recorded source no longer exists is removed (``source`` is
-    then extracted under ``video_id``). One made from another file that still exists is left to that file.
+    when ``video_id`` already has one. One whose recorded source no longer exists is removed (its video is
+    gone; ``source`` is extracted as usual). One made from another file that still exists is left to that file.
     Imported features (no source video) are never touched. Nothing is left duplicated."""
     here = str(Path(source).resolve())
     notes = []

@@ -91,8 +91,8 @@ def _export_wtalc(features_dir: Path, out_dir: Path, stems: dict[str, str], name
         feats, meta = read_features(features_dir, stems[vid])
         tb = time_base(meta)
         if (tb["fps"], tb["snippet_frames"], tb["stride_frames"]) != (I3D_FPS, I3D_SNIPPET_FRAMES, I3D_SNIPPET_FRAMES):
-            raise DatasetError(f"{features_dir / (stems[vid] + '.json')}: {tb['fps']:g} fps, {tb['snippet_frames']}-frame "
-                               f"windows every {tb['stride_frames']} frames; W-TALC's code assumes 25 fps, 16-frame "
+            raise DatasetError(f"{features_dir / (stems[vid] + '.json')}: {tb['fps']:g} fps, "
+                               f"{tb['snippet_frames']}-frame windows every {tb['stride_frames']} frames; W-TALC's code assumes 25 fps, 16-frame "
                                f"non-overlapping snippets (use --layout actionformer)")
         rows[i] = feats
         duration_s: Any = meta.get("duration_s")

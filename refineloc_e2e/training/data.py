@@ -59,7 +59,8 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
         if vid not in absent_set:
             log(f"warning: skipped: {why}")
     if missing:
-        named = ", ".join(_closest(v, unclaimed) for v in absent[:MAX_NAMED]) + (" ..." if len(absent) > MAX_NAMED else "")
+        named = ", ".join(_closest(v, unclaimed) for v in absent[:MAX_NAMED]) \
+            + (" ..." if len(absent) > MAX_NAMED else "")
         log(f"warning: skipping {len(missing)} videos without features (--skip-missing)"
             + (f"; {len(absent)} have no feature file: {named}" if absent else ""))
     if not features:

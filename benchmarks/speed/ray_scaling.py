@@ -34,6 +34,7 @@ from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ExtractConfig
+from refineloc_e2e.ids import video_id_of
 from refineloc_e2e.tools.synthetic import write_moving_video
 from refineloc_e2e.tools.synthetic import write_moving_video
 from refineloc_e2e.video.decode import DecodeConfig
@@ -83,8 +84,8 @@ def main() -> None:
         finally:
             cluster.shutdown()
         assert len(two.extracted) == args.videos, two.format()
-        diff = max(float(np.abs(read_features(work / "one", v.stem)[0] - read_features(work / "ray", v.stem)[0]).max())
-                   for v in videos)
+        diff = max(float(np.abs(read_features(work / "one", video_id_of(v))[0]
+                                - read_features(work / "ray", video_id_of(v))[0]).max()) for v in videos)
         print(f"Ray, 2 nodes x 1 CPU: {t_ray:6.1f} s  {video_s / t_ray:5.2f} video-s/s  "
               f"(+{t_start:.1f} s to start the cluster)  per node: {dict(sorted(two.per_node.items()))}")
         print(f"speed-up {t_one / t_ray:.2f}x (with cluster start {t_one / (t_ray + t_start):.2f}x); "

@@ -31,10 +31,11 @@ from refineloc_e2e.detection.plot import plot_timeline
 from refineloc_e2e.device import resolve_device
 from refineloc_e2e.errors import CacheError, ConfigError, InputError, ModelMismatchError, RefineLocError
 from refineloc_e2e.features.batch import extract_batch
-from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.cache import cached_ids, read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
+from refineloc_e2e.ids import video_id
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
 from refineloc_e2e.model.postprocess import (PostprocessConfig, background_score, load_scores,
@@ -258,7 +259,8 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
     if not features_dir.is_dir():
         raise InputError(f"{features_dir}: features folder not found")
     loaded = model or load_model(model_path)
-    ids = list(video_ids) if video_ids else sorted(p.stem for p in features_dir.glob("*.json"))
+    stems = cached_ids(features_dir)  # {video id: its files' stem}
+    ids = [video_id(v) for v in video_ids] if video_ids else list(stems)  # an id as typed: the same normalisation
     if not ids:
         raise InputError(f"{features_dir}: no feature files (<video_id>.json) found")
     pp = postprocess or loaded.postprocess_config
@@ -266,9 +268,9 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
     detector = _Detector(loaded, resolve_device(device), pp, plot_dir, scores_dir, ground_truth, summary, log)
     for vid in ids:
         try:
-            feats, meta = read_features(features_dir, vid)
+            feats, meta = read_features(features_dir, stems.get(vid, vid))
             check_compatible(loaded.feature_meta, meta, model_name=str(model_path),
-                             feature_name=str(features_dir / f"{vid}.npy"))
+                             feature_name=str(features_dir / f"{stems.get(vid, vid)}.npy"))
         except RefineLocError as e:
             log(f"error: {vid}: {e}")
             summary.failed.append((vid, str(e)))
@@ -295,8 +297,9 @@ def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -
     vs = scores["video_scores"]
     top = np.argsort(-vs)[: max(pp.top_k, 1)]
     gt = None
-    if ground_truth is not None and vid in ground_truth.videos:
-        gt = ground_truth.videos[vid].segments
+    if ground_truth is not None:
+        key = {video_id(k): k for k in ground_truth.videos}.get(vid)  # annotation keys as ids
+        gt = ground_truth.videos[key].segments if key is not None else None
     path = Path(plot_dir) / f"{vid}.png"
     plot_timeline(path, video_id=vid, duration_s=meta.get("duration_s"), **time_base(meta),
                   fg_attention=1.0 - background_score(scores["attention_bf"], pp, scores.get("attention_logodds")),
@@ -321,9 +324,9 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
         except KeyError as e:
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
         segs = predict_segments_from_scores(s, postprocess)
-        results[f.stem] = segments_to_results(segs, names, fps=fps, snippet_frames=sf, stride_frames=stride,
-                                              n_snippets=int(s["cas"].shape[0]),
-                                              duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
+        results[video_id(f.stem)] = segments_to_results(
+            segs, names, fps=fps, snippet_frames=sf, stride_frames=stride, n_snippets=int(s["cas"].shape[0]),
+            duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
     atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",
                                                        "rescored_from": str(scores_dir),
                                                        "postprocess": to_dict(postprocess)}))

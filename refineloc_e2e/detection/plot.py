@@ -5,6 +5,7 @@ Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no glob
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -127,6 +128,9 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     for ax in (ax_att, ax_cls, ax_seg):
         ax.grid(axis="x", alpha=0.3)
 
-    with atomic_writer(path, "wb") as f:
+    with atomic_writer(path, "wb") as f, warnings.catch_warnings():
+        # a video id or class name in a script the installed fonts lack (e.g. CJK with matplotlib's DejaVu Sans)
+        # is drawn with boxes; the file name keeps the id: one warning per glyph would only bury the output
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
         fig.savefig(f, format="png")
     return fig

@@ -33,6 +33,7 @@ import numpy as np
 
 from refineloc_e2e.datasets import Dataset
 from refineloc_e2e.errors import DatasetError, InputError
+from refineloc_e2e.ids import video_id
 
 THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ACTIVITYNET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]  # 0.5:0.05:0.95
@@ -204,11 +205,13 @@ def evaluate(predictions: Mapping[str, list[dict]], dataset: Dataset, *, subset:
     per_class: dict[str, list] = {c: [] for c in classes}
     n_pred = n_ignored = n_dropped = 0
     known = set(dataset.classes)
-    for vid in sorted(predictions):
-        for i, p in enumerate(predictions[vid]):
-            label, score, start_s, end_s = _check_prediction(p, f"predictions[{vid!r}][{i}]", DatasetError)
+    as_id = {video_id(k): k for k in videos}  # a results key is a video id: match annotation keys as ids
+    for key in sorted(predictions):
+        vid = key if key in videos else as_id.get(video_id(key), key)
+        for i, p in enumerate(predictions[key]):
+            label, score, start_s, end_s = _check_prediction(p, f"predictions[{key!r}][{i}]", DatasetError)
             if label not in known:
-                raise DatasetError(f"predictions[{vid!r}][{i}]: label {label!r} is not a class of dataset "
+                raise DatasetError(f"predictions[{key!r}][{i}]: label {label!r} is not a class of dataset "
                                    f"{dataset.name!r}")
             if vid not in videos:
                 n_ignored += 1

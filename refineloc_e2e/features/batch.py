@@ -27,7 +27,8 @@ from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import InputError, RefineLocError
 from refineloc_e2e.features.cache import (FORMAT_VERSION, VideoLock, assign_video_ids, check_entry, disambiguated_id,
-                                          feature_paths, owner_conflict, remove_stale_entry_temps, write_features)
+                                          feature_paths, migrate_legacy_entry, owner_conflict,
+                                          remove_stale_entry_temps, write_features)
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json, sha256_file
 from refineloc_e2e.progress import Progress, log_lines
@@ -218,7 +219,8 @@ def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtract
     """One video into the cache under its :class:`VideoLock`: skip it if up to date, else extract it.
 
     The cache rules in one place, for one process or a cluster: an existing entry under ``video_id`` made
-    from another source moves this video to a disambiguated id; temp files of killed writers older than
+    from another source moves this video to a disambiguated id; an entry an older version wrote under another
+    id is carried over (``migrate_legacy_entry``); temp files of killed writers older than
     ``started`` (a ``time.time()``) are removed first; an entry is reused only if ``check_entry`` accepts
     it; features are written atomically, JSON last. A per-video failure (corrupt file, disk full) is
     returned as ``failed`` with its cause, never raised; set-up errors (weights) raise. ``should_stop``: polled
@@ -231,16 +233,16 @@ def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtract
     if not lock.acquire(blocking=blocking):
         return VideoOutcome(str(video), vid, "busy")
     try:
+        notes = migrate_legacy_entry(out_dir, vid, video)  # an entry an older version named otherwise
         has_entry = feature_paths(out_dir, vid)[1].exists()
         if has_entry and source.settings_hash is None:
             source.get()  # no remembered settings hash: the models tell it (set-up errors propagate)
-        notes = []
         try:
             remove_stale_entry_temps(out_dir, vid, older_than=started)
             problem, entry = (check_entry(out_dir, vid, source=video, settings_hash=source.settings_hash)
                               if has_entry else ("missing", None))
             if problem is None:
-                return VideoOutcome(str(video), vid, "skipped", features=entry[0], meta=entry[1])
+                return VideoOutcome(str(video), vid, "skipped", features=entry[0], meta=entry[1], notes=notes)
             if problem.startswith("cached entry unusable"):
                 notes.append(f"note: {video}: re-extracting ({problem})")
             info = probe_video(video)  # cheap; a bad file fails here, before any model is loaded

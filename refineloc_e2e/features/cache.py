@@ -1,5 +1,9 @@
 """The feature cache: ``<dir>/<video_id>.npy`` (float32 [n_snippets, dim]) + ``<dir>/<video_id>.json`` (metadata).
 
+``video_id`` is the file's own name in any script (``refineloc_e2e.ids``), with a suffix where two inputs
+would share one (:func:`assign_video_ids`); entries older versions named otherwise (every character outside
+``[A-Za-z0-9._-]`` as ``_``) are carried over on the next extraction (:func:`migrate_legacy_entry`).
+
 A cache entry describes itself: the JSON records the source video's identity (resolved path, size, mtime,
 sha256), every setting that changes the numbers (hashed into ``settings_hash``), each stream's weights
 and how they were initialised, the time base (fps, snippet_frames) and the array's shape and sha256.
@@ -24,14 +28,28 @@ import numpy as np
 from refineloc_e2e import __version__
 from refineloc_e2e.errors import CacheError
 from refineloc_e2e.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps, sha256_file
+from refineloc_e2e.ids import collision_key, video_id, video_id_of
 
 FORMAT_VERSION = 1
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._\-]+")
+_LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")  # ids before Unicode ids: each run of other characters -> "_"
 
 
 def feature_paths(features_dir: str | Path, video_id: str) -> tuple[Path, Path]:
     d = Path(features_dir)
     return d / f"{video_id}.npy", d / f"{video_id}.json"
+
+
+def cached_ids(features_dir: str | Path) -> dict[str, str]:
+    """{video id: the stem of its files} for every entry (``<stem>.json``) in ``features_dir``, in id order.
+
+    The stem is the id for every entry written here; it differs only for files another tool named, e.g. a
+    decomposed (NFD) name copied from macOS, which is then found under its NFC id. Where two stems give one
+    id, the one that is the id itself wins."""
+    stems = sorted(p.stem for p in Path(features_dir).glob("*.json"))
+    found = {stem: stem for stem in stems if video_id(stem) == stem}
+    for stem in stems:
+        found.setdefault(video_id(stem), stem)
+    return dict(sorted(found.items()))
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -165,22 +183,89 @@ def remove_stale_entry_temps(features_dir: str | Path, video_id: str, *, older_t
 
 
 def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
-    """video_id = file stem (THUMOS/ActivityNet ids are stems); stems shared by several inputs get a
-    suffix from their resolved folder so two ``clip.mp4`` in different folders never overwrite each other."""
-    by_stem: dict[str, list[Path]] = {}
+    """video_id = :func:`refineloc_e2e.ids.video_id_of` (the file stem, Unicode kept; THUMOS/ActivityNet ids
+    are stems); ids shared by several inputs, also ids that differ only in case (one file on macOS and
+    Windows), get a suffix from their resolved folder so two ``clip.mp4`` in different folders never
+    overwrite each other (from their resolved path when two of them share a folder)."""
+    base = {p: video_id_of(p) for p in paths}
+    by_key: dict[str, list[Path]] = {}
     for p in paths:
-        by_stem.setdefault(_SAFE_ID.sub("_", p.stem) or "video", []).append(p)
+        by_key.setdefault(collision_key(base[p]), []).append(p)
     ids: dict[Path, str] = {}
-    for stem, group in by_stem.items():
+    for group in by_key.values():
         if len(group) == 1:
-            ids[group[0]] = stem
+            ids[group[0]] = base[group[0]]
             continue
         parents = [str(p.resolve().parent) for p in group]
-        same_folder = len(set(parents)) < len(parents)  # e.g. 'a b.mp4' and 'a_b.mp4' both sanitise to 'a_b'
+        same_folder = len(set(parents)) < len(parents)  # e.g. 'e\u0301.mp4' and '\u00e9.mp4' (NFD, NFC): one id
         for p, parent in zip(group, parents):
             key = str(p.resolve()) if same_folder else parent
-            ids[p] = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+            ids[p] = f"{base[p]}-{_short_hash(key)}"
     return ids
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", errors="surrogateescape")).hexdigest()[:8]
+
+
+def _ids_from(base: str, source: Path) -> list[str]:
+    """``base`` and the collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may add to it."""
+    resolved = source.resolve()
+    return [base, f"{base}-{_short_hash(str(resolved.parent))}", f"{base}-{_short_hash(str(resolved))}"]
+
+
+def legacy_ids(source: str | Path) -> list[str]:
+    """The ids that versions before Unicode ids gave ``source`` and the current ones never give it (empty for
+    names that were safe then, e.g. ``video_test_0000004.mp4``)."""
+    source = Path(source)
+    current = set(_ids_from(video_id_of(source), source))
+    old = _ids_from(_LEGACY_UNSAFE.sub("_", source.stem) or "video", source)
+    return [vid for vid in old if vid not in current]
+
+
+def _remove_pair(features_dir: str | Path, vid: str) -> None:
+    for path in feature_paths(features_dir, vid):
+        path.unlink(missing_ok=True)
+
+
+def migrate_legacy_entry(features_dir: str | Path, video_id: str, source: str | Path) -> list[str]:
+    """Carry an entry that an older version wrote under one of ``source``'s :func:`legacy_ids` over to
+    ``video_id`` (call under ``video_id``'s lock, before checking its entry); returns one note per change.
+
+    An old entry whose recorded source path is ``source`` is renamed to ``video_id`` (the array, then the JSON
+    with its ``video_id`` updated, then the old JSON removed: the JSON stays the commit marker), or removed
+    when ``video_id`` already has one. One whose recorded source no longer exists is removed (its video is
+    gone; ``source`` is extracted as usual). One made from another file that still exists is left to that file.
+    Imported features (no source video) are never touched. Nothing is left duplicated."""
+    here = str(Path(source).resolve())
+    notes = []
+    for old in legacy_ids(source):
+        old_npy, old_json = feature_paths(features_dir, old)
+        try:
+            meta = json.loads(old_json.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        recorded = (meta.get("source") or {}).get("path") if isinstance(meta, dict) else None
+        if not isinstance(recorded, str) or meta.get("origin") == "imported":
+            continue
+        new_npy, new_json = feature_paths(features_dir, video_id)
+        try:
+            if recorded == here and not new_json.exists() and old_npy.exists():
+                os.replace(old_npy, new_npy)
+                atomic_write_json(new_json, {**meta, "video_id": video_id})
+                old_json.unlink()
+                notes.append(f"note: {source}: cache entry '{old}' renamed to '{video_id}' (ids keep the file's name)")
+            elif recorded == here:
+                _remove_pair(features_dir, old)
+                notes.append(f"note: {source}: removed the old cache entry '{old}' (superseded by '{video_id}')")
+            elif not os.path.exists(recorded):
+                _remove_pair(features_dir, old)
+                notes.append(f"note: {source}: removed the old cache entry '{old}' (made from {recorded}, which "
+                             f"is gone)")
+        except OSError as e:
+            notes.append(f"note: {source}: could not carry the old cache entry '{old}' over to '{video_id}' "
+                         f"({e.strerror or e})")
+    return notes
 
 
 def owner_conflict(features_dir: str | Path, video_id: str, source: str | Path) -> bool:
@@ -194,8 +279,7 @@ def owner_conflict(features_dir: str | Path, video_id: str, source: str | Path) 
 
 
 def disambiguated_id(video_id: str, source: str | Path) -> str:
-    h = hashlib.sha1(str(Path(source).resolve().parent).encode()).hexdigest()[:8]
-    return f"{video_id}-{h}"
+    return f"{video_id}-{_short_hash(str(Path(source).resolve().parent))}"
 
 
 @dataclass

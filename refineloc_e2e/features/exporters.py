@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from refineloc_e2e.errors import DatasetError, InputError
-from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.cache import cached_ids, read_features
 from refineloc_e2e.fileio import atomic_save_npy, atomic_write_json, atomic_writer, load_npy_untrusted, package_data
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, time_base
 
@@ -28,10 +28,11 @@ EXPORT_LAYOUTS = ("actionformer", "wtalc")
 WTALC_ORDER = package_data("data", "thumos14", "wtalc", "Thumos14reduced-Annotations", "videoname.npy")
 
 
-def _entries(features_dir: Path) -> list[str]:
+def _entries(features_dir: Path) -> dict[str, str]:
+    """{video id: the stem of its files} (``features.cache.cached_ids``)."""
     if not features_dir.is_dir():
         raise InputError(f"{features_dir}: features folder not found")
-    ids = sorted(p.stem for p in features_dir.glob("*.json"))
+    ids = cached_ids(features_dir)
     if not ids:
         raise InputError(f"{features_dir}: no feature files (<video_id>.json) found")
     return ids
@@ -54,17 +55,17 @@ def export_features(features_dir: str | Path, out_dir: str | Path, *, layout: st
     features_dir, out_dir = Path(features_dir), Path(out_dir)
     if layout not in EXPORT_LAYOUTS:
         raise InputError(f"unknown export layout {layout!r} (expected {' or '.join(EXPORT_LAYOUTS)})")
-    ids = _entries(features_dir)
+    stems = _entries(features_dir)
     if layout == "actionformer":
-        return _export_actionformer(features_dir, out_dir, ids)
-    return _export_wtalc(features_dir, out_dir, ids, name)
+        return _export_actionformer(features_dir, out_dir, stems)
+    return _export_wtalc(features_dir, out_dir, stems, name)
 
 
-def _export_actionformer(features_dir: Path, out_dir: Path, ids: list[str]) -> list[str]:
-    ref = None
+def _export_actionformer(features_dir: Path, out_dir: Path, stems: dict[str, str]) -> list[str]:
+    ref, ids = None, list(stems)
     for vid in ids:
-        feats, meta = read_features(features_dir, vid)  # [T, D] float32, checksum verified
-        ref = _shared(features_dir, vid, meta, ref, ids[0])
+        feats, meta = read_features(features_dir, stems[vid])  # [T, D] float32, checksum verified
+        ref = _shared(features_dir, stems[vid], meta, ref, ids[0])
         atomic_save_npy(out_dir / f"{vid}.npy", feats)
     atomic_write_json(out_dir / "refineloc_export.json", {
         "layout": "actionformer", "from": str(features_dir.resolve()), "n_videos": len(ids),
@@ -82,16 +83,16 @@ def _wtalc_order(ids: list[str]) -> list[str]:
     return ordered + sorted(present - set(ordered))
 
 
-def _export_wtalc(features_dir: Path, out_dir: Path, ids: list[str], name: str | None) -> list[str]:
-    ids = _wtalc_order(ids)
+def _export_wtalc(features_dir: Path, out_dir: Path, stems: dict[str, str], name: str | None) -> list[str]:
+    ids = _wtalc_order(list(stems))
     rows = np.empty(len(ids), dtype=object)
     durations = np.empty((len(ids), 1), dtype=np.float64)  # [N, 1] seconds, as W-TALC's duration.npy
     for i, vid in enumerate(ids):
-        feats, meta = read_features(features_dir, vid)
+        feats, meta = read_features(features_dir, stems[vid])
         tb = time_base(meta)
         if (tb["fps"], tb["snippet_frames"], tb["stride_frames"]) != (I3D_FPS, I3D_SNIPPET_FRAMES, I3D_SNIPPET_FRAMES):
-            raise DatasetError(f"{features_dir / (vid + '.json')}: {tb['fps']:g} fps, {tb['snippet_frames']}-frame "
-                               f"windows every {tb['stride_frames']} frames; W-TALC's code assumes 25 fps, 16-frame "
+            raise DatasetError(f"{features_dir / (stems[vid] + '.json')}: {tb['fps']:g} fps, "
+                               f"{tb['snippet_frames']}-frame windows every {tb['stride_frames']} frames; W-TALC's code assumes 25 fps, 16-frame "
                                f"non-overlapping snippets (use --layout actionformer)")
         rows[i] = feats
         duration_s: Any = meta.get("duration_s")

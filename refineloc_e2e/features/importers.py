@@ -27,6 +27,7 @@ from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import (RestrictedUnpickler, load_arrays_untrusted, load_npy_untrusted, package_data,
                                   sha256_file)
+from refineloc_e2e.ids import video_id
 from refineloc_e2e.progress import Progress, log_lines
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
 
@@ -85,7 +86,8 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
     source = {"name": WTALC_SOURCE, "path": str(features_npy.resolve()), "size": features_npy.stat().st_size,
               "sha256": sha256_file(features_npy)}
     bar = Progress(len(names), desc=features_npy.name, unit="video", enabled=not quiet)
-    for i, (vid, duration_s) in enumerate(zip(names, durations)):
+    for i, (name, duration_s) in enumerate(zip(names, durations)):
+        vid = video_id(name)
         feats = np.asarray(rows[i])  # [T, 2048]
         if feats.ndim != 2 or feats.shape[1] != 2 * FEATURE_DIM or feats.shape[0] == 0 or feats.dtype.kind != "f":
             raise DatasetError(f"{features_npy}: row {i} ({vid}) is {feats.dtype}{list(feats.shape)}, "
@@ -161,7 +163,7 @@ def _find(src: Path, files: list[str], pattern: str) -> dict[str, Path]:
         m = regex.match(rel)
         if m is None:
             continue
-        vid = m.group("id")
+        vid = video_id(m.group("id"))  # the file's own name, as `extract` would name that video
         if vid in found:
             raise DatasetError(f"{src / rel}: video '{vid}' also matches {found[vid]} (pattern {pattern!r}); "
                                f"keep one, or give a narrower pattern")

@@ -22,6 +22,7 @@ from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.batch import VIDEO_EXTENSIONS
 from refineloc_e2e.fileio import user_cache_dir
+from refineloc_e2e.ids import video_id, video_id_of
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
@@ -64,11 +65,12 @@ def dataset_videos(dataset: Dataset, data_root: str | Path) -> list[Path]:
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise InputError(f"{data_root}: --data-root is not a folder")
-    wanted = set(dataset.videos)
-    videos = [p for p in sorted(data_root.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and p.stem in wanted]
+    wanted = {video_id(k) for k in dataset.videos}  # annotation keys and file names as ids
+    videos = [p for p in sorted(data_root.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS
+              and video_id_of(p) in wanted]
     if not videos:
         raise DatasetError(f"{data_root}: no video named after a '{dataset.name}' video id "
-                           f"(e.g. {sorted(wanted)[0]}.mp4)")
+                           f"(e.g. {sorted(dataset.videos)[0]}.mp4)")
     return videos
 
 

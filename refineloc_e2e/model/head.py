@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from refineloc_e2e import __version__
 from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, WeightsError
@@ -229,6 +230,7 @@ def save_head(path: str | Path, head: WSTALHead | BaSNetHead, *, class_names: li
         raise ValueError(f"{len(class_names)} class names for a head with {head.n_classes} classes")
     meta = {
         "format": CHECKPOINT_FORMAT,
+        "package_version": __version__,  # which behaviour made the file (not checked on load)
         "base": head_config.base,
         "class_names": list(class_names),
         "feature_meta": feature_meta,

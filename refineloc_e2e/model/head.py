@@ -216,6 +216,7 @@ class LoadedHead:
     head_config: HeadConfig
     postprocess_config: Any  # postprocess.PostprocessConfig (typed loosely: postprocess sits below head)
     extra: dict
+    package_version: str | None = None  # the refineloc-e2e that wrote the file (None: written before 0.3.0)
 
 
 def save_head(path: str | Path, head: WSTALHead | BaSNetHead, *, class_names: list[str], feature_meta: dict,
@@ -274,7 +275,8 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedHea
                            f"{str(e).splitlines()[0]}") from None
     model.to(device).eval()
     return LoadedHead(model=model, class_names=list(meta["class_names"]), feature_meta=meta["feature_meta"],
-                      head_config=head_cfg, postprocess_config=post_cfg, extra=meta.get("extra", {}))
+                      head_config=head_cfg, postprocess_config=post_cfg, extra=meta.get("extra", {}),
+                      package_version=meta.get("package_version"))
 
 
 def state_dict_base(state: Any) -> str | None:

@@ -18,8 +18,8 @@ our ``train.epochs``, so a run overlays the authors' released event files in one
 - per iteration, at step k: ``refinement_valid/refined_avg_mAP``, the test split in the released metric (%).
 
 Our own quantities go under ``refineloc/`` (the released ``valid/*`` tags are test-split figures; our held-out
-loss is not). docs/conventions.md has the table. A resumed run (``--resume``) continues the same folder: the
-writer purges what an interrupted iteration had logged past its last completed one (``purge_step``), and a run
+loss is not). docs/conventions.md has the table. A resumed run (``--resume``) continues the same folder: what an
+interrupted iteration had logged is purged (``purge_step``), so the curves read as one uninterrupted run; a run
 resumed without earlier event files is first back-filled from metrics.json.
 """
 
@@ -82,17 +82,23 @@ class TrainingLog:
                      f"'.[tensorboard]'); metrics.json and report.png have the same figures")
             return cls(None, max_epoch, guard)
         folder = Path(run_dir) / TENSORBOARD_DIR
-        backfill = bool(done) and not any(folder.glob("events.out.tfevents.*"))
-        purge = len(done) * max_epoch + 1 if done and not backfill else None
+        earlier = any(folder.glob("events.out.tfevents.*"))
+        # resumed: what an interrupted iteration logged is hidden (TensorBoard purges steps >= purge_step of the
+        # earlier files) from the step of its pseudo labels, k * max_epoch; that is also the step of iteration
+        # k - 1's last epoch, which is logged again from metrics.json
+        purge = len(done) * max_epoch if done and earlier else None
         writer = SummaryWriter(log_dir=str(folder), purge_step=purge, flush_secs=FLUSH_S)
         out = cls(writer, max_epoch, guard)
         writer.add_text("refineloc/run", f"refineloc-e2e {__version__}"
                         + (f", resumed after iteration {len(done) - 1}" if done else ""), len(done))
-        if backfill:  # resumed without earlier event files: the completed iterations from metrics.json
+        if done and not earlier:  # resumed without earlier event files: the completed iterations from metrics.json
             for entry in done:
                 if entry["iteration"] > 0 and entry.get("pseudo"):
                     out.pseudo_labels(entry["iteration"], entry["pseudo"], None)
                 out.iteration(entry)
+        elif done:
+            out._epochs(done[-1], from_step=purge)
+            writer.flush()
         log.info(f"TensorBoard: tensorboard --logdir {folder}")
         return out
 
@@ -118,6 +124,15 @@ class TrainingLog:
         self._scalar("refineloc/heldout/loss", heldout_loss, step)
         self._scalar("refineloc/epoch_s", epoch_s, step)
 
+    def _epochs(self, entry: dict, from_step: int) -> None:
+        """The epochs of a metrics.json entry whose step is >= ``from_step`` (a fit-cache hit, a back-fill)."""
+        k = entry["iteration"]
+        lrs, held, secs = (entry.get(key) or [] for key in ("lr_by_epoch", "heldout_losses", "epoch_s"))
+        for i, loss in enumerate(entry.get("train_losses") or []):
+            if k * self.max_epoch + i + 1 >= from_step:
+                self._epoch(k, i + 1, loss, held[i] if i < len(held) else None, lrs[i] if i < len(lrs) else None,
+                            secs[i] if i < len(secs) else None)
+
     def pseudo_labels(self, k: int, pseudo: dict, guard_reason: str | None) -> None:
         """Iteration ``k``'s pseudo labels (``metrics.json``'s ``pseudo``) and the guard's decision on them."""
         if self.writer is None:
@@ -128,11 +143,11 @@ class TrainingLog:
         if "precision_vs_truth" in pseudo:  # the training videos have temporal annotations; 0 for 0 / 0 as released
             self._scalar("refinement_train/num_true_fg/total_pseudo_fg", pseudo["precision_vs_truth"] or 0.0, step)
             self._scalar("refinement_train/num_true_fg/total_fg", pseudo["recall_vs_truth"] or 0.0, step)
-        self._scalar("refineloc/pseudo/fg_fraction", pseudo["fg_fraction"], k)
-        if self.guard_enabled:
-            self._scalar("refineloc/guard/accepted", guard_reason is None, k)
+        self._scalar("refineloc/pseudo/fg_fraction", pseudo["fg_fraction"], step)
+        if self.guard_enabled:  # at the labels' step too: a resumed run purges and rewrites them with the labels
+            self._scalar("refineloc/guard/accepted", guard_reason is None, step)
             if guard_reason:
-                self.writer.add_text("refineloc/guard", guard_reason, k)
+                self.writer.add_text("refineloc/guard", guard_reason, step)
         self.writer.flush()
 
     def iteration(self, entry: dict) -> None:
@@ -140,13 +155,7 @@ class TrainingLog:
         if self.writer is None:
             return
         k = entry["iteration"]
-        lrs = entry.get("lr_by_epoch") or []
-        held = entry.get("heldout_losses") or []
-        secs = entry.get("epoch_s") or []
-        for i, loss in enumerate(entry.get("train_losses") or []):
-            if i >= self._live.get(k, 0):  # a fit-cache hit or a back-fill: nothing was logged live
-                self._epoch(k, i + 1, loss, held[i] if i < len(held) else None, lrs[i] if i < len(lrs) else None,
-                            secs[i] if i < len(secs) else None)
+        self._epochs(entry, from_step=k * self.max_epoch + self._live.get(k, 0) + 1)  # those not logged live
         metric = released_metric(entry.get("test"))
         if metric is not None:
             self._scalar("refinement_valid/refined_avg_mAP", metric[1], k)

@@ -1,7 +1,7 @@
 """Seconds to write ``report.png`` (``training.run_report.write_report``) for a 5-iteration run; target < 2 s.
 
 Trains one real run first (through ``run_training``, the CLI's path): ``tools.wstal_bench``'s generated set at a small
-width (40 training + 20 test videos, 64-d), the shipped thumos14 config with 50 epochs per iteration and no early
+width (40 training + 20 test videos, 256-d), the shipped thumos14 config with 50 epochs per iteration and no early
 stopping, iterations 0..4, the guard off so that all five are trained (so the loss panel holds 250 epochs). Then, in
 this process, with matplotlib already imported and its fonts loaded by one untimed draw, it times ``write_report`` on
 that run's metrics.json ``--repeats`` times, as written (no reference line: the set is not a bundled dataset) and
@@ -29,7 +29,7 @@ from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import load_run_config
 from refineloc_e2e.training.run_report import write_report
 
-OVERRIDES = ["head.feature_dim=64", "train.epochs=50", "train.early_stop_patience=0", "train.n_iterations=4",
+OVERRIDES = ["head.feature_dim=256", "train.epochs=50", "train.early_stop_patience=0", "train.n_iterations=4",
              "select=fixed", "guard.enabled=false"]
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     ann = args.out / "bench" / "annotations.json"
     if not ann.is_file():
-        write_benchmark(args.out / "bench", BenchSpec(n_train=40, n_test=20, dim=64, seed=0))
+        write_benchmark(args.out / "bench", BenchSpec(n_train=40, n_test=20, dim=256, seed=0))
     dataset = load_dataset(ann)
     feats, meta, _ = load_training_features(dataset, args.out / "bench" / "features", skip_missing=False)
     cfg = load_run_config(shipped_config("thumos14"), OVERRIDES)

@@ -79,7 +79,7 @@ def test_run_writes_released_tags_report_and_version(tmp_path):
     assert tags["refinement_train/total_pseudo_bg"] == [(EPOCHS, pseudo["n_snippets"] - pseudo["n_fg"])]
     assert tags["refinement_valid/refined_avg_mAP"] == \
         [(k, pytest.approx(100 * e["test"]["map_per_tiou"][1], rel=1e-6)) for k, e in enumerate(its)]
-    assert tags["refineloc/selected_iteration"] == [(1, res.selected_iteration)]
+    assert tags["refineloc/selected_iteration"] == [(2 * EPOCHS, res.selected_iteration)]
 
     report = tmp_path / "run" / "report.png"
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 30_000 < report.stat().st_size < 1_000_000
@@ -119,6 +119,10 @@ def test_resumed_run_continues_the_curves(tmp_path, monkeypatch):
     for tag in set(full) - TIMING_TAGS:
         assert [s for s, _ in cut[tag]] == [s for s, _ in full[tag]], tag
         np.testing.assert_allclose([v for _, v in cut[tag]], [v for _, v in full[tag]], rtol=1e-6, err_msg=tag)
+    run_training(_cfg(), dataset=ds, features=feats, run_dir=tmp_path / "cut", feature_meta=META, progress=False,
+                 tensorboard=True, resume=True)  # a finished run resumed: nothing new, nothing twice
+    again = _scalars(tmp_path / "cut" / "tensorboard")
+    assert {tag: [s for s, _ in v] for tag, v in again.items()} == {tag: [s for s, _ in v] for tag, v in cut.items()}
 
 
 def test_without_the_extra_one_line_and_nothing_else(tmp_path, monkeypatch, caplog):

@@ -83,8 +83,8 @@ def _pseudo_panel(ax, its: list[dict], guard: dict | None, selected: int | None,
     if cfg.guard.enabled:  # the guard's decision on each iteration's pseudo labels, along the top
         for k, _ in rows:
             ok = not guard or k != guard["iteration"]
-            ax.text(k, 0.985, "guard: accepted" if ok else "guard: refused", transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=7, color="tab:green" if ok else "tab:red")
+            ax.text(k, 1.04, "guard: accepted" if ok else "guard: refused", ha="center", va="bottom", fontsize=7,
+                    color="tab:green" if ok else "tab:red")
     c0 = guard.get("reference_coverage") if guard else None
     if c0 is None and its:
         c0 = (its[0].get("heldout") or {}).get("coverage")
@@ -104,7 +104,8 @@ def _pseudo_panel(ax, its: list[dict], guard: dict | None, selected: int | None,
         if m:
             ax.plot([], [], _REF, color="grey", label=f"authors' released {ref.features.upper()} run (same colours)")
     _mark_selected(ax, selected)
-    ax.set_ylim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.1)  # fractions; the guard's decisions above 1
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title("pseudo labels of iteration k (made by k - 1's model)" if rows else
                  "pseudo labels: none (iteration 0 only)", fontsize=10, loc="left")
 

@@ -182,11 +182,13 @@ class TrainingLog:
         self.writer.flush()
 
     def selection(self, selected: int, reason: str, n_trained: int) -> None:
-        """The saved iteration, at the step of the last trained iteration."""
+        """The saved iteration, at the step where the last trained iteration ends (``n_trained * max_epoch``: a
+        resumed run purges it there and logs it again)."""
         if self.writer is None:
             return
-        self._scalar("refineloc/selected_iteration", selected, n_trained - 1)
-        self.writer.add_text("refineloc/selection", f"saved iteration {selected}: {reason}", n_trained - 1)
+        step = n_trained * self.max_epoch
+        self._scalar("refineloc/selected_iteration", selected, step)
+        self.writer.add_text("refineloc/selection", f"saved iteration {selected}: {reason}", step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -164,6 +164,8 @@ def test_doctor(tmp_path, monkeypatch):
     assert lines[0].startswith("[ok  ] refineloc-e2e ")
     assert any(x.startswith("[ok  ] torch ") for x in lines) and any(x.startswith("[ok  ] device ") for x in lines)
     assert any(x.startswith("[ok  ] TV-L1 (opencv) ") and "DualTVL1OpticalFlow_create available" in x for x in lines)
+    assert any(x.startswith("[ok  ] tensorboard ") and x.endswith("installed: train writes TensorBoard event files")
+               for x in lines)  # the test extra carries it
     assert "[warn] weights i3d-kinetics400-rgb not present (refineloc-e2e weights fetch i3d-kinetics400-rgb)" in lines
     assert (f"[warn] weights piergiaj-rgb-imagenet present, not registered (register it to record its sha256) "
             f"({wdir}/rgb_imagenet.pt)") in lines

@@ -10,7 +10,8 @@ import pytest
 
 from refineloc_e2e.datasets import Segment
 from refineloc_e2e.errors import InputError
-from refineloc_e2e.detection.plot import _pack_rows, plot_timeline
+from refineloc_e2e.detection.plot import _pack_rows, attention_curve, plot_timeline
+from refineloc_e2e.model.postprocess import PostprocessConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -54,7 +55,8 @@ def test_plot_timeline_minimal_inputs(tmp_path):
     assert _png_size(out) == (1200, 750)
     ax_att, ax_cls, ax_seg = fig.axes
     assert fig.get_suptitle() == "nothing detected"
-    assert [p.get_label() for p in ax_att.patches] == ["foreground attention"]
+    assert [p.get_label() for p in ax_att.patches] == ["eq. 1 foreground probability\n(attention_norm: none)"]
+    assert ax_att.get_ylabel() == "fg attention"
     np.testing.assert_allclose(ax_att.patches[0].get_data().edges, [0.0, 0.64, 1.28, 1.92])
     assert ax_seg.get_xlim() == (0.0, 1.92)  # no duration given: the snippets' end
     assert (list(ax_cls.patches), ax_cls.get_legend(), list(ax_seg.patches), list(ax_seg.texts)) == ([], None, [], [])
@@ -94,3 +96,36 @@ def test_plot_timeline_rejects_bad_shapes(tmp_path):
 def test_pack_rows():
     assert _pack_rows([(0, 5), (5, 8), (1, 3), (2, 9), (8, 10)]) == [0, 0, 1, 2, 0]
     assert _pack_rows([]) == []
+
+
+@pytest.mark.parametrize("norm", ["none", "minmax", "logodds"])
+def test_fg_panel_names_the_attention_norm(tmp_path, norm):
+    """The fg panel plots what detection thresholds under the model's attention_norm and says which: logodds is
+    unbounded (here -4.6 .. 4.6), its axis follows the data and its threshold is logodds_threshold."""
+    fg = np.array([0.01, 0.2, 0.5, 0.9, 0.99])
+    attention_bf = np.stack([1 - fg, fg], axis=1)  # [T, 2]
+    pp = PostprocessConfig(attention_norm=norm, alpha_attention=0.4, logodds_threshold=-1.0)
+    curve, threshold = attention_curve(attention_bf, pp)
+    fig = plot_timeline(tmp_path / f"{norm}.png", video_id="v", duration_s=None, fps=25.0, snippet_frames=16,
+                        fg_attention=curve, class_scores={}, predictions=[], attention_threshold=threshold,
+                        attention_norm=norm)
+    ax_att = fig.axes[0]
+    assert ax_att.patches[0].get_label().endswith(f"(attention_norm: {norm})")
+    lo, hi = ax_att.get_ylim()
+    if norm == "logodds":
+        np.testing.assert_allclose(curve, np.log(fg / (1 - fg)))
+        assert threshold == -1.0 and ax_att.get_ylabel() == "fg log-odds"
+        assert lo < curve.min() < -4.5 and hi > curve.max() > 4.5  # the curve is inside the axis, not clipped
+        assert ax_att.get_legend().get_texts()[1].get_text() == "threshold -1 (logodds_threshold)"
+    else:
+        assert threshold == pytest.approx(0.6) and (lo, hi) == (pytest.approx(-0.02), pytest.approx(1.02))
+        assert 0.0 <= curve.min() and curve.max() <= 1.0
+        expected = fg if norm == "none" else (np.log(fg / (1 - fg)) + np.log(99)) / (2 * np.log(99))
+        np.testing.assert_allclose(curve, expected)
+
+
+def test_plot_timeline_rejects_unknown_norm(tmp_path):
+    with pytest.raises(InputError, match="attention_norm must be one of"):
+        plot_timeline(tmp_path / "x.png", video_id="v", duration_s=None, fps=25.0, snippet_frames=16,
+                      fg_attention=np.zeros(3), class_scores={}, predictions=[], attention_norm="softmax")
+    assert not (tmp_path / "x.png").exists()

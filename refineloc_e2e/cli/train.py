@@ -33,10 +33,11 @@ from refineloc_e2e.training.refinement import run_training
 @click.option("--seed", type=int, default=None, help="Random seed (overrides train.seed).")
 @click.option("--skip-missing", is_flag=True, help="Train on the videos that have features; report the others.")
 @click.option("--resume", is_flag=True, help="Continue after the last completed refinement iteration.")
+@click.option("--no-report", is_flag=True, help="Do not write <run folder>/report.png (the run's plot).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @errors_to_exit
 def train(dataset, annotations, features_dir, data_root, config_path, extract_config, overrides, run_dir, name, seed,
-          skip_missing, resume, quiet):
+          skip_missing, resume, no_report, quiet):
     """Train the RefineLoc head from video-level labels, with iterative pseudo-label refinement."""
     extra = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
     plan = plan_training(dataset=dataset, annotations=annotations, features_dir=features_dir, data_root=data_root,
@@ -49,7 +50,7 @@ def train(dataset, annotations, features_dir, data_root, config_path, extract_co
         click.echo(summary.format(), err=True)
     feats, meta = plan_features(plan, skip_missing=skip_missing)  # width checked against head.feature_dim
     result = run_training(cfg, dataset=plan.dataset, features=feats, run_dir=plan.run_dir, feature_meta=meta,
-                          progress=not quiet, resume=resume)
+                          progress=not quiet, resume=resume, tensorboard=True, report=not no_report)
     click.echo(result.table)
     click.echo(result.saved_line)
     click.echo(f"run folder: {plan.run_dir}  (model: {plan.run_dir / 'model.pt'})", err=True)

@@ -27,7 +27,7 @@ from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.backbone.weights import CROSS_MODALITY
 from refineloc_e2e.config import from_dict, parse_overrides, to_dict
 from refineloc_e2e.datasets import Dataset
-from refineloc_e2e.detection.plot import plot_timeline
+from refineloc_e2e.detection.plot import attention_curve, plot_timeline
 from refineloc_e2e.device import resolve_device
 from refineloc_e2e.errors import CacheError, ConfigError, InputError, ModelMismatchError, RefineLocError
 from refineloc_e2e.features.batch import extract_batch
@@ -38,7 +38,7 @@ from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.ids import video_id
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
-from refineloc_e2e.model.postprocess import (PostprocessConfig, background_score, load_scores,
+from refineloc_e2e.model.postprocess import (PostprocessConfig, load_scores,
                                           predict_segments_from_scores, save_scores, segments_to_results)
 from refineloc_e2e.timebase import time_base, with_stride
 from refineloc_e2e.video.flow import FlowConfig
@@ -301,10 +301,10 @@ def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -
         key = {video_id(k): k for k in ground_truth.videos}.get(vid)  # annotation keys as ids
         gt = ground_truth.videos[key].segments if key is not None else None
     path = Path(plot_dir) / f"{vid}.png"
-    plot_timeline(path, video_id=vid, duration_s=meta.get("duration_s"), **time_base(meta),
-                  fg_attention=1.0 - background_score(scores["attention_bf"], pp, scores.get("attention_logodds")),
+    fg, threshold = attention_curve(scores["attention_bf"], pp, scores.get("attention_logodds"))
+    plot_timeline(path, video_id=vid, duration_s=meta.get("duration_s"), **time_base(meta), fg_attention=fg,
                   class_scores={class_names[i]: scores["cas"][:, i] for i in top}, predictions=results,
-                  ground_truth=gt, attention_threshold=1.0 - pp.alpha_attention)
+                  ground_truth=gt, attention_threshold=threshold, attention_norm=pp.attention_norm)
     return path
 
 

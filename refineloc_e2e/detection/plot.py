@@ -16,9 +16,16 @@ from matplotlib.figure import Figure
 from refineloc_e2e.datasets import Segment
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.fileio import atomic_writer
+from refineloc_e2e.model.postprocess import PostprocessConfig, background_score, foreground_logodds
 from refineloc_e2e.timebase import snippet_to_seconds
 
 MAX_BARS = 30  # predicted segments drawn (highest scores); the rest are counted in the panel title
+# what the fg panel's curve is under each postprocess.attention_norm (model.postprocess.background_score)
+ATTENTION_CURVES = {
+    "none": ("fg attention", "eq. 1 foreground probability"),
+    "minmax": ("fg attention (min-max)", "foreground log-odds min-max scaled within the video"),
+    "logodds": ("fg log-odds", "foreground log-odds A_fg - A_bg"),
+}
 
 
 def _pack_rows(spans: list[tuple[float, float]]) -> list[int]:
@@ -37,11 +44,22 @@ def _pack_rows(spans: list[tuple[float, float]]) -> list[int]:
     return rows
 
 
+def attention_curve(attention_bf: np.ndarray, pp: PostprocessConfig,
+                    attention_logodds: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(float[T] curve, threshold) of the fg panel: what detection compares under ``pp.attention_norm``.
+    ``none`` / ``minmax``: 1 - the background score against 1 - alpha_attention (in [0, 1]); ``logodds``: the
+    foreground log-odds against ``logodds_threshold`` (unbounded)."""
+    if pp.attention_norm == "logodds":
+        return foreground_logodds(attention_bf, attention_logodds), pp.logodds_threshold
+    return 1.0 - background_score(attention_bf, pp, attention_logodds), 1.0 - pp.alpha_attention
+
+
 def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, fps: float, snippet_frames: int,
                   stride_frames: int | None = None, fg_attention: np.ndarray,
                   class_scores: Mapping[str, np.ndarray], predictions: Sequence[dict],
                   ground_truth: Sequence[Segment] | None = None, title: str | None = None,
-                  attention_threshold: float | None = None, top_k_classes: int = 5) -> Figure:
+                  attention_threshold: float | None = None, top_k_classes: int = 5,
+                  attention_norm: str = "none") -> Figure:
     """Write a three-panel timeline PNG to ``path`` (atomically); returns the drawn figure (panels
     ``fig.axes``: attention, class activations, segments) so what was drawn can be inspected.
 
@@ -49,7 +67,12 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     activations (the ``top_k_classes`` with the highest peak are drawn); ``predictions``: ActivityNet
     entries {label, score, segment: [start_s, end_s]}; ``ground_truth``: optional strong annotations.
     Snippet t is drawn over [t, t + 1) snippets converted with :func:`timebase.snippet_to_seconds`.
+    ``attention_norm``: the normalisation ``fg_attention`` is in (``ATTENTION_CURVES``; the model's
+    ``postprocess.attention_norm``): named in the panel; ``logodds`` is unbounded, its axis follows the data.
     """
+    if attention_norm not in ATTENTION_CURVES:
+        raise InputError(f"plot_timeline({video_id}): attention_norm must be one of {sorted(ATTENTION_CURVES)}, "
+                         f"got {attention_norm!r}")
     attention = np.asarray(fg_attention, dtype=np.float64)  # [T]
     if attention.ndim != 1 or len(attention) == 0:
         raise InputError(f"plot_timeline({video_id}): fg_attention must be float[T] with T > 0, "
@@ -76,13 +99,22 @@ def plot_timeline(path: str | Path, *, video_id: str, duration_s: float | None, 
     fig.suptitle(title or f"{video_id}  ({end_s:.1f} s, {n_snippets} snippets of {snippet_frames} frames{every} "
                           f"at {fps:g} fps)")
 
-    ax_att.stairs(attention, edges_s, color="black", linewidth=1.2, label="foreground attention")
+    axis_label, what = ATTENTION_CURVES[attention_norm]
+    ax_att.stairs(attention, edges_s, color="black", linewidth=1.2,
+                  label=f"{what}\n(attention_norm: {attention_norm})")
     outside = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "borderaxespad": 0.0}
     if attention_threshold is not None:
         ax_att.axhline(attention_threshold, color="tab:red", linestyle="--", linewidth=1,
-                       label=f"threshold {attention_threshold:g}")
-    ax_att.set_ylabel("fg attention")
-    ax_att.set_ylim(min(0.0, attention.min()) - 0.02, max(1.0, attention.max()) + 0.02)
+                       label=f"threshold {attention_threshold:g}"
+                             + (" (logodds_threshold)" if attention_norm == "logodds" else ""))
+    ax_att.set_ylabel(axis_label)
+    if attention_norm == "logodds":  # unbounded: the data and the threshold decide the axis
+        lo = min(attention.min(), attention_threshold if attention_threshold is not None else attention.min())
+        hi = max(attention.max(), attention_threshold if attention_threshold is not None else attention.max())
+        pad = 0.05 * max(hi - lo, 1.0)
+        ax_att.set_ylim(lo - pad, hi + pad)
+    else:
+        ax_att.set_ylim(min(0.0, attention.min()) - 0.02, max(1.0, attention.max()) + 0.02)
     ax_att.legend(**outside)
 
     for c in top:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from refineloc_e2e import __version__
 from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.config import from_dict
 from refineloc_e2e.errors import ConfigError, WeightsError
@@ -215,6 +216,7 @@ class LoadedHead:
     head_config: HeadConfig
     postprocess_config: Any  # postprocess.PostprocessConfig (typed loosely: postprocess sits below head)
     extra: dict
+    package_version: str | None = None  # the refineloc-e2e that wrote the file (None: written before 0.3.0)
 
 
 def save_head(path: str | Path, head: WSTALHead | BaSNetHead, *, class_names: list[str], feature_meta: dict,
@@ -229,6 +231,7 @@ def save_head(path: str | Path, head: WSTALHead | BaSNetHead, *, class_names: li
         raise ValueError(f"{len(class_names)} class names for a head with {head.n_classes} classes")
     meta = {
         "format": CHECKPOINT_FORMAT,
+        "package_version": __version__,  # which behaviour made the file (not checked on load)
         "base": head_config.base,
         "class_names": list(class_names),
         "feature_meta": feature_meta,
@@ -272,7 +275,8 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> LoadedHea
                            f"{str(e).splitlines()[0]}") from None
     model.to(device).eval()
     return LoadedHead(model=model, class_names=list(meta["class_names"]), feature_meta=meta["feature_meta"],
-                      head_config=head_cfg, postprocess_config=post_cfg, extra=meta.get("extra", {}))
+                      head_config=head_cfg, postprocess_config=post_cfg, extra=meta.get("extra", {}),
+                      package_version=meta.get("package_version"))
 
 
 def state_dict_base(state: Any) -> str | None:

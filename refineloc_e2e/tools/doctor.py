@@ -20,6 +20,7 @@ import torch
 from refineloc_e2e import __version__
 from refineloc_e2e.backbone.weights import list_weights, manifest_path, preset_status, weights_dir
 from refineloc_e2e.errors import RefineLocError
+from refineloc_e2e.training.tensorboard_log import HAVE_TENSORBOARD, INSTALL_HINT
 
 Check = tuple[bool | None, str, str]
 
@@ -37,6 +38,8 @@ def _versions() -> Iterator[Check]:
     yield True, "torch", torch.__version__
     yield True, "numpy", numpy.__version__
     yield True, "av (PyAV)", f"{av.__version__}, FFmpeg libavcodec {av.library_versions.get('libavcodec')}"
+    yield True, "tensorboard", ("installed: train writes TensorBoard event files" if HAVE_TENSORBOARD else
+                                f"not installed (optional: train's curves; {INSTALL_HINT})")
 
 
 def _devices() -> Iterator[Check]:

@@ -121,6 +121,7 @@ class FitResult:
     lr_final: float = 0.0
     epochs_run: int = 0
     epoch_s: list[float] = field(default_factory=list)  # wall seconds of each epoch (training + held-out pass)
+    lr_by_epoch: list[float] = field(default_factory=list)  # the LR each epoch trained with (before its plateau step)
 
 
 EVAL_BATCH_VIDEOS = 128  # videos per forward pass without gradients (held-out loss, scores)
@@ -153,11 +154,14 @@ def mean_loss(model: WSTALHead, items: list[VideoItem] | list[Batch], n_classes:
 def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n_classes: int,
               head_cfg: HeadConfig, cfg: TrainConfig, iteration: int, beta: float,
               class_weights: np.ndarray | None, device: torch.device, progress: bool = True,
-              collate_fn: Callable[..., Batch] = collate) -> FitResult:
+              collate_fn: Callable[..., Batch] = collate,
+              on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train a FRESH head (of ``head_cfg.base``) for ``cfg.epochs`` epochs; return it with the best held-out epoch's weights.
 
     Without held-out videos the last epoch is kept and the LR plateau watches the training loss.
     ``collate_fn``: how a batch is built (:func:`collate`; a benchmark times another form with the same values).
+    ``on_epoch``: called after each epoch with ``{"epoch": 1-based, "train_loss", "heldout_loss" (or None), "lr",
+    "epoch_s"}`` (the run's TensorBoard log, ``tensorboard_log``).
     """
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -176,6 +180,7 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
                         if heldout_items else [])
         for epoch in range(cfg.epochs):
             t_epoch = time.perf_counter()
+            lr = float(opt.param_groups[0]["lr"])
             model.train()
             order = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(len(train_items))
             running = 0.0
@@ -199,6 +204,10 @@ def fit_model(train_items: list[VideoItem], heldout_items: list[VideoItem], *, n
             if sched is not None:
                 sched.step(train_loss if h_loss is None else h_loss)
             result.epoch_s.append(time.perf_counter() - t_epoch)
+            result.lr_by_epoch.append(lr)
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch + 1, "train_loss": train_loss, "heldout_loss": h_loss, "lr": lr,
+                          "epoch_s": result.epoch_s[-1]})
             if watched < best[0]:
                 best = (watched, h_loss, h_video, epoch)
                 best_state = copy.deepcopy(model.state_dict())  # a copy, never the live weights

@@ -7,7 +7,8 @@ part being a seeded fraction of the training videos. Test-split mAP is computed 
 never drives LR decay, epoch or iteration selection.
 
 Run folder: ``config.yaml`` (resolved), ``iter_<k>.pt`` per iteration, ``metrics.json`` (rewritten
-after every iteration), ``model.pt`` (the selected iteration). ``resume=True`` continues after the last
+after every iteration), ``model.pt`` (the selected iteration); on request ``tensorboard/`` (event files,
+``tensorboard_log``) and ``report.png`` (``run_report``). ``resume=True`` continues after the last
 completed iteration; since every random choice derives from (seed, iteration, ...) and pseudo labels
 are always computed from the saved checkpoint, a resumed run equals an uninterrupted one.
 """
@@ -18,7 +19,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from refineloc_e2e import __version__
 from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.device import configure_cpu_math, resolve_device
 from refineloc_e2e.errors import ConfigError, DatasetError, WeightsError
@@ -46,7 +48,9 @@ from refineloc_e2e.training.pseudo import (foreground_fraction, generate, pseudo
 from refineloc_e2e.training.report import format_iteration_table
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 from refineloc_e2e.training.run_lock import RunFolderLock
+from refineloc_e2e.training.run_report import REPORT_NAME, write_report
 from refineloc_e2e.training.selection import select_iteration
+from refineloc_e2e.training.tensorboard_log import TrainingLog
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,8 @@ def _heldout_proxy(head, held_items: list[VideoItem], cfg: RunConfig, n_classes:
 def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray], run_dir: Path,
                  feature_meta: dict, progress: bool = True, resume: bool = False,
                  fit_cache: Path | None = None, flush_denormal: bool = True,
-                 collate_fn: Callable | None = None, predict_fn: Callable | None = None) -> TrainResult:
+                 collate_fn: Callable | None = None, predict_fn: Callable | None = None,
+                 tensorboard: bool = False, report: bool = False) -> TrainResult:
     """Train iterations 0..cfg.train.n_iterations into ``run_dir``; see the module docstring. One run per
     folder at a time: a second one is refused with a ConfigError naming the first (``run_lock``).
 
@@ -199,6 +204,8 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
     does; False leaves the process as it is (the side-by-side benchmark of its effect).
     ``collate_fn`` / ``predict_fn``: how training batches are built (``fit.collate``) and how scores are
     computed (``inference.predict_batch``); the defaults unless a benchmark times another form of the same values.
+    ``tensorboard``: event files under ``run_dir/tensorboard`` when the optional extra is installed
+    (``tensorboard_log``; else one info line); ``report``: ``run_dir/report.png`` (``run_report``).
     Progress and warnings go to this module's logger; the table is returned (``TrainResult.table``)."""
     with RunFolderLock(run_dir):
         if flush_denormal:  # a library entry point too (benchmarks, notebooks): denormals slow epochs ~6x
@@ -206,10 +213,18 @@ def run_training(cfg: RunConfig, *, dataset, features: Mapping[str, np.ndarray],
         run = _prepare(cfg, dataset=dataset, features=features, run_dir=Path(run_dir), feature_meta=feature_meta,
                        resume=resume, progress=progress, fit_cache=fit_cache, collate_fn=collate_fn or collate,
                        predict_fn=predict_fn or predict_batch)
-        for k in range(len(run.metrics["iterations"]), cfg.train.n_iterations + 1):
-            if not _train_iteration(run, k):
-                break
-        return _finish(run)
+        run.tb = TrainingLog.open(run.run_dir, cfg, run.metrics["iterations"], enabled=tensorboard)
+        try:
+            for k in range(len(run.metrics["iterations"]), cfg.train.n_iterations + 1):
+                if not _train_iteration(run, k):
+                    break
+            result = _finish(run)
+        finally:
+            run.tb.close()
+        if report:
+            write_report(run.run_dir / REPORT_NAME, result.metrics, cfg, title=str(run.run_dir))
+            log.info(f"report: {run.run_dir / REPORT_NAME}")
+        return result
 
 
 @dataclass
@@ -232,6 +247,7 @@ class _Run:
     collate_fn: Callable
     predict_fn: Callable
     features_key: str | None = None
+    tb: TrainingLog = field(default_factory=lambda: TrainingLog(None, 0, False))  # TensorBoard (or nothing)
 
     @property
     def all_items(self) -> list[VideoItem]:
@@ -291,7 +307,7 @@ def _prepare(cfg: RunConfig, *, dataset, features, run_dir: Path, feature_meta: 
                                "training video (it is a non-weakly-supervised reference baseline)")
         fg_probability = foreground_fraction(truths)
     metrics = {
-        "dataset": dataset.name, "feature_meta": feature_meta, "device": str(device),
+        "package_version": __version__, "dataset": dataset.name, "feature_meta": feature_meta, "device": str(device),
         "n_train_videos": len(items), "n_train_videos_without_features": n_train_missing,
         "n_test_videos": len(test_videos), "heldout_video_ids": held_ids,
         "heldout_note": "held-out videos are a seeded part of the TRAINING split; the test split never "
@@ -341,7 +357,7 @@ def _fit(run: _Run, k: int, weights: np.ndarray | None, entry: dict):
     def train_one():
         return fit_model(run.fit_items, run.held_items, n_classes=n_classes, head_cfg=cfg.head, cfg=cfg.train,
                          iteration=k, beta=beta, class_weights=weights, device=run.device, progress=run.progress,
-                         collate_fn=run.collate_fn)
+                         collate_fn=run.collate_fn, on_epoch=run.tb.on_epoch(k))
 
     if run.fit_cache is None:
         fit = train_one()
@@ -354,7 +370,8 @@ def _fit(run: _Run, k: int, weights: np.ndarray | None, entry: dict):
     entry.update({"train_loss": fit.train_losses[fit.best_epoch], "heldout_loss": fit.best_heldout_loss,
                   "heldout_video_loss": fit.best_heldout_video_loss, "best_epoch": fit.best_epoch,
                   "train_losses": fit.train_losses, "heldout_losses": fit.heldout_losses,
-                  "lr_final": fit.lr_final, "epochs_run": fit.epochs_run, "epoch_s": fit.epoch_s})
+                  "lr_final": fit.lr_final, "lr_by_epoch": fit.lr_by_epoch, "epochs_run": fit.epochs_run,
+                  "epoch_s": fit.epoch_s})
     return fit
 
 
@@ -362,11 +379,12 @@ def _train_iteration(run: _Run, k: int) -> bool:
     """Iteration ``k``: pseudo labels (k > 0), fit, held-out proxy, checkpoint, test mAP; metrics.json rewritten.
     False when the guard refused its pseudo labels (nothing trained or saved)."""
     cfg, t0 = run.cfg, time.perf_counter()
-    entry: dict = {"iteration": k}
+    entry: dict = {"iteration": k, "package_version": __version__}
     weights = None
     timing: dict[str, float] = {}  # seconds per stage of this iteration (benchmarks.speed.iteration_speed)
     if k > 0:
         weights, stop = _refine_labels(run, k, entry)
+        run.tb.pseudo_labels(k, entry["pseudo"], stop)
         if stop:
             return False
     timing["pseudo_s"] = time.perf_counter() - t0
@@ -400,6 +418,7 @@ def _train_iteration(run: _Run, k: int) -> bool:
     entry["wall_s"] = time.perf_counter() - t0
     run.metrics["iterations"].append(entry)
     atomic_write_json(run.run_dir / "metrics.json", run.metrics)
+    run.tb.iteration(entry)
     if run.progress:
         t = entry["test"]
         norm = entry.get("attention_norm")
@@ -422,6 +441,7 @@ def _finish(run: _Run) -> TrainResult:
     metrics["select"] = cfg.select
     metrics["select_reason"] = why
     metrics["uses_strong_annotations_for_selection"] = cfg.select == "heldout_map"
+    run.tb.selection(selected, why, len(its))
     atomic_write_bytes(run_dir / "model.pt", (run_dir / f"iter_{selected}.pt").read_bytes())
     atomic_write_json(run_dir / "metrics.json", metrics)
     return TrainResult(run_dir=run_dir, metrics=metrics, selected_iteration=selected, model_path=run_dir / "model.pt",

@@ -58,7 +58,7 @@ def test_dataset_gets_its_shipped_config(tmp_path):
     (tmp_path / "features").mkdir()
     plan = plan_training(dataset="thumos14", cwd=tmp_path)
     assert plan.config_path == shipped_config("thumos14") and plan.dataset_key == "thumos14"
-    assert plan.config.train.early_stop_patience == 3  # thumos14.yaml's own value, not the paper's
+    assert plan.config.pseudo.fg_fraction_range == [0.05, 0.9]  # thumos14.yaml's own value, not the paper's
     assert (plan.features_dir, plan.videos, plan.run_dir) == (Path("features"), [], Path("runs") / "thumos14")
     assert plan.picked == ["features: features/ (what `refineloc-e2e extract` writes; --features DIR for another)"]
     plan = plan_training(dataset="thumos14", config="thumos14-paper", features_dir="f", name="x",

@@ -12,6 +12,7 @@ from refineloc_e2e.config import load_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.fileio import user_cache_dir
+from refineloc_e2e.stopping import exit_status, signal_name, stop_signals
 
 DEFAULT_CACHE = user_cache_dir("features")  # $XDG_CACHE_HOME/refineloc-e2e/features
 
@@ -23,18 +24,26 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def errors_to_exit(fn):
-    """Turn library errors into one line and a non-zero exit (Ctrl-C: 130, finished work kept)."""
+STOPPED_HINT = "finished work is kept, run the same command again to continue"
+VIDEOS_KEPT = "finished videos are kept, run the same command again to continue with the others"
+
+
+def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
+    """Turn library errors into one line and a non-zero exit; SIGINT and SIGTERM stop the command the same way
+    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143."""
+    if fn is None:
+        return functools.partial(errors_to_exit, stopped_hint=stopped_hint)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with stop_signals():
+                return fn(*args, **kwargs)
         except RefineLocError as e:
             raise UserError(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; finished work is kept, run the same command again to continue",
-                       err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C, kill -INT or kill -TERM (stopping.Stopped)
+            click.echo(f"error: stopped ({signal_name(e)}); {stopped_hint}", err=True)
+            sys.exit(exit_status(e))
     return wrapper
 
 

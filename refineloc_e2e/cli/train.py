@@ -34,7 +34,8 @@ from refineloc_e2e.training.refinement import run_training
 @click.option("--skip-missing", is_flag=True, help="Train on the videos that have features; report the others.")
 @click.option("--resume", is_flag=True, help="Continue after the last completed refinement iteration.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@errors_to_exit
+@errors_to_exit(stopped_hint="completed iterations are kept, add --resume to the same command to continue "
+                            "after the last one")
 def train(dataset, annotations, features_dir, data_root, config_path, extract_config, overrides, run_dir, name, seed,
           skip_missing, resume, quiet):
     """Train the RefineLoc head from video-level labels, with iterative pseudo-label refinement."""

@@ -8,6 +8,12 @@
   while the first is being handled ends the process at once (``os._exit``; the next run removes what it
   left). SIGXFSZ is ignored, so a file size limit (``ulimit -f``) fails the write with an error naming the file
   instead of killing the process.
+* **A deadline for the stop.** Python runs a signal handler between bytecodes of the main thread, so one long
+  native call (the first convolution of an I3D batch takes seconds on a small CPU) delays it. With
+  ``deadline_s`` (the program, not in-process callers), a watch thread woken by the signal itself
+  (``signal.set_wakeup_fd``) finishes the stop when the main thread has not within ``deadline_s``: it runs
+  the kill hooks (:func:`on_hard_stop`: the flow workers), waits for any atomic write in progress
+  (:func:`no_hard_stop`), prints the same line, runs the ``atexit`` handlers and exits with the same status.
 * **Children die with their parent.** :func:`die_with_parent` (called in a child) and
   :func:`parent_death_preexec` (for ``subprocess``) ask Linux to SIGKILL the child when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``), then check ``getppid()`` for a parent that died before the request. Linux
@@ -23,10 +29,12 @@ import signal
 import sys
 import threading
 import time
+import atexit
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+DEADLINE_S = 1.0  # a stop not finished by the main thread this long after the signal is finished by the watch thread
 WATCH_INTERVAL_S = 0.5  # the watch thread's getppid() period where the parent-death signal is not used
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -39,6 +47,10 @@ class Stopped(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+class StopExit(SystemExit):
+    """The exit of a command stopped by a signal (status ``128 + signum``), raised by the CLI."""
+
+
 def signal_name(exc: BaseException) -> str:
     """``SIGTERM`` / ``SIGINT`` for a :class:`Stopped`; a plain ``KeyboardInterrupt`` is a SIGINT."""
     return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
@@ -49,12 +61,108 @@ def exit_status(exc: BaseException) -> int:
     return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
+_program = [False]
+
+
+def set_program(on: bool = True) -> None:
+    """This process is the ``refineloc-e2e`` program (not a library caller): stops get their deadline."""
+    _program[0] = on
+
+
+def program_deadline_s() -> float | None:
+    return DEADLINE_S if _program[0] else None
+
+
+_hooks_lock = threading.Lock()
+_kill_hooks: dict[int, Callable[[], None]] = {}
+_writes = threading.Condition()  # guards _writing, the atomic writes in progress (no_hard_stop)
+_writing = [0]
+
+
+def on_hard_stop(key: int, fn: Callable[[], None] | None) -> None:
+    """Register ``fn`` (e.g. kill a process pool) under ``key``, run if a stop's deadline passes; None removes it."""
+    with _hooks_lock:
+        if fn is None:
+            _kill_hooks.pop(key, None)
+        else:
+            _kill_hooks[key] = fn
+
+
 @contextmanager
-def stop_signals() -> Iterator[None]:
-    """Within: SIGINT and SIGTERM raise :class:`Stopped` in the main thread (a second one exits at once),
-    SIGXFSZ is ignored; the previous handlers come back on leaving. Outside the main thread: nothing."""
-    if threading.current_thread() is not threading.main_thread():
+def no_hard_stop() -> Iterator[None]:
+    """A section a stop's deadline waits for (an atomic write: its temp file is renamed or removed)."""
+    with _writes:
+        _writing[0] += 1
+    try:
         yield
+    finally:
+        with _writes:
+            _writing[0] -= 1
+            _writes.notify_all()
+
+
+class StopControl:
+    """Who finishes a stop: the main thread (``claim()`` True: it prints and exits) or the deadline's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: str | None = None
+
+    def claim(self, who: str = "main") -> bool:
+        with self._lock:
+            if self._owner is None:
+                self._owner = who
+            return self._owner == who
+
+
+def _hard_stop(signum: int, line: str) -> None:
+    with _hooks_lock:
+        hooks = list(_kill_hooks.values())
+    for fn in hooks:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - best effort: the process exits next, its children with it
+            pass
+    with _writes:  # no atomic write is left half done; none starts after this (the lock is kept)
+        while _writing[0]:
+            _writes.wait()
+        try:
+            os.write(2, (line + "\n").encode(errors="replace"))
+            atexit._run_exitfuncs()  # multiprocessing's finalizers unlink its semaphores
+        finally:
+            os._exit(128 + signum)
+
+
+def _watch_for_stop(read_fd: int, control: StopControl, deadline_s: float, line: Callable[[int], str]) -> None:
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            data = b""
+        if not data:  # closed: the command ended
+            os.close(read_fd)
+            return
+        got = [b for b in data if b in STOP_SIGNALS]
+        if got:
+            break
+    time.sleep(deadline_s)
+    if control.claim("deadline"):
+        _hard_stop(got[0], line(got[0]))
+
+
+@contextmanager
+def stop_signals(*, deadline_s: float | None = None, line: Callable[[int], str] | None = None
+                 ) -> Iterator[StopControl]:
+    """Within: SIGINT and SIGTERM raise :class:`Stopped` in the main thread (a second one exits at once),
+    SIGXFSZ is ignored; the previous handlers come back on leaving. Outside the main thread: nothing.
+
+    ``deadline_s`` (with ``line(signum)``, the one-line message): see the module doc. The caller that handles
+    :class:`Stopped` calls ``claim()`` on the yielded control before printing; False means the deadline's
+    thread is ending the process.
+    """
+    control = StopControl()
+    if threading.current_thread() is not threading.main_thread():
+        yield control
         return
     stopping: list[int] = []
 
@@ -65,14 +173,24 @@ def stop_signals() -> Iterator[None]:
         raise Stopped(signum)
 
     previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGXFSZ)}
+    read_fd = write_fd = None
+    if deadline_s is not None and line is not None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=_watch_for_stop, args=(read_fd, control, deadline_s, line),
+                         name="refineloc-stop-deadline", daemon=True).start()
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        yield
+        yield control
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if write_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write_fd)  # the watch thread reads EOF and ends (it closes nothing: read_fd is left to it)
 
 
 # ---- children that die with their parent ----

@@ -37,7 +37,7 @@ import torch
 
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, RefineLocError
-from refineloc_e2e.stopping import die_with_parent, started_in_main_thread
+from refineloc_e2e.stopping import die_with_parent, on_hard_stop, started_in_main_thread
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_plain, last_field, postprocess_flow
 
 REGIONS = ("crop", "full")
@@ -166,6 +166,7 @@ class FlowPool:
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(  # stops its workers itself if garbage-collected
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init, initargs=(cfg, threads, os.getpid(), started_in_main_thread()))
+        on_hard_stop(id(self), self._kill)
 
     def submit(self, grays: np.ndarray, window: FlowWindow) -> Future:
         if self._pool is None:
@@ -180,13 +181,18 @@ class FlowPool:
         """Stop the workers: after their running chunks (``wait``), or at once (killed: their results are
         not wanted). Either way no worker process is left when this returns."""
         if self._pool is not None:
-            pool, self._pool = self._pool, None
+            on_hard_stop(id(self), None)
             if not wait:
-                # concurrent.futures has no public kill before Python 3.14 (terminate_workers); a process that
-                # already exited is skipped by kill()
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.kill()
-            pool.shutdown(wait=True, cancel_futures=True)  # the killed workers are reaped at once
+                self._kill()
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)  # killed workers are reaped at once
+
+    def _kill(self) -> None:
+        """SIGKILL every worker (concurrent.futures has no public way before Python 3.14's ``kill_workers``);
+        one that already exited is skipped."""
+        pool = self._pool
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
 
     def __enter__(self) -> FlowPool:
         return self

@@ -99,6 +99,7 @@ def _atomic_writer(path: Path, mode: str) -> Iterator[Any]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            _check_complete(f.fileno())
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
@@ -107,6 +108,14 @@ def _atomic_writer(path: Path, mode: str) -> Iterator[Any]:
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def _check_complete(fd: int) -> None:
+    """OSError if the file ends before the writer's position: a write that failed unseen (numpy writes small
+    arrays through a C stdio buffer and loses the error of its final flush: the file was cut at the limit)."""
+    end, size = os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_size
+    if size < end:
+        raise OSError(f"{end} bytes written, {size} in the file")
 
 
 NEARLY_FULL_BYTES = 4 << 20  # a short write with this little space left on the file system: it was full

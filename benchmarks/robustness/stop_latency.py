@@ -60,7 +60,7 @@ def one(form: str, video: Path, weights: str, after_s: float, scan_after_s: floa
     left = tagged_processes(marker)
     for p in left:  # leave the machine as we found it
         os.kill(p.pid, signal.SIGKILL)
-    return {"form": form, "exit_s": exit_s, "rc": rc, "during": len(during), "left": left,
+    return {"form": form, "exit_s": exit_s, "rc": rc, "during": during, "left": left,
             "stderr": err.read_text(errors="replace").strip().splitlines()[-3:]}
 
 
@@ -78,13 +78,14 @@ def main() -> int:
             for f in args.forms.split(",")]
     print(f"\nextract {Path(args.video).name}, signalled {args.after_s:g} s in; processes scanned "
           f"{args.scan_after_s:g} s after the exit (cores: {os.cpu_count()})\n")
-    print("| signal | processes of the run at the signal | exit after the signal | exit status | "
+    print("| signal | processes of the run at the signal (resident MB) | exit after the signal | exit status | "
           f"left after {args.scan_after_s:g} s |")
     print("|---|---|---|---|---|")
     for r in rows:
         left = ", ".join(f"pid {p.pid} {p.rss_mb:.0f} MB" for p in r["left"]) or "none"
         status = f"{r['rc']}" if r["rc"] >= 0 else f"killed by {signal.Signals(-r['rc']).name}"
-        print(f"| {r['form']} | {r['during']} | {r['exit_s']:.2f} s | {status} | {len(r['left'])}: {left} |")
+        during = f"{len(r['during'])} ({', '.join(f'{p.rss_mb:.0f}' for p in r['during'])})"
+        print(f"| {r['form']} | {during} | {r['exit_s']:.2f} s | {status} | {len(r['left'])}: {left} |")
     for r in rows:
         print(f"\n{r['form']} stderr (last lines):")
         for line in r["stderr"]:

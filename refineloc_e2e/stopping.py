@@ -11,8 +11,9 @@
 * **A deadline for the stop.** Python runs a signal handler between bytecodes of the main thread, so one long
   native call (the first convolution of an I3D batch takes seconds on a small CPU) delays it. With
   ``deadline_s`` (the program, not in-process callers), a watch thread woken by the signal itself
-  (``signal.set_wakeup_fd``) finishes the stop when the main thread has not within ``deadline_s``: it runs
-  the kill hooks (:func:`on_hard_stop`: the flow workers), waits for any atomic write in progress
+  (``signal.set_wakeup_fd``) finishes the stop when the main thread has not taken the signal within
+  ``deadline_s`` (one that has is cleaning up, e.g. a Ray driver waiting for its tasks, and is left to it): it
+  runs the kill hooks (:func:`on_hard_stop`: the flow workers), waits for any atomic write in progress
   (:func:`no_hard_stop`), prints the same line, runs the ``atexit`` handlers and exits with the same status.
 * **Children die with their parent.** :func:`die_with_parent` (called in a child) and
   :func:`parent_death_preexec` (for ``subprocess``) ask Linux to SIGKILL the child when its parent dies
@@ -23,18 +24,18 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-import atexit
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-DEADLINE_S = 1.0  # a stop not finished by the main thread this long after the signal is finished by the watch thread
+DEADLINE_S = 1.0  # a signal the main thread has not taken this long after it came: the watch thread stops
 WATCH_INTERVAL_S = 0.5  # the watch thread's getppid() period where the parent-death signal is not used
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -107,6 +108,7 @@ class StopControl:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owner: str | None = None
+        self.received = False  # the main thread took the signal (its handler ran): it handles the stop itself
 
     def claim(self, who: str = "main") -> bool:
         with self._lock:
@@ -146,7 +148,9 @@ def _watch_for_stop(read_fd: int, control: StopControl, deadline_s: float, line:
         if got:
             break
     time.sleep(deadline_s)
-    if control.claim("deadline"):
+    # only a main thread that could not take the signal (a long native call) is overtaken: one that took it is
+    # cleaning up, which may take its time (a Ray driver waits for its tasks to stop)
+    if not control.received and control.claim("deadline"):
         _hard_stop(got[0], line(got[0]))
 
 
@@ -170,6 +174,7 @@ def stop_signals(*, deadline_s: float | None = None, line: Callable[[int], str] 
         if stopping:  # the first stop is being handled and a second signal came: end now
             os._exit(128 + signum)
         stopping.append(signum)
+        control.received = True
         raise Stopped(signum)
 
     previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGXFSZ)}

@@ -104,6 +104,27 @@ def test_a_child_dies_when_its_parent_is_killed(how):
     assert _left_after_exit(marker) == []
 
 
+STUCK = """
+import signal, sys, time
+from refineloc_e2e.stopping import stop_signals
+with stop_signals(deadline_s=0.5, line=lambda s: f"error: stopped ({signal.Signals(s).name})"):
+    # the main thread cannot take the signal, as inside a long native call that released the GIL (an I3D batch)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    print("ready", flush=True)
+    time.sleep(60)
+sys.exit(0)
+"""
+
+
+def test_a_stop_the_main_thread_cannot_take_is_finished_by_the_deadline():
+    proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    time.sleep(0.5)  # into its sleep: a main thread still running bytecode would take the signal itself
+    rc, err, exit_s = _stop(proc, signal.SIGTERM)
+    proc.stdout.close()
+    assert (rc, err) == (143, "error: stopped (SIGTERM)\n") and 0.5 <= exit_s < EXIT_WITHIN_S, (rc, err, exit_s)
+
+
 # ---- extract: SIGKILL, SIGTERM, SIGINT during flow, then a rerun equal to an uninterrupted run ----
 
 @pytest.fixture(scope="module")
@@ -189,7 +210,8 @@ def test_detect_sigterm_during_flow_leaves_nothing_and_resumes(flow_run):
     assert train.returncode == 0, train.stderr
     model = root / "run" / "model.pt"
     base = [*CLI, "detect", str(videos), "--model", str(model), "--workers", "2", "-q"]
-    clean = subprocess.run([*base, "--cache", str(root / "dcache-clean"), "-o", str(root / "clean.json"),
+    # the uninterrupted run: its features are the reference extraction's (the model's settings: found up to date)
+    clean = subprocess.run([*base, "--cache", str(ref), "-o", str(root / "clean.json"),
                             "--save-scores", str(root / "clean-scores")], env=env, capture_output=True, text=True,
                            timeout=300)
     assert clean.returncode == 0, clean.stderr

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import inspect
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -75,18 +77,19 @@ def program_deadline_s() -> float | None:
 
 
 _hooks_lock = threading.Lock()
-_kill_hooks: dict[int, Callable[[], None]] = {}
+_kill_hooks: dict[int, Callable[[], Callable[[], None] | None]] = {}  # key -> () -> the hook, or None if gone
 _writes = threading.Condition()  # guards _writing, the atomic writes in progress (no_hard_stop)
 _writing = [0]
 
 
 def on_hard_stop(key: int, fn: Callable[[], None] | None) -> None:
-    """Register ``fn`` (e.g. kill a process pool) under ``key``, run if a stop's deadline passes; None removes it."""
+    """Register ``fn`` (e.g. kill a process pool) under ``key``, run if a stop's deadline passes; None removes it.
+    A bound method is held weakly: registering does not keep its object (a pool that stops when collected) alive."""
     with _hooks_lock:
         if fn is None:
             _kill_hooks.pop(key, None)
         else:
-            _kill_hooks[key] = fn
+            _kill_hooks[key] = weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn)
 
 
 @contextmanager
@@ -119,10 +122,11 @@ class StopControl:
 
 def _hard_stop(signum: int, line: str) -> None:
     with _hooks_lock:
-        hooks = list(_kill_hooks.values())
+        hooks = [ref() for ref in _kill_hooks.values()]
     for fn in hooks:
         try:
-            fn()
+            if fn is not None:
+                fn()
         except Exception:  # noqa: BLE001 - best effort: the process exits next, its children with it
             pass
     with _writes:  # no atomic write is left half done; none starts after this (the lock is kept)

@@ -153,9 +153,11 @@ def write_failure(e: OSError, folder: str | Path, partial: str | Path | None = N
             size = os.stat(partial).st_size
         except OSError:
             pass
-    if e.errno == errno.EFBIG or (e.errno is None and limit is not None and size is not None and size >= limit):
+    if limit is not None and (e.errno == errno.EFBIG or (e.errno is None and size is not None and size >= limit)):
         return (f"cannot write ({detail}: the file size limit of {limit} bytes was reached, see ulimit -f); "
                 f"raise the limit and run again")
+    if e.errno == errno.EFBIG:
+        return f"cannot write ({detail}: larger than this file system allows); write it to another file system"
     free = free_bytes(folder) if e.errno is None else None
     if free is not None and free < NEARLY_FULL_BYTES:
         return f"cannot write ({detail}: no space left on device, {free} bytes free){NO_SPACE_HINT}"

@@ -136,8 +136,8 @@ def flow_run(tmp_path_factory, real_weights):
     for i in range(3):
         write_test_video(videos / f"v{i}.mp4", n=48, size=(88, 64), seed=i)
     ref = root / "ref"
-    r = subprocess.run([*CLI, "extract", str(videos), "-o", str(ref), *FLOW_EXTRACT], env=_env(new_marker(), real_weights),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*CLI, "extract", str(videos), "-o", str(ref), *FLOW_EXTRACT],
+                       env=_env(new_marker(), real_weights), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return root, videos, ref, real_weights
 
@@ -198,14 +198,14 @@ def _same_scores(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_detect_sigterm_during_flow_leaves_nothing_and_resumes(flow_run):
     root, videos, ref, weights = flow_run
-    db = {f"v{i}": {"subset": "training" if i < 2 else "validation", "duration": 1.92, "annotations": [{"label": f"C{i % 2}",
-                                                                             "segment": [0.3, 1.2]}]}
-          for i in range(3)}
+    db = {f"v{i}": {"subset": "training" if i < 2 else "validation", "duration": 1.92,
+                    "annotations": [{"label": f"C{i % 2}", "segment": [0.3, 1.2]}]} for i in range(3)}
     (root / "ann.json").write_text(json.dumps({"taxonomy": ["C0", "C1"], "database": db}))
     env = _env(new_marker(), weights)
     train = subprocess.run([*CLI, "train", "--annotations", str(root / "ann.json"), "--features", str(ref),
                             "--run-dir", str(root / "run"), "--config", "demo", "--set", "head.feature_dim=2048",
-                            "--set", "train.epochs=2", "--set", "train.n_iterations=1", "--set", "select_iteration=1", "-q"],
+                            "--set", "train.epochs=2", "--set", "train.n_iterations=1", "--set", "select_iteration=1",
+                            "-q"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     model = root / "run" / "model.pt"

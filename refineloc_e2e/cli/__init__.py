@@ -34,7 +34,7 @@ from refineloc_e2e.cli.import_wtalc import import_wtalc
 from refineloc_e2e.cli.train import train
 from refineloc_e2e.cli.weights import weights
 from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.stopping import StopExit, set_program
+from refineloc_e2e.stopping import StopExit, run_kill_hooks, set_program
 
 ENV_PREFIX = "REFINELOC_E2E"  # any option can also come from $REFINELOC_E2E_<COMMAND>_<PARAMETER> (click auto envvars)
 
@@ -74,6 +74,10 @@ class _Program(click.Group):
         try:
             return self.main(*args, **kwargs)
         except StopExit as e:
+            # the flow workers first: stopped outside an extraction (between videos) their pool is idle, and
+            # multiprocessing's atexit would wait for its workers, which wait for work (threading's exit hook
+            # that shuts the pool down is part of the teardown skipped here)
+            run_kill_hooks()
             atexit._run_exitfuncs()  # multiprocessing's finalizers (its semaphores), logging, ...
             for stream in (sys.stdout, sys.stderr):
                 try:

@@ -25,7 +25,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+try:
+    import resource  # POSIX
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 from refineloc_e2e.errors import InputError, RefineLocError, WeightsError
+from refineloc_e2e.stopping import no_hard_stop
 
 TMP_SUFFIX = ".tmp"
 
@@ -78,6 +84,13 @@ def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     stays readable. Raises ``RefineLocError`` naming ``path`` on OS errors (disk full, permission denied, ...).
     """
     path = Path(path)
+    with no_hard_stop():  # a stop's deadline (stopping) waits for this write
+        with _atomic_writer(path, mode) as f:
+            yield f
+
+
+@contextmanager
+def _atomic_writer(path: Path, mode: str) -> Iterator[Any]:
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,15 +99,69 @@ def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            _check_complete(f.fileno())
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as e:
-        hint = "; free some disk space and run again" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-        raise RefineLocError(f"{path}: cannot write ({e.strerror or e}){hint}") from e
+        raise RefineLocError(f"{path}: {write_failure(e, path.parent, tmp_name)}") from e
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def _check_complete(fd: int) -> None:
+    """OSError if the file ends before the writer's position: a write that failed unseen (numpy writes small
+    arrays through a C stdio buffer and loses the error of its final flush: the file was cut at the limit)."""
+    end, size = os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_size
+    if size < end:
+        raise OSError(f"{end} bytes written, {size} in the file")
+
+
+NEARLY_FULL_BYTES = 4 << 20  # a short write with this little space left on the file system: it was full
+NO_SPACE_HINT = "; free some disk space and run again"
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Space this process may still write in ``folder``'s file system (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def file_size_limit() -> int | None:
+    """This process's file size limit in bytes (``ulimit -f``, RLIMIT_FSIZE), None when unlimited."""
+    if resource is None:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def write_failure(e: OSError, folder: str | Path, partial: str | Path | None = None) -> str:
+    """``cannot write (<cause>)<hint>`` for a failed write into ``folder``. Disk full and the file size limit
+    are named even when the error carries no errno (numpy reports a short write as ``N requested and M
+    written``): then a ``partial`` file at the size limit means the limit, little free space a full disk."""
+    detail = e.strerror or str(e)
+    limit = file_size_limit()
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write ({detail}){NO_SPACE_HINT}"
+    size = None
+    if partial is not None:
+        try:
+            size = os.stat(partial).st_size
+        except OSError:
+            pass
+    if limit is not None and (e.errno == errno.EFBIG or (e.errno is None and size is not None and size >= limit)):
+        return (f"cannot write ({detail}: the file size limit of {limit} bytes was reached, see ulimit -f); "
+                f"raise the limit and run again")
+    if e.errno == errno.EFBIG:
+        return f"cannot write ({detail}: larger than this file system allows); write it to another file system"
+    free = free_bytes(folder) if e.errno is None else None
+    if free is not None and free < NEARLY_FULL_BYTES:
+        return f"cannot write ({detail}: no space left on device, {free} bytes free){NO_SPACE_HINT}"
+    return f"cannot write ({detail})"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -153,10 +220,35 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+class _WriteRecorder:
+    """A file object's stand-in that remembers the ``OSError`` of a failed ``write`` (torch.save turns it into
+    a RuntimeError without the cause)."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def atomic_save_with(path: str | Path, save: Callable[[io.BufferedWriter], None]) -> None:
-    """Atomically write whatever ``save(fileobj)`` writes (e.g. ``lambda f: torch.save(obj, f)``)."""
+    """Atomically write whatever ``save(fileobj)`` writes (e.g. ``lambda f: torch.save(obj, f)``); a failed
+    write is reported with its cause (disk full, file size limit) whatever the writer made of it."""
     with atomic_writer(path, "wb") as f:
-        save(f)
+        recorder = _WriteRecorder(f)
+        try:
+            save(recorder)
+        except Exception as e:
+            if recorder.error is not None and not isinstance(e, OSError):
+                raise recorder.error from e
+            raise
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -106,7 +106,8 @@ class Progress:
         return f"{self.done}{total} {self.unit}{'s' if (self.total or self.done) != 1 else ''}"
 
     def _line(self, text: str) -> None:
-        print(f"{self.desc}: {text}", file=self.stream, flush=True)
+        self.stream.write(f"{self.desc}: {text}\n")  # one write: a stop signal never cuts the line from its end
+        self.stream.flush()
 
     def __enter__(self) -> Progress:
         return self

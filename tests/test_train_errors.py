@@ -91,7 +91,8 @@ def test_train_resume_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "fit_model", crash_on_2)
     r = run(*base, "--run-dir", "cut")
     assert (r.exit_code, r.stderr.splitlines()[-1]) == (
-        130, "error: interrupted; finished work is kept, run the same command again to continue")
+        130, "error: stopped (SIGINT); completed iterations are kept, add --resume to the same command to continue "
+             "after the last one")
     monkeypatch.setattr(train_mod, "fit_model", real_fit)
     assert sorted(p.name for p in Path("cut").glob("iter_*.pt")) == ["iter_0.pt", "iter_1.pt"]
     r = run(*base, "--run-dir", "cut")

@@ -18,6 +18,7 @@ import torch
 
 from test_train_errors import _features_and_annotations
 from refineloc_e2e.model.head import load_head
+from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
 from refineloc_e2e.training.run_lock import LOCK_NAME, RunFolderLock
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
@@ -53,13 +54,15 @@ def full_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sigkill_during_iteration_2_then_resume_equals_uninterrupted(full_run):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_during_iteration_2_then_resume_equals_uninterrupted(full_run, sig):
     root, ann, feats = full_run
-    cut = root / "cut"
+    cut = root / f"cut-{sig.name}"
     args = ["--annotations", ann, "--features", feats, "--run-dir", cut, *SLOW_SET]  # progress bars on stderr
-    proc = subprocess.Popen([*CLI, "train", *map(str, args)], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    seen = []
+    marker = new_marker()
+    proc = subprocess.Popen([*CLI, "train", *map(str, args)], env=dict(ENV, **{MARKER_ENV: marker}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, signalled = [], []
 
     def read():
         buf = b""
@@ -67,15 +70,29 @@ def test_sigkill_during_iteration_2_then_resume_equals_uninterrupted(full_run):
             buf += chunk
             if re.search(rb"iteration 2:\s+(\d+%\|[^|]*\|\s*)?[1-9]\d*/120", buf):  # >= 1 epoch of iteration 2 done (a bar, or a plain line when not a tty)
                 seen.append(buf.decode(errors="replace").split("\r")[-1])
-                proc.send_signal(signal.SIGKILL)
-                return
+                signalled.append(time.monotonic())
+                proc.send_signal(sig)
+                break
+        seen.append(buf.decode(errors="replace") + proc.stderr.read().decode(errors="replace"))
 
     reader = threading.Thread(target=read)
     reader.start()
     reader.join(timeout=240)
-    proc.kill()
-    proc.wait()
-    assert seen and proc.returncode == -signal.SIGKILL, "never reached iteration 2's epochs"
+    if proc.poll() is None and not signalled:
+        proc.kill()
+    proc.wait(timeout=60)
+    exit_s = time.monotonic() - signalled[0] if signalled else None
+    assert signalled, "never reached iteration 2's epochs"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # a stop: the current iteration is lost, the completed ones kept
+        assert proc.returncode == 143 and exit_s < 10, (proc.returncode, exit_s)
+        assert seen[-1].splitlines()[-1] == ("error: stopped (SIGTERM); completed iterations are kept, add --resume "
+                                             "to the same command to continue after the last one"), seen[-1]
+    deadline = time.monotonic() + 5  # nothing of the run is left 5 s after it ended
+    while tagged_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tagged_processes(marker) == []
     assert sorted(p.name for p in cut.glob("iter_*.pt")) == ["iter_0.pt", "iter_1.pt"], seen  # killed in it
     assert not (cut / "model.pt").exists() and not list(cut.glob("*.tmp")) and not list(cut.glob(".*.tmp"))
 
@@ -86,6 +103,9 @@ def test_sigkill_during_iteration_2_then_resume_equals_uninterrupted(full_run):
     assert _strip(full["iterations"]) == _strip(resumed["iterations"]) and len(full["iterations"]) == 3
     assert full["selected_iteration"] == resumed["selected_iteration"] == 2
     assert _same_models(root / "full" / "model.pt", cut / "model.pt")
+    maps = [(a["test"]["average_map"], b["test"]["average_map"]) for a, b in zip(full["iterations"],
+                                                                              resumed["iterations"])]
+    assert all(abs(a - b) <= 1e-6 for a, b in maps), maps
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-import sys
+import signal
+import time
 
 import click
 
@@ -12,6 +13,7 @@ from refineloc_e2e.config import load_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.fileio import user_cache_dir
+from refineloc_e2e.stopping import StopExit, exit_status, program_deadline_s, stop_signals
 
 DEFAULT_CACHE = user_cache_dir("features")  # $XDG_CACHE_HOME/refineloc-e2e/features
 
@@ -23,18 +25,31 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def errors_to_exit(fn):
-    """Turn library errors into one line and a non-zero exit (Ctrl-C: 130, finished work kept)."""
+STOPPED_HINT = "finished work is kept, run the same command again to continue"
+VIDEOS_KEPT = "finished videos are kept, run the same command again to continue with the others"
+
+
+def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
+    """Turn library errors into one line and a non-zero exit; SIGINT and SIGTERM stop the command the same way
+    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143."""
+    if fn is None:
+        return functools.partial(errors_to_exit, stopped_hint=stopped_hint)
+
+    def line(signum: int) -> str:
+        return f"error: stopped ({signal.Signals(signum).name}); {stopped_hint}"
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RefineLocError as e:
-            raise UserError(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; finished work is kept, run the same command again to continue",
-                       err=True)
-            sys.exit(130)
+        with stop_signals(deadline_s=program_deadline_s(), line=line) as control:
+            try:
+                return fn(*args, **kwargs)
+            except RefineLocError as e:
+                raise UserError(str(e)) from None
+            except KeyboardInterrupt as e:  # Ctrl-C, kill -INT or kill -TERM (stopping.Stopped)
+                if not control.claim():  # the stop's deadline passed: its thread is ending the process
+                    time.sleep(60)
+                click.echo(line(getattr(e, "signum", signal.SIGINT)), err=True)
+                raise StopExit(exit_status(e)) from None
     return wrapper
 
 

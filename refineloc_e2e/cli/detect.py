@@ -38,7 +38,8 @@ from refineloc_e2e.model.postprocess import PostprocessConfig
 @click.option("--top-k", type=int, default=None, help="How many top video-level classes to localise.")
 @extract_options
 @ray_option
-@errors_to_exit
+@errors_to_exit(stopped_hint="the features of finished videos are kept in the cache, run the same command "
+                            "again to continue")
 def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, ground_truth,
            alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights, quiet, workers,
            ray_address):

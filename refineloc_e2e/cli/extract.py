@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from refineloc_e2e.cli.common import backbone_option, errors_to_exit, extract_options, load_extract_cfg, ray_option
+from refineloc_e2e.cli.common import (VIDEOS_KEPT, backbone_option, errors_to_exit, extract_options, load_extract_cfg,
+                                      ray_option)
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.training.inputs import EXTRACT_OUTPUT
@@ -20,7 +21,7 @@ from refineloc_e2e.training.inputs import EXTRACT_OUTPUT
 @extract_options
 @backbone_option
 @ray_option
-@errors_to_exit
+@errors_to_exit(stopped_hint=VIDEOS_KEPT)
 def extract(inputs, out_dir, config_path, overrides, streams, device, flow_weights, quiet, workers, backbone,
             ray_address):
     """Extract [n_snippets, 2048] = [rgb | flow] I3D features for videos, folders (recursive) or globs."""

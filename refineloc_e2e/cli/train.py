@@ -35,7 +35,8 @@ from refineloc_e2e.training.refinement import run_training
 @click.option("--resume", is_flag=True, help="Continue after the last completed refinement iteration.")
 @click.option("--no-report", is_flag=True, help="Do not write <run folder>/report.png (the run's plot).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@errors_to_exit
+@errors_to_exit(stopped_hint="completed iterations are kept, add --resume to the same command to continue "
+                            "after the last one")
 def train(dataset, annotations, features_dir, data_root, config_path, extract_config, overrides, run_dir, name, seed,
           skip_missing, resume, no_report, quiet):
     """Train the RefineLoc head from video-level labels, with iterative pseudo-label refinement."""

@@ -88,7 +88,7 @@ def run_demo(out_dir: str | Path, *, size: str = "default", progress: bool = Tru
     feats, meta, _ = load_training_features(dataset, features_dir, skip_missing=False)
     run_dir = out / "run"
     result = run_training(rcfg, dataset=dataset, features=feats, run_dir=run_dir, feature_meta=meta,
-                          progress=progress, resume=False)
+                          progress=progress, resume=True)  # a demo stopped in training goes on when rerun
     echo(f"{result.table}\n{result.saved_line}")
 
     echo("\n[5/6] detect on the generated test videos and the real bikes.mp4 (+ timeline PNGs)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +37,7 @@ import torch
 
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, RefineLocError
+from refineloc_e2e.stopping import die_with_parent, on_hard_stop, started_in_main_thread
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_plain, last_field, postprocess_flow
 
 REGIONS = ("crop", "full")
@@ -127,7 +129,11 @@ def flow_chunk(grays: np.ndarray, engine: FlowEngine, window: FlowWindow, bound:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(cfg: FlowConfig, cv2_threads: int) -> None:
+def _worker_init(cfg: FlowConfig, cv2_threads: int, parent_pid: int | None = None,
+                 parent_death_signal: bool = True) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid, parent_death_signal=parent_death_signal)  # never outlives the extractor
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides and kills us
     configure_cpu_math()
     cv2_plain().setNumThreads(cv2_threads)
     torch.set_num_threads(cv2_threads)
@@ -146,6 +152,10 @@ class FlowPool:
 
     Each worker uses ``max(1, cpu_count // workers)`` OpenCV threads. Reused across videos; ``close()`` (or
     ``with``) stops it; the executor also stops its workers when garbage-collected or at interpreter exit.
+    The workers die with this process (``stopping.die_with_parent``: nothing is left after a SIGKILL) and ignore
+    SIGINT (a Ctrl-C reaches the whole process group; this process stops them): ``close(wait=False)`` kills
+    them at once instead of waiting for their running chunks (what a stop does, ``extractor.extract``).
+    Create and use the pool from one thread (the workers are started on ``submit``).
     """
 
     def __init__(self, cfg: FlowConfig, workers: int):
@@ -155,7 +165,8 @@ class FlowPool:
         threads = max(1, (os.cpu_count() or 1) // workers)
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(  # stops its workers itself if garbage-collected
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(cfg, threads))
+            initializer=_worker_init, initargs=(cfg, threads, os.getpid(), started_in_main_thread()))
+        on_hard_stop(id(self), self._kill)
 
     def submit(self, grays: np.ndarray, window: FlowWindow) -> Future:
         if self._pool is None:
@@ -167,9 +178,21 @@ class FlowPool:
         return self._pool is not None
 
     def close(self, *, wait: bool = True) -> None:
+        """Stop the workers: after their running chunks (``wait``), or at once (killed: their results are
+        not wanted). Either way no worker process is left when this returns."""
         if self._pool is not None:
+            on_hard_stop(id(self), None)
+            if not wait:
+                self._kill()
             pool, self._pool = self._pool, None
-            pool.shutdown(wait=wait, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # killed workers are reaped at once
+
+    def _kill(self) -> None:
+        """SIGKILL every worker (concurrent.futures has no public way before Python 3.14's ``kill_workers``);
+        one that already exited is skipped."""
+        pool = self._pool
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
 
     def __enter__(self) -> FlowPool:
         return self

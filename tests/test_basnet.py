@@ -179,7 +179,8 @@ def test_refined_basnet_refines_as_the_refineloc_default():
     assert (bas.head.base, ref.head.base) == ("basnet", "refineloc")
     for key in ("pseudo", "guard", "postprocess", "select", "select_margin", "attention_norm_candidates"):
         assert getattr(bas, key) == getattr(ref, key), key
-    assert (bas.train.early_stop_patience, ref.train.early_stop_patience) == (0, 3)
+    assert (bas.train.early_stop_patience, ref.train.early_stop_patience) == (0, 0)
+    assert (bas.select_iteration, ref.select_iteration) == (5, 3)  # Table 5b's 5th iteration; the paper's eta
     assert (bas.train.lr, bas.train.batch_size, bas.train.n_iterations) == (1e-4, 16, 5)  # released BaS-Net; Table 5
 
 

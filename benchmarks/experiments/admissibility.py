@@ -16,19 +16,15 @@ Runs go through ``refine_family``'s runner (the same folders, so runs are shared
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_data.family import MEMBERS, FamilySpec, write_member
-from benchmarks.experiments.refine_family import run_one, subsample
-from refineloc_e2e.config import settings_hash, shipped_config
-from refineloc_e2e.datasets import load_dataset
+from benchmarks.bench_data.family import MEMBERS, FamilySpec
+from benchmarks.experiments.refine_family import load_set, run_one, runs_dir
+from refineloc_e2e.config import shipped_config
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
-from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.replay import IterationFigures, admissibility, is_admissible
 from refineloc_e2e.training.run_config import load_run_config
 
@@ -65,28 +61,16 @@ def main() -> None:
     configure_cpu_math()
     table = []
     for member in a.members.split(","):
-        repo = member == "repo"
-        spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=a.dim)
-        dim = 2048 if repo else a.dim
-        layout = spec.layout
+        layout = (FamilySpec() if member == "repo" else MEMBERS[member]).layout
         form, config = RELEASED_FORM[layout]
         ref = RELEASED_RUNS[REFERENCE_FOR_DATASET[layout]]
         verdicts = []
         for seed in (int(s) for s in a.seeds.split(",")):
-            set_name = f"{member}-s{seed}" + (f"-d{dim}" if dim != 2048 else "")
-            data = a.out / "data" / set_name
-            if repo:
-                ann = data / "annotations.json"
-                if not ann.is_file():
-                    ann = write_thumos14_layout(data, BenchSpec(seed=seed))
-            else:
-                ann = write_member(data, member, seed, spec)
-            ds = subsample(load_dataset(str(ann)), a.subsample)
-            feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
-            cfg = load_run_config(shipped_config(config), [f"train.seed={seed}", f"head.feature_dim={dim}",
+            fs = load_set(a.out, member, seed, a.dim, a.subsample)
+            set_name, ds, feats, meta = fs.name, fs.ds, fs.feats, fs.meta
+            cfg = load_run_config(shipped_config(config), [f"train.seed={seed}", f"head.feature_dim={fs.dim}",
                                                            *a.overrides])
-            runs = a.out / "runs" / (set_name + (f"-sub{a.subsample}" if a.subsample > 1 else "")
-                                     + (f"-set{settings_hash(a.overrides)[:8]}" if a.overrides else ""))
+            runs = runs_dir(a.out, fs, a.subsample, a.overrides)
             m = run_one(runs / form, cfg, ds, feats, meta, a.out / "fit_cache")
             figs = figures(m, layout)
             crit = admissibility(figs, ref)

@@ -95,6 +95,42 @@ def subsample(ds: Dataset, every: int) -> Dataset:
     return Dataset(name=ds.name, classes=ds.classes, videos=keep)
 
 
+@dataclasses.dataclass
+class FamilySet:
+    """One generated set (member x seed), written if needed and read through the training path."""
+    name: str  # e.g. "context-s0-d256"
+    spec: FamilySpec
+    dim: int
+    ds: Dataset
+    feats: dict
+    meta: dict
+
+
+def load_set(out: Path, member: str, seed: int, dim: int, every: int = 1) -> FamilySet:
+    """Member ``member`` (or ``repo``: the repo's own THUMOS'14-shaped set, refineloc_e2e.tools.wstal_bench, always
+    2048-d) with ``seed`` under ``out/data``, every ``every``-th video kept."""
+    repo = member == "repo"
+    spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=dim)
+    dim = 2048 if repo else dim
+    set_name = f"{member}-s{seed}" + (f"-d{dim}" if dim != 2048 else "")
+    data = out / "data" / set_name
+    if repo:
+        ann = data / "annotations.json"
+        if not ann.is_file():
+            ann = write_thumos14_layout(data, BenchSpec(seed=seed))
+    else:
+        ann = write_member(data, member, seed, spec)
+    ds = subsample(load_dataset(str(ann)), every)
+    feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
+    return FamilySet(set_name, spec, dim, ds, feats, meta)
+
+
+def runs_dir(out: Path, fs: FamilySet, every: int, overrides: list[str]) -> Path:
+    """Where the runs of one set live: one folder per (subsample, overrides)."""
+    return out / "runs" / (fs.name + (f"-sub{every}" if every > 1 else "")
+                           + (f"-set{settings_hash(overrides)[:8]}" if overrides else ""))
+
+
 def run_one(run_dir: Path, cfg, ds, feats, meta, fit_cache: Path) -> dict:
     """Train (or reuse / resume / replace) one run, its output in ``<run_dir>.log``; returns its metrics."""
     return train_or_reuse(cfg, run_dir, dataset=ds, features=feats, feature_meta=meta, replace_other=True,
@@ -164,20 +200,9 @@ def main() -> None:
     rows: dict[str, list[tuple[str, dict]]] = {f: [] for f in forms}
     all_runs = []
     for member in a.members.split(","):
-        repo = member == "repo"  # the repo's own THUMOS'14-shaped set (refineloc_e2e.tools.wstal_bench, thumos14 layout), 2048-d
-        spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=a.dim)
-        dim = 2048 if repo else a.dim
         for seed in (int(s) for s in a.seeds.split(",")):
-            set_name = f"{member}-s{seed}" + (f"-d{dim}" if dim != 2048 else "")
-            data = a.out / "data" / set_name
-            if repo:
-                ann = data / "annotations.json"
-                if not ann.is_file():
-                    ann = write_thumos14_layout(data, BenchSpec(seed=seed))
-            else:
-                ann = write_member(data, member, seed, spec)
-            ds = subsample(load_dataset(str(ann)), a.subsample)
-            feats, meta, _ = load_training_features(ds, data / "features", skip_missing=False)
+            fs = load_set(a.out, member, seed, a.dim, a.subsample)
+            set_name, spec, dim, ds, feats, meta = fs.name, fs.spec, fs.dim, fs.ds, fs.feats, fs.meta
             # the ranges of the LAYOUT's shipped config (thumos14 / activitynet12), so a form of another dataset's
             # config run on this layout uses this dataset's priors, in step with what `train --dataset` ships
             layout_cfg = load_run_config(shipped_config(spec.layout), [])
@@ -191,8 +216,7 @@ def main() -> None:
                     over.append(f"pseudo.fg_fraction_range={list(layout_cfg.pseudo.fg_fraction_range)}")
                     over.append(f"detection_coverage_range={layout_cfg.coverage_range()}")
                 cfg = load_run_config(shipped_config(name), over)
-                runs = a.out / "runs" / (set_name + (f"-sub{a.subsample}" if a.subsample > 1 else "")
-                                         + (f"-set{settings_hash(a.overrides)[:8]}" if a.overrides else ""))
+                runs = runs_dir(a.out, fs, a.subsample, a.overrides)
                 m = run_one(runs / form.replace("/", "_"), cfg, ds, feats, meta, a.out / "fit_cache")
                 r = summarise(m)
                 rows[form].append((set_name, r))
@@ -203,8 +227,8 @@ def main() -> None:
                       f"{fmt(r['c0'], '5.3f')} {r['epoch_s']:5.1f}  {'stopped at ' + str(r['guard']) if r['guard'] else ''}",
                       flush=True)
             if a.drop_data:
-                shutil.rmtree(data / "features")
-                (data / "family_member.json").unlink()
+                shutil.rmtree(a.out / "data" / set_name / "features")
+                (a.out / "data" / set_name / "family_member.json").unlink()
     print("\n== across the family: saved mAP@0.5 (mean, worst), iteration 0 (mean, worst), gain (mean, worst)")
     summary = []
     for form in forms:

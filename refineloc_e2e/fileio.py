@@ -245,8 +245,8 @@ def atomic_save_with(path: str | Path, save: Callable[[io.BufferedWriter], None]
         recorder = _WriteRecorder(f)
         try:
             save(recorder)
-        except Exception as e:
-            if recorder.error is not None and not isinstance(e, OSError):
+        except RuntimeError as e:  # torch.save turns a failed write into "PytorchStreamWriter failed writing file"
+            if recorder.error is not None:
                 raise recorder.error from e
             raise
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.bench_data.family import MEMBERS, FamilySpec
 from benchmarks.experiments.refine_family import load_set, run_one, runs_dir
 from refineloc_e2e.config import shipped_config
@@ -27,27 +25,20 @@ from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS
 from refineloc_e2e.training.replay import IterationFigures, admissibility, is_admissible
 from refineloc_e2e.training.run_config import load_run_config
+from refineloc_e2e.training.tensorboard_log import released_metric
 
 RELEASED_FORM = {"thumos14": ("released", "thumos14-released"), "activitynet12": ("anet12-released",
                                                                                    "activitynet12-released")}
 
-
-def score(entry: dict, layout: str) -> float:
-    """The layout's metric (%) of one iteration's metrics entry: mAP@0.5, or the mean over tIoU 0.5:0.95."""
-    t = entry["test"]
-    if layout == "thumos14":
-        return 100 * t["map_per_tiou"][t["tious"].index(0.5)]
-    return 100 * float(np.mean([m for tiou, m in zip(t["tious"], t["map_per_tiou"]) if 0.5 - 1e-9 <= tiou]))
-
-
-def figures(metrics: dict, layout: str) -> list[IterationFigures]:
+def figures(metrics: dict) -> list[IterationFigures]:
+    """Per iteration: the test score in the released code's metric (tensorboard_log.released_metric: mAP@0.5 on the
+    THUMOS'14 layout, average mAP 0.5:0.95 on the ActivityNet one) and the pseudo labels it trained on."""
     out = []
     for e in metrics["iterations"]:
         ps = e.get("pseudo") or {}
-        out.append(IterationFigures(score(e, layout), ps.get("fg_fraction"), ps.get("precision_vs_truth"),
+        out.append(IterationFigures(released_metric(e["test"])[1], ps.get("fg_fraction"), ps.get("precision_vs_truth"),
                                     ps.get("recall_vs_truth")))
     return out
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +63,7 @@ def main() -> None:
                                                            *a.overrides])
             runs = runs_dir(a.out, fs, a.subsample, a.overrides)
             m = run_one(runs / form, cfg, ds, feats, meta, a.out / "fit_cache")
-            figs = figures(m, layout)
+            figs = figures(m)
             crit = admissibility(figs, ref)
             verdicts.append(is_admissible(crit))
             scores = " ".join(f"{f.score:.2f}" for f in figs)
@@ -87,7 +78,6 @@ def main() -> None:
     print("|---|---|" + "---|" * len(table[0][2]))
     for member, seed, crit in table:
         print(f"| {member} | {seed} | " + " | ".join(("ok: " if c.ok else "no: ") + c.detail for c in crit) + " |")
-
 
 if __name__ == "__main__":
     main()

@@ -267,6 +267,21 @@ def load_dataset(spec: str | Path) -> Dataset:
     raise DatasetError(f"unknown dataset {str(spec)!r}: use 'thumos14', 'activitynet12' or a path to a .json file")
 
 
+GROUND_TRUTH_SPECS = "thumos14-test | thumos14-val | activitynet12-val | FILE.json"
+
+
+def load_ground_truth(spec: str | Path) -> tuple[Dataset, str]:
+    """The dataset and subset a ``--ground-truth`` value names (``GROUND_TRUTH_SPECS``; ``evaluate``, ``detect``
+    and ``view`` take the same values): THUMOS'14 test or validation (whose annotated videos are the
+    ``train`` subset), ActivityNet v1.2 validation (its ``test`` subset), or an ActivityNet-style JSON (its
+    ``test`` subset)."""
+    if str(spec) in ("thumos14-test", "thumos14-val"):
+        return load_thumos14(), "test" if str(spec).endswith("test") else "train"
+    if str(spec) in ("activitynet12-val", "activitynet12"):
+        return load_activitynet12(), "test"
+    return load_dataset(spec), "test"
+
+
 def dataset_to_activitynet_json(ds: Dataset) -> dict:
     """The inverse of :func:`load_activitynet_json` (train -> "training", test -> "validation")."""
     back = {"train": "training", "test": "validation"}

@@ -32,6 +32,7 @@ from refineloc_e2e.cli.extract import extract
 from refineloc_e2e.cli.import_features import import_features
 from refineloc_e2e.cli.import_wtalc import import_wtalc
 from refineloc_e2e.cli.train import train
+from refineloc_e2e.cli.view import view
 from refineloc_e2e.cli.weights import weights
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.stopping import StopExit, run_kill_hooks, set_program
@@ -98,6 +99,6 @@ def main(verbose: int, quiet: bool) -> None:
     configure_cpu_math()
 
 
-for _command in (extract, classify, weights, train, detect, evaluate, import_features, import_wtalc, export_features,
-                 demo, doctor):
+for _command in (extract, classify, weights, train, detect, evaluate, view, import_features, import_wtalc,
+                 export_features, demo, doctor):
     main.add_command(_command)

@@ -9,13 +9,15 @@ import click
 
 from refineloc_e2e.cli.common import (DEFAULT_CACHE, announce_flow_init, errors_to_exit, extract_options,
                                       option_overrides, ray_option)
-from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.cli.view import page_summary
+from refineloc_e2e.datasets import GROUND_TRUTH_SPECS, load_ground_truth
 from refineloc_e2e.detection.detect import (detect_features, detect_videos, load_model, model_overrides,
                                             redetect_from_scores)
 from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.model.postprocess import PostprocessConfig
+from refineloc_e2e.report.page import scores_for_page, write_report
 
 
 @click.command()
@@ -32,7 +34,9 @@ from refineloc_e2e.model.postprocess import PostprocessConfig
               help="Run on already-extracted features in this folder; VIDEOS are then video ids (default: all).")
 @click.option("--from-scores", "from_scores", type=click.Path(file_okay=False), default=None,
               help="Re-run post-processing on saved scores instead of running the network.")
-@click.option("--ground-truth", default=None, help="thumos14-test | thumos14-val | FILE.json: draw true segments in plots.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results page: each video with its segments and curves (as `view` writes it).")
+@click.option("--ground-truth", default=None, help=f"{GROUND_TRUTH_SPECS}: draw true segments in plots and the page.")
 @click.option("--alpha-attention", type=float, default=None, help="Drop snippets whose background attention exceeds this.")
 @click.option("--alpha-class", type=float, default=None, help="Per-class activation threshold.")
 @click.option("--top-k", type=int, default=None, help="How many top video-level classes to localise.")
@@ -40,16 +44,19 @@ from refineloc_e2e.model.postprocess import PostprocessConfig
 @ray_option
 @errors_to_exit(stopped_hint="the features of finished videos are kept in the cache, run the same command "
                             "again to continue")
-def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, ground_truth,
-           alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights, quiet, workers,
-           ray_address):
+def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, html_out,
+           ground_truth, alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights,
+           quiet, workers, ray_address):
     """Videos in, labelled time segments out (ActivityNet results JSON)."""
+    if html_out is not None and not from_scores:  # the page draws its curves from saved scores (kept or temporary)
+        scores_dir = str(click.get_current_context().with_resource(scores_for_page(scores_dir)))
     pp_over = {k: v for k, v in (("alpha_attention", alpha_attention), ("alpha_class", alpha_class),
                                  ("top_k", top_k)) if v is not None}
     if from_scores:  # the saved scores need no model; one given supplies its post-processing settings
         base_pp = load_model(model_path).postprocess_config if model_path is not None else PostprocessConfig()
         res = redetect_from_scores(from_scores, out_json, dataclasses.replace(base_pp, **pp_over))
         click.echo(f"wrote {out_json}: {sum(map(len, res.values()))} segments in {len(res)} videos", err=True)
+        _page(out_json, html_out, from_scores, _load_ground_truth(ground_truth))
         return
     model_path, picked = pick_model(model_path)
     if picked is not None:
@@ -58,11 +65,12 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     overrides = model_overrides(overrides, loaded, model_path)  # --set head.* may only restate the trained head
     base_pp = loaded.postprocess_config
     pp = dataclasses.replace(base_pp, **pp_over) if (base_pp and pp_over) else base_pp
-    gt = _load_ground_truth(ground_truth) if ground_truth else None
+    gt = _load_ground_truth(ground_truth)
     if features_dir:
         summary = detect_features(features_dir, list(videos) or None, model_path=model_path, out_json=out_json,
                                   postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
                                   device=device or "auto", model=loaded)
+        _page(out_json, html_out, scores_dir, gt)
         _report_detect(out_json, summary)
         return
     if not videos:
@@ -75,6 +83,7 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     summary = detect_videos(videos, model_path=model_path, out_json=out_json, extract_cfg=cfg, cache_dir=cache_dir,
                             postprocess=pp, plot_dir=plot_dir, scores_dir=scores_dir, ground_truth=gt,
                             progress=not quiet, extractor=extractor, model=loaded, ray_address=ray_address)
+    _page(out_json, html_out, scores_dir, gt)
     _report_detect(out_json, summary)
 
 
@@ -87,7 +96,11 @@ def _report_detect(out_json, summary) -> None:
         sys.exit(1)
 
 
-def _load_ground_truth(spec: str):
-    if spec in ("thumos14-test", "thumos14-val"):
-        return load_dataset("thumos14")
-    return load_dataset(spec)
+def _load_ground_truth(spec: str | None):
+    return load_ground_truth(spec)[0] if spec else None
+
+
+def _page(out_json, html_out, scores_dir, dataset) -> None:
+    if html_out is not None:
+        report = write_report(out_json, html_out, scores_dir=scores_dir, dataset=dataset)
+        click.echo(page_summary(report, html_out), err=True)

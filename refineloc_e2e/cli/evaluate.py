@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from refineloc_e2e.cli.common import errors_to_exit
-from refineloc_e2e.datasets import load_dataset
+from refineloc_e2e.datasets import GROUND_TRUTH_SPECS, load_ground_truth
 from refineloc_e2e.evaluation.metrics import (default_tious, evaluate as run_eval, format_table, load_predictions,
                                               parse_tious)
 from refineloc_e2e.fileio import atomic_write_json
@@ -15,7 +15,7 @@ from refineloc_e2e.fileio import atomic_write_json
 
 @click.command()
 @click.option("--predictions", type=click.Path(dir_okay=False), required=True, help="ActivityNet results JSON.")
-@click.option("--ground-truth", required=True, help="thumos14-test | thumos14-val | activitynet12-val | FILE.json")
+@click.option("--ground-truth", required=True, help=GROUND_TRUTH_SPECS)
 @click.option("--tiou", "tious", multiple=True,
               help="tIoU thresholds: 0.5, a list 0.1,0.3,0.5 or a numpy-style range start:stop:step with the stop "
                    "included, 0.5:0.95:0.05 (repeatable; default: THUMOS 0.1:0.7:0.1, else 0.5:0.95:0.05).")
@@ -25,14 +25,7 @@ from refineloc_e2e.fileio import atomic_write_json
 @errors_to_exit
 def evaluate(predictions, ground_truth, tious, json_out, per_class, drop_ambiguous):
     """mAP of predictions against ground truth (ActivityNet protocol)."""
-    subset = "test"
-    if ground_truth in ("thumos14-test", "thumos14-val"):
-        ds = load_dataset("thumos14")
-        subset = "test" if ground_truth.endswith("test") else "train"
-    elif ground_truth in ("activitynet12-val", "activitynet12"):
-        ds = load_dataset("activitynet12")
-    else:
-        ds = load_dataset(ground_truth)
+    ds, subset = load_ground_truth(ground_truth)
     preds = load_predictions(predictions)
     result = run_eval(preds, ds, subset=subset, tious=parse_tious(tious) or default_tious(ds.name),
                       drop_ambiguous=drop_ambiguous)

@@ -123,6 +123,8 @@ class DetectSummary:
     results: dict[str, list[dict]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # video id -> its file, absolute (detect_videos)
+    durations_s: dict[str, float] = field(default_factory=dict)  # video id -> seconds, where the features know
 
     @property
     def ok(self) -> bool:
@@ -200,6 +202,8 @@ class _Detector:
                                           n_snippets=meta["n_snippets"],
                                           duration_s=meta.get("duration_s"))
             self.summary.results[vid] = results
+            if meta.get("duration_s") is not None:
+                self.summary.durations_s[vid] = float(meta["duration_s"])
             if self.plot_dir is not None:
                 self.summary.plots.append(str(_plot(self.plot_dir, vid, meta, scores, self.loaded.class_names,
                                                     results, self.pp, self.ground_truth)))
@@ -228,7 +232,10 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
     summary = DetectSummary()
     detector = _Detector(loaded, extractor.device, pp, plot_dir, scores_dir, ground_truth, summary, log)
     # the cache only hands over entries with the extractor's settings hash: checked above, once
-    ready = lambda video, vid, feats, meta: detector(str(video), vid, feats, meta)  # noqa: E731
+    def ready(video, vid, feats, meta) -> None:
+        summary.sources[vid] = str(Path(video).resolve())  # the results page (`view`) finds the video by it
+        detector(str(video), vid, feats, meta)
+
     if ray_address is not None:
         batch = extract_batch_ray(videos, cache_dir, extract_cfg, address=ray_address, progress=progress, log=log,
                                   on_ready=ready)
@@ -242,6 +249,8 @@ def detect_videos(videos: Iterable[str | Path], *, model_path: str | Path, out_j
         "features": expected_feature_meta(extractor) | {"backbone": extractor.provenance},
         "extract_config": to_dict(extract_cfg),
         "postprocess": to_dict(pp),
+        "sources": {vid: summary.sources[vid] for vid in sorted(summary.results)},
+        "durations_s": {vid: summary.durations_s[vid] for vid in sorted(summary.durations_s)},
     }
     atomic_write_json(out_json, results_json(summary.results, external))
     return summary
@@ -278,7 +287,8 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
         detector(vid, vid, feats, meta)
     external = {"tool": f"refineloc-e2e {__version__}",
                 "model": {"path": str(model_path), **loaded.extra.get("provenance", {})},
-                "features": {"folder": str(features_dir), **loaded.feature_meta}, "postprocess": to_dict(pp)}
+                "features": {"folder": str(features_dir), **loaded.feature_meta}, "postprocess": to_dict(pp),
+                "durations_s": {vid: summary.durations_s[vid] for vid in sorted(summary.durations_s)}}
     atomic_write_json(out_json, results_json(summary.results, external))
     return summary
 

@@ -127,7 +127,7 @@ def load_predictions(path: str | Path) -> dict[str, list[dict]]:
     return results
 
 
-def _tiou(seg: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def tiou(seg: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """tIoU of each row of ``seg`` (float[P, 2] seconds) with each row of ``gt`` (float[K, 2]) -> float[P, K]."""
     s, e = seg[:, :1], seg[:, 1:]  # [P, 1]
     inter = np.clip(np.minimum(e, gt[None, :, 1]) - np.maximum(s, gt[None, :, 0]), 0.0, None)  # [P, K]
@@ -164,7 +164,7 @@ def _class_tp(preds: list[tuple[float, str, int, float, float]], gt: dict[str, n
     for vid, rows in rows_of.items():
         g = gt[vid]  # [K, 2]
         rows = np.asarray(rows)  # [P] positions in the class's score order
-        ious = _tiou(np.asarray([preds[n][3:5] for n in rows], dtype=np.float64), g)  # [P, K]
+        ious = tiou(np.asarray([preds[n][3:5] for n in rows], dtype=np.float64), g)  # [P, K]
         if len(g) == 1:
             reach = ious[:, :1] >= tious[None, :]  # [P, n_tious]
             hit = reach.any(axis=0)  # [n_tious]

@@ -15,7 +15,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from refineloc_e2e.cli import main
 from refineloc_e2e.detection.detect import results_json
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.postprocess import save_scores
@@ -279,5 +281,49 @@ def test_index_of_213_videos_builds_sections_on_demand(browser, tmp_path):
         assert p.locator("#index tbody tr:not([hidden])").count() == 1
         p.screenshot(path=str(tmp_path / "report.png"))  # kept by pytest's tmp_path for a look
         assert (tmp_path / "report.png").stat().st_size > 10_000
+    finally:
+        p.close()
+
+
+@pytest.mark.slow
+def test_detect_clip_html_plays_the_clip(request, tmp_path, monkeypatch, make_video, one_thread):
+    """`detect clip.mp4 --html r.html` after extract and train (I3D with small random weights under the real
+    weights' name, as in test_cli_pipeline): the page plays the H.264 clip beside its segments and curves."""
+    from conftest import SMALL_EXTRACT
+    from test_cli_pipeline import FAST, _fake_real_weights
+
+    _fake_real_weights(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    Path("videos").mkdir()
+    db = {}
+    for i in range(4):
+        make_video(Path("videos") / f"v{i}.mp4", n=40, size=(80, 64), seed=i)
+        db[f"v{i}"] = {"subset": "training", "duration": 1.6, "annotations": [{"label": f"C{i % 2}", "segment": [0.3, 1.2]}]}
+    make_video("clip.mp4", n=48, size=(80, 64), seed=9)
+    Path("ann.json").write_text(json.dumps({"taxonomy": ["C0", "C1"], "database": db}))
+    runner = CliRunner()
+    r = runner.invoke(main, ["extract", "videos", "-o", "feats", *SMALL_EXTRACT])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["train", "--annotations", "ann.json", "--features", "feats", "--run-dir", "run", *FAST,
+                             "--set", "head.feature_dim=1024", "--set", "guard.enabled=false"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["detect", "clip.mp4", "--model", "run/model.pt", "--cache", "cache", "-q", "-o", "s.json",
+                             "--html", "r.html"])
+    assert r.exit_code == 0, r.output
+    external = json.loads(Path("s.json").read_text())["external_data"]
+    assert external["sources"] == {"clip": str(tmp_path / "clip.mp4")}
+    assert external["durations_s"]["clip"] == pytest.approx(48 / 25)
+    n_segments = len(json.loads(Path("s.json").read_text())["results"]["clip"])
+    browser = request.getfixturevalue("browser")  # the page's file is checked above with or without a browser
+    p = browser.new_page()
+    try:
+        p.set_default_timeout(10_000)
+        p.goto((tmp_path / "r.html").as_uri())
+        p.wait_for_selector("html[data-ready='1']")
+        assert p.locator("video").get_attribute("src") == "clip.mp4"
+        _clip_video(p)
+        assert p.locator(".seg.pred").count() == n_segments
+        # the demo config's attention_norm (minmax), as detect --plot names it
+        assert p.locator(".row.curve .name").all_text_contents() == ["fg attention (min-max)", "class probability"]
     finally:
         p.close()

@@ -82,7 +82,8 @@ def test_wheel_install_runs_from_anywhere(installed, tmp_path):
     assert package == site / "refineloc_e2e"  # the wheel's copy, not the source tree
     for data in ("configs/thumos14.yaml", "backbone/manifest.json", "data/thumos14/video_info.json",
                  "data/thumos14/wtalc/Thumos14reduced-Annotations/videoname.npy", "data/samples/bikes.mp4",
-                 "features/importers.py"):
+                 "features/importers.py", "report/assets/page.html", "report/assets/page.css",
+                 "report/assets/page.js"):
         assert (package / data).is_file(), f"{data} missing from the wheel"
 
     weights_dir = home / ".cache" / "refineloc-e2e" / "weights"

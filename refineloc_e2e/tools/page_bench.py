@@ -32,8 +32,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 CHROMIUM_FLAGS = ("--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's and Ubuntu's/Fedora's executable names
-INSTALL_HINT = ("no headless browser: `apt-get install -y chromium` (Debian/Ubuntu) and "
-                "`pip install -e '.[test]'` (playwright, which drives that browser), or set $REFINELOC_CHROMIUM")
+BROWSER_HINT = "`apt-get install -y chromium` (Debian/Ubuntu), or set $REFINELOC_CHROMIUM to a Chromium executable"
 
 
 def find_chromium() -> str | None:
@@ -47,9 +46,9 @@ def find_chromium() -> str | None:
 def browser_missing() -> str | None:
     """Why the browser cannot start here (one line), or None when it can."""
     if sync_playwright is None:
-        return f"playwright is not installed; {INSTALL_HINT}"
+        return "no playwright to drive the browser: pip install -e '.[test]' (and a Chromium: " + BROWSER_HINT + ")"
     if find_chromium() is None:
-        return INSTALL_HINT
+        return "no Chromium on $PATH: " + BROWSER_HINT
     return None
 
 
@@ -93,7 +92,7 @@ def write_thumos_sized_results(folder: str | Path, *, seed: int = 0,
         preds = []
         for g in ann.segments:
             for _ in range(predictions_per_instance):
-                start = max(0.0, g.start_s + rng.normal(0, 1.0))
+                start = min(max(0.0, g.start_s + rng.normal(0, 1.0)), duration_s - 0.64)
                 preds.append({"label": g.label, "score": float(rng.uniform(0.2, 1.6)),
                               "segment": [start, min(duration_s, max(start + 0.64, g.end_s + rng.normal(0, 1.0)))]})
         other = ds.classes[int(rng.integers(len(ds.classes)))]

@@ -72,6 +72,7 @@
     const total = X.reduce((n, x) => n + x.segs.length, 0);
     const parts = [D.results, X.length + (X.length === 1 ? " video" : " videos"), total + " segments"];
     if (D.model) parts.push("model " + D.model);
+    if (total) parts.push("bar shade: segment score, light " + fmtScore(scoreLo) + " to dark " + fmtScore(scoreHi));
     parts.push("page by " + D.tool);
     document.getElementById("meta").textContent = parts.join(" \u00b7 ");
     const notes = document.getElementById("notes");

@@ -21,6 +21,7 @@ from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.postprocess import save_scores
 from refineloc_e2e.report.inputs import gather
 from refineloc_e2e.report.page import quantise, render_html, video_address
+from refineloc_e2e.tools.page_bench import browser_missing
 from test_cli_pipeline import FAST, _layout
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -171,3 +172,21 @@ def test_detect_features_html_shows_timelines_without_video(tmp_path):
     assert all(len(v["gt"]) == 1 for v in data["videos"])
     assert temps() <= before
     assert f"wrote {tmp_path / 'p.html'}: 12 videos (0 with their video file)" in r.stderr
+    # re-scored from saved scores with the model's post-processing: the same curves, and the page says where the
+    # results came from (the page goes to a folder that does not exist yet)
+    r = runner.invoke(main, ["detect", "--features", str(feats), "--model", str(tmp_path / "run" / "model.pt"),
+                             "-o", str(tmp_path / "q.json"), "--save-scores", str(tmp_path / "sc")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["detect", "--from-scores", str(tmp_path / "sc"), "-o", str(tmp_path / "f.json"),
+                             "--model", str(tmp_path / "run" / "model.pt"), "--html", str(tmp_path / "out" / "f.html")])
+    assert r.exit_code == 0, r.output
+    again = page_json((tmp_path / "out" / "f.html").read_text(encoding="utf-8"))
+    assert again["no_video"].startswith(f"these results were computed from scores saved in {tmp_path / 'sc'}")
+    assert [v["curves"] for v in again["videos"]] == [v["curves"] for v in data["videos"]]
+
+
+def test_browser_missing_says_how_to_get_one(monkeypatch):
+    monkeypatch.delenv("REFINELOC_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "")
+    reason = browser_missing()
+    assert reason is not None and "\n" not in reason and "apt-get install -y chromium" in reason

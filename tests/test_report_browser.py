@@ -271,6 +271,7 @@ def test_index_of_213_videos_builds_sections_on_demand(browser, tmp_path):
         p.goto(out.as_uri())
         p.wait_for_selector("html[data-ready='1']")
         assert p.locator("#index tbody tr").count() == 213
+        assert "with no video: the timelines alone are shown" in p.locator("#notes").text_content()
         assert p.locator(".seg.pred").count() < sum(map(len, results.values()))  # far sections not built yet
         last = list(results)[-1]
         p.locator("#index tbody tr").last.click()

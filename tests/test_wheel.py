@@ -82,6 +82,7 @@ def test_wheel_install_runs_from_anywhere(installed, tmp_path):
     assert package == site / "refineloc_e2e"  # the wheel's copy, not the source tree
     for data in ("configs/thumos14.yaml", "backbone/manifest.json", "data/thumos14/video_info.json",
                  "data/thumos14/wtalc/Thumos14reduced-Annotations/videoname.npy", "data/samples/bikes.mp4",
+                 "data/released_runs.json",
                  "features/importers.py"):
         assert (package / data).is_file(), f"{data} missing from the wheel"
 

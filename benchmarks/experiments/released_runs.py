@@ -135,7 +135,7 @@ def replay_report(runs: dict[str, rr.ReleasedRun], patiences=(3, 5, 10)) -> str:
     return "\n".join(lines)
 
 
-def document(logs: dict[str, dict], event_files: dict[str, str], commit: str) -> dict:
+def build_document(logs: dict[str, dict], event_files: dict[str, str], commit: str) -> dict:
     """The data file's content: where the figures come from, then the figures per run."""
     return {
         "about": "The RefineLoc authors' four released runs: figures read from their TensorBoard event files "
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     files = find_event_files(args.logs)
     logs = {name: read_event_file(path) for name, path in files.items()}
     event_files = {name: f"trained_models/{RUN_FOLDERS[name]}/{path.name}" for name, path in files.items()}
-    doc = document(logs, event_files, args.commit or rr.document()["source"]["commit"])
+    doc = build_document(logs, event_files, args.commit or rr.document()["source"]["commit"])
     if args.write:
         write_document(args.write, doc)
         print(f"wrote {args.write}")

@@ -19,7 +19,8 @@ from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.video.decode import DecodeConfig
 from refineloc_e2e.video.flow import flow_config
-from refineloc_e2e.tools.synthetic import texture, write_moving_video  # noqa: F401  (tests import them from here)
+
+from testing.videos import texture, write_moving_video  # noqa: F401  (tests import them from here)
 
 # tiny but real extraction: the real I3D runs fine on 56 x 56 crops (~0.5 s per video of a few snippets)
 SMALL_EXTRACT = ["--streams", "rgb", "--set", "decode.short_side=64", "--set", "decode.crop_size=56", "-q"]

@@ -115,7 +115,7 @@ def test_detect_refuses_features_of_another_width(tmp_path):
 @pytest.mark.real
 @pytest.mark.slow
 def test_train_extracts_on_the_fly_from_data_root(tmp_path, real_weights):
-    from refineloc_e2e.tools.synthetic import SyntheticSpec, generate_dataset
+    from refineloc_e2e.tools.demo_dataset import SyntheticSpec, generate_dataset
 
     ann = generate_dataset(tmp_path / "gen", SyntheticSpec(n_train=4, n_test=2, duration_s=2.0))
     ecfg = tmp_path / "extract.yaml"

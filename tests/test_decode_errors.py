@@ -22,7 +22,8 @@ from conftest import SMALL_EXTRACT, write_test_video
 from refineloc_e2e.features import batch as batch_mod
 from refineloc_e2e.cli import main
 from refineloc_e2e.features.cache import FORMAT_VERSION, read_features
-from refineloc_e2e.tools.fuzz import audio_only
+
+from testing.fuzz import audio_only
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 

@@ -4,6 +4,7 @@ a folder some node cannot see. Random-weight I3D on tiny frames, saved as a weig
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,9 +24,11 @@ from refineloc_e2e.features import distributed, ray_session, ray_task
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
-from refineloc_e2e.tools.faults import FaultHook
+
+from testing.faults import FaultHook
 
 TIMEOUT_S = 90  # every Ray call in these tests gives up after this long
+REPO = Path(__file__).resolve().parents[1]  # its `testing` package (the fault hooks) is not installed
 NOT_A_VIDEO = ("cannot open as a video container (InvalidDataError: Invalid data found when processing input); "
                "truncated, corrupt or not a video file")
 
@@ -70,7 +73,9 @@ def cluster(tmp_path_factory):
     ray_tmp = tempfile.mkdtemp(prefix="rl-ray-", dir="/tmp")  # Ray's socket paths must stay short
     kill_dir = tmp_path_factory.mktemp("kill")
     patch = pytest.MonkeyPatch()
-    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}.items():
+    # the workers unpickle testing.faults' hooks: the repository root on their path, wherever pytest was started
+    python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    for key, value in {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": python_path}.items():
         patch.setenv(key, value)  # the nodes (and so their workers) inherit these
     weights = tmp_path_factory.mktemp("weights") / "rgb.pt"
     torch.manual_seed(0)
@@ -194,7 +199,7 @@ import pickle, signal, sys
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from refineloc_e2e.features.distributed import extract_batch_ray
-from refineloc_e2e.tools.faults import FaultHook
+from testing.faults import FaultHook
 cfg, out, address, folder, videos = pickle.load(open(sys.argv[1], "rb"))
 try:
     extract_batch_ray(videos, out, cfg, address=address, progress=False, timeout_s=120,

@@ -1,4 +1,4 @@
-"""A seeded 40-input subset of the fuzz corpus (``tools/fuzz.py``) through one extract batch.
+"""A seeded 40-input subset of the fuzz corpus (``testing/fuzz.py``) through one extract batch.
 
 Every input is either extracted (finite features) or reported once as ``error: <path>: <cause>``; nothing
 escapes the batch, no input takes long, decode-error messages state frames and seconds that agree with
@@ -14,7 +14,8 @@ import numpy as np
 from conftest import tiny_cfg, tiny_models  # noqa: F401  (fixture)
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import FeatureExtractor
-from refineloc_e2e.tools.fuzz import DECODE_ERROR, MUTATIONS, build_corpus, check_decode_message
+
+from testing.fuzz import DECODE_ERROR, MUTATIONS, build_corpus, check_decode_message
 
 N_SUBSET = 40
 

@@ -93,3 +93,23 @@ def test_imports_at_module_top():
             if (module, name) not in INNER_IMPORTS_ALLOWED:
                 inner.append(f"{path.relative_to(PKG)}:{line}: import of {name} inside a function or block")
     assert not inner, "\n".join(inner)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# who may import whom among the checkout's top-level folders: the package imports none of them (it ships alone);
+# benchmarks and the test support never import tests (STYLE: "Benchmarks import the package, never tests");
+# the test support imports no benchmark
+FORBIDDEN = {"refineloc_e2e": {"testing", "tests", "conftest", "benchmarks"},
+             "benchmarks": {"tests", "conftest"},
+             "testing": {"tests", "conftest", "benchmarks"}}
+
+
+def test_the_product_imports_no_test_support():
+    wrong = []
+    for folder, forbidden in FORBIDDEN.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for target, line, _, _ in _imports(path):
+                head = target.removeprefix("<external>").split(".")[0]
+                if head in forbidden:
+                    wrong.append(f"{path.relative_to(REPO)}:{line}: imports {head}")
+    assert not wrong, "\n".join(wrong)

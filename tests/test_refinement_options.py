@@ -17,10 +17,11 @@ from refineloc_e2e.datasets import load_dataset, load_thumos14
 from refineloc_e2e.training.pseudo import PseudoConfig, class_weights, generate, truth_labels
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.fit import TrainConfig, VideoItem, fit_model
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
 from refineloc_e2e.training.report import format_iteration_table
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 from refineloc_e2e.training.selection import select_iteration
+
+from testing.wstal_bench import BenchSpec, write_thumos14_layout
 
 CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 
@@ -212,7 +213,7 @@ def test_noinflate_labels_only_kept_snippets():
 
 
 def test_thumos14_shaped_benchmark_has_the_real_videos_and_instances(tmp_path):
-    """tools.wstal_bench's thumos14 layout (the speed benchmark's set): the bundled THUMOS'14 videos, their
+    """testing.wstal_bench's thumos14 layout (the speed benchmark's set): the bundled THUMOS'14 videos, their
     durations and annotated instances, in the feature-cache layout the training path reads."""
     ann = write_thumos14_layout(tmp_path, BenchSpec(dim=4))
     ds, real = load_dataset(ann), load_thumos14()

@@ -5,9 +5,15 @@ with what the paper and the issue report, and the shipped configs are replayed t
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from refineloc_e2e.config import shipped_config
+from refineloc_e2e.errors import RefineLocError
+from refineloc_e2e.evaluation import released_runs as rr
 from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS
 from refineloc_e2e.training.replay import (IterationFigures, admissibility, is_admissible, replay_early_stopping,
                                            replay_fg_range, replay_iteration_choice)
@@ -108,3 +114,43 @@ def test_admissibility_on_a_small_fixture():
                                                 anet)}
     assert crit["labels@1"] and not crit["drift"] and crit["gain"]
     assert not is_admissible(admissibility([IterationFigures(3.0)], ref))
+
+
+def test_figures_are_package_data_read_on_first_use():
+    # a fresh interpreter: importing the module (and the run report, which every `train` imports) reads nothing;
+    # the first use reads the file once, and the module's names come from it
+    code = ("import refineloc_e2e.training.run_report as report\n"
+            "from refineloc_e2e.evaluation import released_runs as rr\n"
+            "assert rr.document.cache_info().currsize == 0\n"
+            "assert report.reference_run('thumos14').name == 'thumos14_i3d'\n"
+            "assert rr.RELEASED_RUNS is rr.load_runs() and rr.LOGGED is rr.document()['runs']\n"
+            "assert rr.document.cache_info().misses == 1\n"
+            "print(rr.SOURCE_REPO, rr.SOURCE_COMMIT, rr.RELEASED_RUNS['thumos14_tsn'].source)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["HumamAlwassel/RefineLoc", "75e7ad8", "HumamAlwassel/RefineLoc@75e7ad8:trained_models/"
+                                "thumos14/best_model_untrimmednet/events.out.tfevents.1573695234.kw60623"]
+    assert rr.DATA_FILE == Path(rr.__file__).parents[1] / "data" / "released_runs.json"
+    with pytest.raises(AttributeError, match="has no attribute 'NOT_THERE'"):
+        rr.NOT_THERE  # noqa: B018
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "cannot read the released runs' figures ([Errno 2] No such file or directory"),
+    ('{"runs": {', "cannot read the released runs' figures (Expecting property name"),
+    ('{"runs": {}}', "not the released runs' figures (expected an object with 'source' and 'runs')"),
+])
+def test_a_broken_data_file_is_named(tmp_path, monkeypatch, content, problem):
+    path = tmp_path / "released_runs.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setattr(rr, "DATA_FILE", path)
+    rr.document.cache_clear()
+    rr.load_runs.cache_clear()
+    try:
+        with pytest.raises(RefineLocError) as e:
+            rr.load_runs()
+        assert str(e.value).startswith(f"{path}: {problem}") and str(e.value).endswith("; reinstall refineloc-e2e")
+    finally:
+        rr.document.cache_clear()
+        rr.load_runs.cache_clear()

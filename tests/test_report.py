@@ -21,7 +21,7 @@ from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.postprocess import save_scores
 from refineloc_e2e.report.inputs import gather
 from refineloc_e2e.report.page import quantise, render_html, video_address
-from refineloc_e2e.tools.page_bench import browser_missing
+from testing.page_bench import browser_missing
 from test_cli_pipeline import FAST, _layout
 
 HOSTILE = "<img src=x onerror=alert(1)>"

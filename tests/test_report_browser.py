@@ -22,7 +22,7 @@ from refineloc_e2e.detection.detect import results_json
 from refineloc_e2e.fileio import atomic_write_json
 from refineloc_e2e.model.postprocess import save_scores
 from refineloc_e2e.report.page import write_report
-from refineloc_e2e.tools.page_bench import browser_missing, chromium, write_thumos_sized_results
+from testing.page_bench import browser_missing, chromium, write_thumos_sized_results
 
 FPS = 25
 N_FRAMES = 100  # 4 s

@@ -1,5 +1,5 @@
 """Stopping with real signals and real processes: each command is started for real, tagged with a marker its
-children inherit (``tools.proc_scan``), signalled, and its processes are looked for afterwards; a rerun then
+children inherit (``testing.proc_scan``), signalled, and its processes are looked for afterwards; a rerun then
 completes and equals an uninterrupted run (README "Stopping and full disks")."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 
 from conftest import _tmp_files, write_test_video
 from refineloc_e2e.features.cache import read_features
-from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
+
+from testing.proc_scan import MARKER_ENV, new_marker, tagged_processes
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 # both streams (flow in 2 worker processes) on small frames: a video takes a few seconds

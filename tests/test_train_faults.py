@@ -18,8 +18,9 @@ import torch
 
 from test_train_errors import _features_and_annotations
 from refineloc_e2e.model.head import load_head
-from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
 from refineloc_e2e.training.run_lock import LOCK_NAME, RunFolderLock
+
+from testing.proc_scan import MARKER_ENV, new_marker, tagged_processes
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 # iteration 2 lasts ~1 s (120 epochs of 7 tiny videos), long enough to be killed in the middle of it

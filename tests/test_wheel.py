@@ -8,12 +8,14 @@ cleared so the source tree cannot be imported by accident.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 _ANYWHERE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                    "*.tmp")
 _AT_ROOT = {"runs", "demo_out", "features", "weights"}  # a checkout's outputs (refineloc_e2e/features/ is code)
+# test and benchmark support lives in the checkout's `testing/` package; these once shipped in refineloc_e2e/tools/
+MOVED_OUT = ("tools/fuzz.py", "tools/faults.py", "tools/proc_scan.py", "tools/wstal_bench.py", "tools/synthetic.py",
+             "tools/page_bench.py")
+NOT_THE_PRODUCT = ("testing", "tests", "conftest", "benchmarks")  # top-level names no shipped module may import
 
 
 def _not_source(folder: str, names: list[str]) -> set[str]:
@@ -68,12 +74,12 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "REFINELOC_WEIGHTS_DIR", "XDG_CACHE_HOME", "VIRTUAL_ENV")}
     env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
-    return venv / "bin", env, site, home
+    return venv / "bin", env, site, home, wheel
 
 
 @pytest.mark.slow
 def test_wheel_install_runs_from_anywhere(installed, tmp_path):
-    bin_dir, env, site, home = installed
+    bin_dir, env, site, home, _ = installed
     tool = bin_dir / "refineloc-e2e"
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -82,8 +88,8 @@ def test_wheel_install_runs_from_anywhere(installed, tmp_path):
     assert package == site / "refineloc_e2e"  # the wheel's copy, not the source tree
     for data in ("configs/thumos14.yaml", "backbone/manifest.json", "data/thumos14/video_info.json",
                  "data/thumos14/wtalc/Thumos14reduced-Annotations/videoname.npy", "data/samples/bikes.mp4",
-                 "features/importers.py", "report/assets/page.html", "report/assets/page.css",
-                 "report/assets/page.js"):
+                 "data/released_runs.json", "features/importers.py", "report/assets/page.html",
+                 "report/assets/page.css", "report/assets/page.js"):
         assert (package / data).is_file(), f"{data} missing from the wheel"
 
     weights_dir = home / ".cache" / "refineloc-e2e" / "weights"
@@ -115,3 +121,33 @@ def test_wheel_install_runs_from_anywhere(installed, tmp_path):
     assert r.stdout.splitlines()[0].split() == ["tIoU", "0.30", "0.40", "0.50", "Avg"]
     assert set(json.loads((work / "p.json").read_text())["results"]) == set(test)
     assert not (package / "weights").exists() and not list(package.rglob("*.ckpt"))  # nothing written into it
+
+
+def _imported_top_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_no_test_support(installed, tmp_path):
+    bin_dir, env, site, _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"refineloc_e2e", f"{wheel.name.rsplit('-', 3)[0]}.dist-info"}
+    assert not [n for n in names if n.removeprefix("refineloc_e2e/") in MOVED_OUT]
+    assert sorted(n for n in names if n.startswith("refineloc_e2e/tools/")) == [
+        "refineloc_e2e/tools/__init__.py", "refineloc_e2e/tools/demo.py", "refineloc_e2e/tools/demo_dataset.py",
+        "refineloc_e2e/tools/doctor.py"]
+    with zipfile.ZipFile(wheel) as z:
+        leaks = {n: sorted(_imported_top_names(z.read(n).decode()) & set(NOT_THE_PRODUCT))
+                 for n in names if n.endswith(".py")}
+    assert {n: v for n, v in leaks.items() if v} == {}
+    # installed, the test support cannot be imported (the source tree is not on the path; the wheel lacks it)
+    r = subprocess.run([bin_dir / "python", "-c", "import testing.fuzz"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "ModuleNotFoundError: No module named 'testing'" in r.stderr
+    assert not (site / "testing").exists() and not (site / "refineloc_e2e" / "tools" / "fuzz.py").exists()

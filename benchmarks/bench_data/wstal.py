@@ -1,4 +1,4 @@
-"""Write the generated weakly-supervised localisation set (``refineloc_e2e.tools.wstal_bench``) to a folder:
+"""Write the generated weakly-supervised localisation set (``testing.wstal_bench``) to a folder:
 ``OUT_DIR/features/`` in the feature-cache format and ``OUT_DIR/annotations.json``.
 
     python -m benchmarks.bench_data.wstal OUT_DIR [--train 90 --test 60] [--layout thumos14]
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark, write_thumos14_layout
+from testing.wstal_bench import BenchSpec, write_benchmark, write_thumos14_layout
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""BaS-Net base vs the RefineLoc base, with refinement, on a generated benchmark (refineloc_e2e.tools.wstal_bench).
+"""BaS-Net base vs the RefineLoc base, with refinement, on a generated benchmark (testing.wstal_bench).
 
 For every seed it trains, through the real path (feature cache -> load_training_features -> run_training):
 
@@ -32,10 +32,11 @@ import torch
 from benchmarks.runs import map05, train_or_reuse
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.fit import VideoItem, fit_model
 from refineloc_e2e.training.run_config import load_run_config
+
+from testing.wstal_bench import BenchSpec, write_benchmark
 
 BASES = {"refineloc": "thumos14", "basnet": "thumos14-basnet-refined"}
 

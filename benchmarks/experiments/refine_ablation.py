@@ -1,4 +1,4 @@
-"""Ablation of the refinement forms over seeds on the generated benchmark (refineloc_e2e.tools.wstal_bench).
+"""Ablation of the refinement forms over seeds on the generated benchmark (testing.wstal_bench).
 
 Every run goes through the real path: datasets.load_dataset(annotations.json) + training.refinement.run_training reading
 the feature cache directory. Per form and iteration it prints mean and spread (min..max over seeds) of
@@ -23,10 +23,11 @@ import numpy as np
 from benchmarks.runs import map05, train_or_reuse
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import load_run_config
 from refineloc_e2e.training.selection import select_iteration
+
+from testing.wstal_bench import BenchSpec, write_benchmark
 
 # form -> (config file, overrides). Shared overrides (epochs, iterations, patience, eval) come from the CLI.
 FORMS = {

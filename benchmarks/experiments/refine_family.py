@@ -29,10 +29,11 @@ from benchmarks.runs import train_or_reuse
 from refineloc_e2e.config import settings_hash, shipped_config
 from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import load_run_config
 from refineloc_e2e.training.selection import select_iteration
+
+from testing.wstal_bench import BenchSpec, write_thumos14_layout
 
 _TI = "head.attention_time_input"
 _DN = "postprocess.attention_norm"
@@ -107,7 +108,7 @@ class FamilySet:
 
 
 def load_set(out: Path, member: str, seed: int, dim: int, every: int = 1) -> FamilySet:
-    """Member ``member`` (or ``repo``: the repo's own THUMOS'14-shaped set, refineloc_e2e.tools.wstal_bench, always
+    """Member ``member`` (or ``repo``: the repo's own THUMOS'14-shaped set, testing.wstal_bench, always
     2048-d) with ``seed`` under ``out/data``, every ``every``-th video kept."""
     repo = member == "repo"
     spec = FamilySpec() if repo else dataclasses.replace(MEMBERS[member], dim=dim)

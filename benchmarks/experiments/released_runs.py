@@ -3,24 +3,29 @@
 HumamAlwassel/RefineLoc publishes ``trained_models/{thumos14,activitynet_v1-2}/best_model_{i3d,untrimmednet}/
 events.out.tfevents.*`` (the repository has no licence, so the files are not copied here: bring a checkout).
 This script reads them with tensorboard's own reader (``pip install '.[tensorboard]'``) and prints, per run,
-the per-iteration table that ``refineloc_e2e.evaluation.released_runs`` carries as constants:
+the per-iteration table of the figures the package carries (``refineloc_e2e/data/released_runs.json``, loaded by
+``refineloc_e2e.evaluation.released_runs``):
 
     python -m benchmarks.experiments.released_runs --logs RefineLoc/trained_models
-    python -m benchmarks.experiments.released_runs --logs RefineLoc/trained_models --check   # constants == logs
+    python -m benchmarks.experiments.released_runs --logs RefineLoc/trained_models --check   # data file == logs
+    python -m benchmarks.experiments.released_runs --logs RefineLoc/trained_models --write   # (re)write it
 
-``--write-module FILE`` writes the constants module from the logs (how it was made; review the diff).
+``--write`` writes that data file from the logs, atomically and formatted deterministically (the same logs give the
+same bytes; review the diff); ``--write FILE`` writes elsewhere. ``--commit`` names the RefineLoc commit the logs
+are from (recorded in the file's ``source``; default: the one carried now).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import pprint
 import sys
 from pathlib import Path
 
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.evaluation import released_runs as rr
+from refineloc_e2e.fileio import atomic_writer
 from refineloc_e2e.training.replay import replay_early_stopping, replay_fg_range, replay_iteration_choice
 from refineloc_e2e.training.run_config import load_run_config
 
@@ -36,6 +41,9 @@ CONFIG_KEYS = ("stream", "input_size", "max_epoch", "initial_lr", "batch_size", 
                "refinement_min_cas_score", "refinement_top_k_labels", "refinement_padding", "min_attention_score",
                "min_cas_score", "top_k_labels", "refinement_iterations", "refinement_early_stopping",
                "valid_loss_early_stopping", "lr_patience", "lr_decay", "snippet_size", "num_layers", "seed")
+SOURCE_REPO = "HumamAlwassel/RefineLoc"
+LICENCE_NOTE = "the repository has no licence: its files are not copied, only figures read from them"
+LINE_WIDTH = 118  # the data file's number lists wrap at this width
 
 
 def _sig(x: float, digits: int = 6) -> float:
@@ -43,7 +51,7 @@ def _sig(x: float, digits: int = 6) -> float:
 
 
 def read_event_file(path: Path) -> dict:
-    """Everything the constants module carries, from one event file (tensorboard's reader)."""
+    """Everything the data file carries per run, from one event file (tensorboard's reader)."""
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
@@ -127,32 +135,82 @@ def replay_report(runs: dict[str, rr.ReleasedRun], patiences=(3, 5, 10)) -> str:
     return "\n".join(lines)
 
 
+def build_document(logs: dict[str, dict], event_files: dict[str, str], commit: str) -> dict:
+    """The data file's content: where the figures come from, then the figures per run."""
+    return {
+        "about": "The RefineLoc authors' four released runs: figures read from their TensorBoard event files "
+                 "(refineloc_e2e.evaluation.released_runs documents the fields).",
+        "source": {"repository": SOURCE_REPO, "commit": commit, "event_files": event_files,
+                   "read_with": "tensorboard's EventAccumulator: python -m benchmarks.experiments.released_runs "
+                                "--logs <RefineLoc checkout>/trained_models --write",
+                   "licence": LICENCE_NOTE},
+        "runs": logs,
+    }
+
+
+def format_json(obj, indent: int = 0) -> str:
+    """JSON, deterministically: one key per line, a list of numbers on as few lines as fit ``LINE_WIDTH``, a list of
+    lists one inner list per line. Keys keep their order; floats are written as ``repr`` (they read back equal)."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict):
+        items = [f"{inner}{json.dumps(k)}: {format_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}" if items else "{}"
+    if isinstance(obj, list) and any(isinstance(v, (list, dict)) for v in obj):
+        return "[\n" + ",\n".join(inner + format_json(v, indent + 1) for v in obj) + f"\n{pad}]"
+    if isinstance(obj, list):
+        words = [json.dumps(v, allow_nan=False) for v in obj]
+        if len(pad) + 2 + sum(len(w) + 2 for w in words) <= LINE_WIDTH:
+            return "[" + ", ".join(words) + "]"
+        lines, line = [], ""
+        for w in words:
+            if line and len(inner) + len(line) + len(w) + 3 > LINE_WIDTH:  # ", " + w + ","
+                lines.append(line)
+                line = ""
+            line += (", " if line else "") + w
+        return "[\n" + ",\n".join(inner + x for x in lines + [line]) + f"\n{pad}]"
+    return json.dumps(obj, allow_nan=False)
+
+
+def write_document(path: Path, doc: dict) -> None:
+    with atomic_writer(path, "w") as f:
+        f.write(format_json(doc) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--logs", type=Path, help="RefineLoc's trained_models/ folder (or the checkout root)")
-    ap.add_argument("--check", action="store_true", help="exit 1 unless the constants module equals the logs")
-    ap.add_argument("--write-module", type=Path, help="write the constants module from the logs")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the carried data file equals the logs")
+    ap.add_argument("--write", type=Path, nargs="?", const=rr.DATA_FILE, metavar="FILE",
+                    help=f"write the data file from the logs (default FILE: {rr.DATA_FILE})")
+    ap.add_argument("--commit", help="the RefineLoc commit the logs are from (default: the carried file's)")
     args = ap.parse_args(argv)
     if args.logs is None:
-        print("constants carried in refineloc_e2e.evaluation.released_runs (no --logs given):")
-        print(table(rr.RELEASED_RUNS))
+        if args.check or args.write:
+            ap.error("--check and --write need --logs")
+        print(f"figures carried in {rr.DATA_FILE} (no --logs given):")
+        print(table(rr.load_runs()))
         print("\nthe shipped configs replayed on them (early stopping: kept epoch's score - the full run's):")
-        print(replay_report(rr.RELEASED_RUNS))
+        print(replay_report(rr.load_runs()))
         return 0
-    logs = {name: read_event_file(path) for name, path in find_event_files(args.logs).items()}
-    if args.write_module:
-        body = pprint.pformat(logs, width=118, compact=True, sort_dicts=False)
-        args.write_module.write_text(f"LOGGED = {body}\n", encoding="utf-8")
-        print(f"wrote {args.write_module}")
+    files = find_event_files(args.logs)
+    logs = {name: read_event_file(path) for name, path in files.items()}
+    event_files = {name: f"trained_models/{RUN_FOLDERS[name]}/{path.name}" for name, path in files.items()}
+    doc = build_document(logs, event_files, args.commit or rr.document()["source"]["commit"])
+    if args.write:
+        write_document(args.write, doc)
+        print(f"wrote {args.write}")
     runs = {name: rr.ReleasedRun.from_logged(name, logged) for name, logged in logs.items()}
     print(f"read from {args.logs} with tensorboard's EventAccumulator:")
     print(table(runs))
     if args.check:
-        bad = [name for name in logs if rr.LOGGED[name] != logs[name]]
+        carried = rr.document()
+        bad = [name for name in logs if carried["runs"].get(name) != logs[name]]
+        bad += [f"{name} (event file name)" for name in event_files
+                if carried["source"]["event_files"].get(name) != event_files[name]]
         if bad:
-            print(f"constants differ from the logs for: {', '.join(bad)}", file=sys.stderr)
+            print(f"{rr.DATA_FILE} differs from the logs for: {', '.join(bad)}", file=sys.stderr)
             return 1
-        print("constants module equals the logs")
+        print(f"{rr.DATA_FILE} equals the logs")
     return 0
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from refineloc_e2e.features.cache import read_features
-from refineloc_e2e.tools.wstal_bench import FPS, SNIPPET_FRAMES
+
+from testing.wstal_bench import FPS, SNIPPET_FRAMES
 
 
 def probe_accuracy(out_dir: Path) -> tuple[float, float]:

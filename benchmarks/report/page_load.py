@@ -1,7 +1,7 @@
 """The results page at THUMOS'14 test size: file size, and load time in headless Chromium; targets < 5 MB and
 interactive in < 2 s.
 
-Writes ``tools.page_bench``'s generated results for the 213 THUMOS'14 test videos (their real durations and
+Writes ``testing.page_bench``'s generated results for the 213 THUMOS'14 test videos (their real durations and
 annotated classes, ``--per-instance`` predictions per annotated instance plus one false one per video, scores for
 all 20 classes at 25 fps / 16-frame snippets), with the bundled THUMOS'14 test annotations as ground truth, then
 ``refineloc-e2e view``'s page (``report.page.write_report``). Each load opens the page from disk in a fresh tab of
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from refineloc_e2e.report import page as page_module
 from refineloc_e2e.report.page import write_report
-from refineloc_e2e.tools.page_bench import chromium, write_thumos_sized_results
+from testing.page_bench import chromium, write_thumos_sized_results
 
 TARGET_BYTES = 5_000_000
 TARGET_INTERACTIVE_MS = 2000.0

@@ -1,4 +1,4 @@
-"""A fuzz corpus (``refineloc_e2e.tools.fuzz``) through ONE ``extract`` batch, with a per-video wall-clock bound.
+"""A fuzz corpus (``testing.fuzz``) through ONE ``extract`` batch, with a per-video wall-clock bound.
 
 Extraction is cheap and needs no download: random-weight I3D streams, 48-pixel short side, 32-pixel crops,
 8-frame snippets, the ``fast`` TV-L1 preset (``--streams both``; default ``rgb``). Printed:
@@ -37,9 +37,11 @@ import torch
 from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
-from refineloc_e2e.tools.fuzz import DECODE_ERROR, build_corpus, check_decode_message
 from refineloc_e2e.video.decode import DecodeConfig
 from refineloc_e2e.video.flow import flow_config
+
+from testing.fuzz import DECODE_ERROR, build_corpus, check_decode_message
+
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

@@ -2,7 +2,7 @@
 
 For each form of stop, one real ``refineloc-e2e extract bikes.mp4 -o <tmp>`` with the default settings (the
 default workers: one flow process per core on the CPU) is started with a marker in its environment
-(``tools.proc_scan``), signalled ``--after-s`` seconds in, and timed until it exits. Then, ``--scan-after-s``
+(``testing.proc_scan``), signalled ``--after-s`` seconds in, and timed until it exits. Then, ``--scan-after-s``
 seconds later, every process that still carries the marker is listed with its resident memory. Forms:
 
 * ``SIGKILL`` / ``SIGTERM`` / ``SIGINT``: ``kill -SIG <pid>``, to the ``extract`` process alone;
@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from refineloc_e2e.fileio import package_data
-from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
+
+from testing.proc_scan import MARKER_ENV, new_marker, tagged_processes
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 FORMS = {"SIGKILL": (signal.SIGKILL, False), "SIGTERM": (signal.SIGTERM, False), "SIGINT": (signal.SIGINT, False),

@@ -1,6 +1,6 @@
 """Wall time per refinement iteration, before vs after, measured side by side in one run on a THUMOS-sized set.
 
-The set is refineloc_e2e.tools.wstal_bench's ``thumos14`` layout: the real THUMOS'14 videos' durations and
+The set is testing.wstal_bench's ``thumos14`` layout: the real THUMOS'14 videos' durations and
 annotated instances (200 training videos, ~65k training snippets; 212 test videos), generated features.
 For every seed it trains the same config twice through the real path (feature cache ->
 load_training_features -> run_training):
@@ -36,10 +36,12 @@ from benchmarks.runs import map05, train_or_reuse
 from refineloc_e2e.config import shipped_config, to_dict
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.model.head import compute_scores
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.fit import collate
 from refineloc_e2e.training.run_config import load_run_config
+
+from testing.wstal_bench import BenchSpec, write_thumos14_layout
+
 
 def padded_collate(items, n_classes, device):
     """The batches as main built them before: zeros [B, T, D], copy each video in, then ``features[mask]`` (that

@@ -35,9 +35,9 @@ from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.ids import video_id_of
-from refineloc_e2e.tools.synthetic import write_moving_video
-from refineloc_e2e.tools.synthetic import write_moving_video
 from refineloc_e2e.video.decode import DecodeConfig
+
+from testing.videos import write_moving_video
 
 
 def main() -> None:

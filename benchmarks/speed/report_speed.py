@@ -1,6 +1,6 @@
 """Seconds to write ``report.png`` (``training.run_report.write_report``) for a 5-iteration run; target < 2 s.
 
-Trains one real run first (through ``run_training``, the CLI's path): ``tools.wstal_bench``'s generated set at a small
+Trains one real run first (through ``run_training``, the CLI's path): ``testing.wstal_bench``'s generated set at a small
 width (40 training + 20 test videos, 256-d), the shipped thumos14 config with 50 epochs per iteration and no early
 stopping, iterations 0..4, the guard off so that all five are trained (so the loss panel holds 250 epochs). Then, in
 this process, with matplotlib already imported and its fonts loaded by one untimed draw, it times ``write_report`` on
@@ -24,10 +24,11 @@ import torch
 from benchmarks.runs import train_or_reuse
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.datasets import load_dataset
-from refineloc_e2e.tools.wstal_bench import BenchSpec, write_benchmark
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import load_run_config
 from refineloc_e2e.training.run_report import write_report
+
+from testing.wstal_bench import BenchSpec, write_benchmark
 
 OVERRIDES = ["head.feature_dim=256", "train.epochs=50", "train.early_stop_patience=0", "train.n_iterations=4",
              "select=fixed", "guard.enabled=false"]

@@ -29,7 +29,7 @@ an ``flock`` held by the worker process extracting it, so **a lock lives exactly
 and never outlives it; the rerun waits for a video still held (a task Ray has not ended yet) and then
 removes the temp files its killed writer left. Rerunning the same command after any failure computes only
 what is missing. Ray's private API is used only through ``features.ray_compat`` (version-checked);
-tests inject faults with ``before_extract`` (``tools.faults.FaultHook``), never through the environment.
+tests inject faults with ``before_extract`` (the repository's ``testing/faults.py``), never through the environment.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
     and summary (plus ``per_node``). ``on_ready`` runs here, in the driver, with the arrays the workers send
     back. ``timeout_s``: give up (cancelling every task) after that long; None waits as long as it takes.
     ``before_extract(out_dir, video_id)``: called in the worker just before a video is extracted, under its
-    lock (tests inject faults there, e.g. ``tools.faults.KillOnce``); it must be picklable.
+    lock (tests inject faults there); it must be picklable, and importable where the workers run.
     """
     log = log or log_lines(logger)
     require_ray()

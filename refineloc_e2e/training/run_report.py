@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from refineloc_e2e import __version__
-from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS, ReleasedRun
+from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, ReleasedRun, load_runs
 from refineloc_e2e.fileio import atomic_writer
 from refineloc_e2e.training.tensorboard_log import released_metric
 
@@ -31,7 +31,7 @@ _OURS, _REF = "-", ":"  # line styles: this run, the authors' released run
 def reference_run(dataset_name: str) -> ReleasedRun | None:
     """The authors' released I3D run of a bundled dataset (thumos14, activitynet12), else None."""
     name = REFERENCE_FOR_DATASET.get(dataset_name)
-    return RELEASED_RUNS[name] if name else None
+    return load_runs()[name] if name else None  # the data file is read here, once
 
 
 def _mark_selected(ax, selected: int | None) -> None:

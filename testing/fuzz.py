@@ -28,9 +28,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from refineloc_e2e.fileio import package_data
 from refineloc_e2e.video.decode import DecodeConfig, DecodeWarning, iter_frames, probe_video
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+SAMPLES = package_data("data", "samples")  # the bundled real clips (the package data)
 BIKES, GIF = SAMPLES / "bikes.mp4", SAMPLES / "v_CricketShot_g04_c01_rgb.gif"
 # (container format, codec, pix_fmt, extension) of the generated seeds
 FORMATS = {

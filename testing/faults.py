@@ -1,8 +1,10 @@
 """Fault hooks for tests and benchmarks, injected into a Ray batch (``extract_batch_ray(before_extract=...)``).
 
 Production code never reads these from the environment: a test passes one in, Ray pickles it to the worker,
-and the worker calls it just before it extracts a video, under that video's lock. Being module-level classes
-of the package, they unpickle on any worker that has the package installed.
+and the worker calls it just before it extracts a video, under that video's lock. Ray pickles the class by
+reference, so a worker must be able to import ``testing``: Ray puts the driver's working directory on its workers'
+``sys.path``, and the tests' cluster (tests/test_distributed.py) also starts its nodes with the repository root on
+``PYTHONPATH``, so the hooks need not ship in the wheel.
 """
 
 from __future__ import annotations

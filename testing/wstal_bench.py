@@ -4,8 +4,9 @@
 cache format (features.cache.write_features: float32 [T, 2048], fps 25, 16-frame snippets, [rgb | flow]) and
 ``out_dir/annotations.json`` (ActivityNet "database" JSON, training / validation subsets). Training then
 runs through ``datasets.load_dataset`` + ``training.refinement.run_training(features=<dir>)``, the same path as
-``refineloc-e2e train --annotations ... --features ...``. It is package code, not a benchmark script, because
-the tests check its THUMOS'14 layout; the benchmarks write it with ``python -m benchmarks.bench_data.wstal``.
+``refineloc-e2e train --annotations ... --features ...``. It is test and benchmark support (``testing``, not
+installed), not a benchmark script, because the tests check its THUMOS'14 layout; the benchmarks write it with
+``python -m benchmarks.bench_data.wstal``.
 
 What makes it hard (each can be turned down in :class:`BenchSpec`):
 - long untrimmed videos (``min_snippets``..``max_snippets``), 2-5 action instances, ~25-35% foreground;
@@ -136,7 +137,7 @@ def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
     names = class_names(spec.n_classes)
     database = {}
     meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both", "settings_hash": f"wstal_bench-{spec}",
-            "layout": "[rgb | flow] (generated: no real streams)", "generated_by": "refineloc_e2e.tools.wstal_bench"}
+            "layout": "[rgb | flow] (generated: no real streams)", "generated_by": "testing.wstal_bench"}
     for subset, count in (("training", spec.n_train), ("validation", spec.n_test)):
         for i in range(count):
             vid = f"bench_{subset}_{i:04d}"
@@ -152,7 +153,7 @@ def write_benchmark(out_dir: str | Path, spec: BenchSpec) -> Path:
                                                                              e * SNIPPET_FRAMES / FPS]}
                                              for s, e, c in inst]}
     ann = out_dir / "annotations.json"
-    atomic_write_json(ann, {"name": "wstal_bench", "version": f"refineloc_e2e.tools.wstal_bench {spec}",
+    atomic_write_json(ann, {"name": "wstal_bench", "version": f"testing.wstal_bench {spec}",
                             "taxonomy": names, "database": database})
     return ann
 
@@ -174,7 +175,7 @@ def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
     spec = BenchSpec(**{**spec.__dict__, "n_classes": n})
     meta = {"fps": FPS, "snippet_frames": SNIPPET_FRAMES, "streams": "both",
             "settings_hash": f"wstal_bench-thumos14-{spec}", "layout": "[rgb | flow] (generated: no real streams)",
-            "generated_by": "refineloc_e2e.tools.wstal_bench (thumos14 layout)"}
+            "generated_by": "testing.wstal_bench (thumos14 layout)"}
     database = {}
     per_s = FPS / SNIPPET_FRAMES
     for vid, v in ds.videos.items():
@@ -190,6 +191,6 @@ def write_thumos14_layout(out_dir: str | Path, spec: BenchSpec) -> Path:
                          "fps": FPS, "annotations": [{"label": g.label, "segment": [g.start_s, g.end_s]}
                                                      for g in v.segments]}
     ann = out_dir / "annotations.json"
-    atomic_write_json(ann, {"name": "wstal_bench-thumos14", "version": f"refineloc_e2e.tools.wstal_bench thumos14 {spec}",
+    atomic_write_json(ann, {"name": "wstal_bench-thumos14", "version": f"testing.wstal_bench thumos14 {spec}",
                             "taxonomy": ds.classes, "database": database})
     return ann

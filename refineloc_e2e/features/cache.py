@@ -229,22 +229,23 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", errors="surrogateescape")).hexdigest()[:8]
 
 
-def _ids_from(base: str, source: Path) -> list[str]:
-    """``base`` and the collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may add to it."""
+def _suffixes(source: Path) -> list[str]:
+    """The collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may give ``source``: a hash of
+    its resolved folder, or of its resolved path."""
     resolved = source.resolve()
-    return [base, suffixed_id(base, _short_hash(str(resolved.parent))), suffixed_id(base, _short_hash(str(resolved)))]
+    return [_short_hash(str(resolved.parent)), _short_hash(str(resolved))]
 
 
 def legacy_ids(source: str | Path) -> list[str]:
     """The ids that earlier versions gave ``source`` and the current one never gives it: before Unicode ids
-    (0.2), and 0.3's suffixed ids over :data:`~refineloc_e2e.ids.MAX_ID_BYTES` (a long name's id plus its
-    collision suffix, not cut). Empty for names that were safe then, e.g. ``video_test_0000004.mp4``."""
+    (0.2: every run of characters outside ``[A-Za-z0-9._-]`` as ``_``, never cut), and 0.3's suffixed ids over
+    :data:`~refineloc_e2e.ids.MAX_ID_BYTES` (a long name's id plus its collision suffix, not cut again). Empty
+    for names that were safe then, e.g. ``video_test_0000004.mp4``."""
     source = Path(source)
-    base = video_id_of(source)
-    current = set(_ids_from(base, source))
-    old = _ids_from(_LEGACY_UNSAFE.sub("_", source.stem) or "video", source)
-    resolved = source.resolve()
-    old += [f"{base}-{_short_hash(str(key))}" for key in (resolved.parent, resolved)]  # 0.3: never cut
+    base, suffixes = video_id_of(source), _suffixes(source)
+    current = {base, *(suffixed_id(base, h) for h in suffixes)}
+    before = _LEGACY_UNSAFE.sub("_", source.stem) or "video"
+    old = [before, *(f"{before}-{h}" for h in suffixes), *(f"{base}-{h}" for h in suffixes)]
     return list(dict.fromkeys(vid for vid in old if vid not in current))
 
 

@@ -26,7 +26,7 @@ which keeps the result within :data:`MAX_ID_BYTES` too.
 A collision is never silent. Where several names (videos, cache entries, annotation keys, prediction keys) give
 one id, :func:`index_by_id` finds them and :func:`collision_text` names them together in one line; each caller
 then either refuses (training, evaluation: a result would be wrong) or warns and takes one by
-:data:`TAKEN_RULE`.
+:data:`TAKEN_RULE` (:func:`one_per_id`). docs/conventions.md, "Video ids", lists each case.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import hashlib
 import re
 import unicodedata
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 MAX_ID_BYTES = 200
 _FORBIDDEN = set('/\\:*?"<>|')
@@ -104,6 +104,16 @@ def index_by_id(names: Iterable[str]) -> tuple[dict[str, str], dict[str, list[st
     taken = {vid: vid if vid in group else min(group) for vid, group in groups.items()}
     shared = {vid: group for vid, group in groups.items() if len(group) > 1}
     return taken, shared
+
+
+def one_per_id(names: Iterable[str], what: str, log: Callable[[str], None], *, where: str = "") -> dict[str, str]:
+    """{video id: the name taken for it} of ``names`` (:func:`index_by_id`), with one warning line per id that
+    several names give, naming them all and the one taken; ``where`` (a file or folder) opens the line."""
+    taken, shared = index_by_id(names)
+    for vid, group in shared.items():
+        log(f"warning: {where + ': ' if where else ''}{collision_text(vid, group, what)}; using '{taken[vid]}' "
+            f"({TAKEN_RULE})")
+    return taken
 
 
 def collision_text(vid: str, names: Iterable[str], what: str) -> str:

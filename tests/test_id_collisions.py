@@ -60,9 +60,9 @@ def test_two_cache_entries_of_one_id_are_named_and_one_is_read(tmp_path):
     _entry(tmp_path, "a*b")
     lines = []
     assert cached_ids(tmp_path, log=lines.append) == {NFC: NFC, "a_b": "a*b"}
-    assert lines == [f"warning: {tmp_path}: cache entries 'a*b' and 'a:b' both give the video id 'a_b'; reading "
+    assert lines == [f"warning: {tmp_path}: cache entries 'a*b' and 'a:b' both give the video id 'a_b'; using "
                      f"'a*b' ({TAKEN_RULE})",
-                     f"warning: {tmp_path}: cache entries {BOTH}; reading 'é' ({TAKEN_RULE})"]
+                     f"warning: {tmp_path}: cache entries {BOTH}; using 'é' ({TAKEN_RULE})"]
 
 
 def test_export_says_which_entry_it_exported(tmp_path):
@@ -71,7 +71,7 @@ def test_export_says_which_entry_it_exported(tmp_path):
     r = CliRunner().invoke(main, ["export-features", str(tmp_path / "feats"), "-o", str(tmp_path / "out"),
                                   "--layout", "actionformer"])
     assert r.exit_code == 0, r.output
-    assert f"cache entries {BOTH}; reading 'é'" in r.stderr
+    assert f"cache entries {BOTH}; using 'é'" in r.stderr
     assert [p.name for p in (tmp_path / "out").glob("*.npy")] == [f"{NFC}.npy"]
 
 
@@ -204,8 +204,7 @@ def test_import_features_matches_dataset_keys_as_ids(tmp_path):
     # two keys of that id: named, and the length is checked against the one taken
     import_feature_folder(src, tmp_path / "ours", spec, dataset=_dataset({NFD: "train", NFC: "test"}),
                           log=lines.append, quiet=True)
-    assert lines == [f"warning: dataset 'mine': annotation keys {BOTH}; checking the length against 'é' "
-                     f"({TAKEN_RULE})"]
+    assert lines == [f"warning: dataset 'mine': annotation keys {BOTH}; using 'é' ({TAKEN_RULE})"]
 
 
 def test_wtalc_names_of_one_id_are_an_error(tmp_path):

@@ -35,7 +35,7 @@ from refineloc_e2e.features.cache import cached_ids, read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
-from refineloc_e2e.ids import TAKEN_RULE, collision_text, index_by_id
+from refineloc_e2e.ids import one_per_id
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
 from refineloc_e2e.model.postprocess import (PostprocessConfig, load_scores,
@@ -188,8 +188,8 @@ class _Detector:
 
     def __post_init__(self) -> None:
         self.model = self.loaded.model.to(self.device).eval()
-        self.gt_keys = _ids_warned(self.ground_truth.videos if self.ground_truth else [], "annotation keys",
-                                   self.log)  # {video id: annotation key}, for the plots
+        self.gt_keys = one_per_id(self.ground_truth.videos if self.ground_truth else [], "annotation keys",
+                                  self.log)  # {video id: annotation key}, for the plots
 
     def __call__(self, source: str, vid: str, feats: np.ndarray, meta: dict) -> None:
         try:
@@ -263,7 +263,7 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
         raise InputError(f"{features_dir}: features folder not found")
     loaded = model or load_model(model_path)
     stems = cached_ids(features_dir, log=log)  # {video id: its files' stem}
-    ids = list(_ids_warned(video_ids, "ids", log)) if video_ids else list(stems)  # as typed: the same normalisation
+    ids = list(one_per_id(video_ids, "ids", log)) if video_ids else list(stems)  # as typed: the same normalisation
     if not ids:
         raise InputError(f"{features_dir}: no feature files (<video_id>.json) found")
     pp = postprocess or loaded.postprocess_config
@@ -296,15 +296,6 @@ def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], 
     return out
 
 
-def _ids_warned(names: Iterable[str], what: str, log: Callable[[str], None]) -> dict[str, str]:
-    """{video id: the name taken for it} of ``names`` (``ids.index_by_id``), with one warning per id that
-    several names give, naming them and the one taken."""
-    taken, shared = index_by_id(names)
-    for vid, group in shared.items():
-        log(f"warning: {collision_text(vid, group, what)}; using '{taken[vid]}' ({TAKEN_RULE})")
-    return taken
-
-
 def _plot(plot_dir, vid, meta, scores, class_names, results, pp, gt) -> Path:
     vs = scores["video_scores"]
     top = np.argsort(-vs)[: max(pp.top_k, 1)]
@@ -323,7 +314,7 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
     if not files:
         raise InputError(f"{scores_dir}: no saved scores (*.npz) found")
     results: dict[str, list[dict]] = {}
-    taken = _ids_warned([f.stem for f in files], "saved scores", log_lines(logger))  # {video id: file stem}
+    taken = one_per_id([f.stem for f in files], "saved scores", log_lines(logger))  # {video id: file stem}
     id_of = {stem: vid for vid, stem in taken.items()}
     for f in files:
         if f.stem not in id_of:

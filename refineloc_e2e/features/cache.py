@@ -29,7 +29,7 @@ import numpy as np
 from refineloc_e2e import __version__
 from refineloc_e2e.errors import CacheError
 from refineloc_e2e.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps, sha256_file
-from refineloc_e2e.ids import TAKEN_RULE, collision_key, collision_text, index_by_id, suffixed_id, video_id_of
+from refineloc_e2e.ids import collision_key, index_by_id, one_per_id, suffixed_id, video_id_of
 from refineloc_e2e.progress import log_lines
 
 logger = logging.getLogger(__name__)
@@ -50,20 +50,20 @@ def cache_index(features_dir: str | Path) -> tuple[dict[str, str], dict[str, lis
     The stem is the id for every entry written here; it differs only for files another tool named, e.g. a
     decomposed (NFD) name copied from macOS, which is then found under its NFC id. Where two stems give one
     id, the one taken follows ``ids.TAKEN_RULE`` (the stem that is the id itself, else the first)."""
-    found, shared = index_by_id(sorted(p.stem for p in Path(features_dir).glob("*.json")))
+    found, shared = index_by_id(_entry_stems(features_dir))
     return dict(sorted(found.items())), shared
+
+
+def _entry_stems(features_dir: str | Path) -> list[str]:
+    return sorted(p.stem for p in Path(features_dir).glob("*.json"))
 
 
 def cached_ids(features_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict[str, str]:
     """{video id: the stem of its files} (:func:`cache_index`), with one warning per id that several entries
     give, naming them all and the one taken. Training, where taking one would be a guess, reads
     :func:`cache_index` and refuses instead."""
-    log = log or log_lines(logger)
-    found, shared = cache_index(features_dir)
-    for vid, stems in shared.items():
-        log(f"warning: {features_dir}: {collision_text(vid, stems, 'cache entries')}; reading '{found[vid]}' "
-            f"({TAKEN_RULE})")
-    return found
+    found = one_per_id(_entry_stems(features_dir), "cache entries", log or log_lines(logger), where=str(features_dir))
+    return dict(sorted(found.items()))
 
 
 def array_sha256(array: np.ndarray) -> str:

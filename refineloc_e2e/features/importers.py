@@ -27,7 +27,7 @@ from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import (RestrictedUnpickler, load_arrays_untrusted, load_npy_untrusted, package_data,
                                   sha256_file)
-from refineloc_e2e.ids import TAKEN_RULE, collision_text, index_by_id, video_id
+from refineloc_e2e.ids import collision_text, index_by_id, one_per_id, video_id
 from refineloc_e2e.progress import Progress, log_lines
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
 
@@ -254,7 +254,8 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
         wanted = " or ".join(repr(patterns[k]) for k in found)
         raise InputError(f"{src}: no file matches {wanted} (extensions {', '.join(ARRAY_EXTENSIONS)})")
     order = [s for s in STREAM_NAMES if s in spec.streams]  # written order: [rgb | flow]
-    keys = _dataset_keys(dataset, log)  # {video id: annotation key}
+    keys = one_per_id(dataset.videos, "annotation keys", log, where=f"dataset '{dataset.name}'") \
+        if dataset is not None else {}  # {video id: annotation key}: files are matched to keys as ids
     not_in_dataset = []
     bar = Progress(len(ids), desc=src.name, unit="video", enabled=not quiet)
     for vid in ids:
@@ -302,18 +303,6 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
         log(f"warning: {len(not_in_dataset)} imported videos are not in {dataset.name}, their length was not "
             f"checked: {', '.join(not_in_dataset[:10])}{' ...' if len(not_in_dataset) > 10 else ''}")
     return ids, layout
-
-
-def _dataset_keys(dataset, log: Callable[[str], None]) -> dict[str, str]:
-    """{video id: annotation key} of ``dataset`` (none without one): imported files are matched to its keys as
-    ids; one warning per id that several keys give, naming them and the one whose duration is checked."""
-    if dataset is None:
-        return {}
-    keys, shared = index_by_id(dataset.videos)
-    for vid, same in shared.items():
-        log(f"warning: dataset '{dataset.name}': {collision_text(vid, same, 'annotation keys')}; checking the "
-            f"length against '{keys[vid]}' ({TAKEN_RULE})")
-    return keys
 
 
 def _check_duration(dataset, key: str | None, vid: str, n_rows: int, path: Path, tb: dict,

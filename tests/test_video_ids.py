@@ -1,6 +1,8 @@
 """Video ids keep the file's own name in any script (refineloc_e2e/ids.py): the id function itself, the
-collision suffixes, extract -> train -> detect through the CLI, import/export, evaluate, and the carrying
-over of cache entries that older versions named ``_``-style."""
+collision suffixes, the property every id the package hands out has (``video_id(i) == i``, on names hypothesis
+generates), extract -> train -> detect through the CLI, import/export, evaluate, and the carrying over of cache
+entries that older versions named otherwise (``_``-style, or 0.3's over-long suffixed ids). Collisions are
+tests/test_id_collisions.py."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from hypothesis import strategies as st
 from refineloc_e2e.cli import main
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.evaluation.metrics import evaluate
-from refineloc_e2e.features.cache import (assign_video_ids, disambiguated_id, legacy_ids, read_features,
-                                          write_features)
+from refineloc_e2e.features.cache import (assign_video_ids, disambiguated_id, legacy_ids, migrate_legacy_entry,
+                                          read_features, write_features)
 from refineloc_e2e.ids import MAX_ID_BYTES, collision_key, suffixed_id, video_id, video_id_of
 
 NFD_NAME = unicodedata.normalize("NFD", "ünïcødé clip")  # as macOS hands such a name out
@@ -139,6 +141,10 @@ def test_the_cjk_example_of_issue_32(tmp_path):
     # the entry 0.3 wrote under its 207-byte id is one to carry over
     old = f"{video_id('跳' * 66)}-{hashlib.sha1(str(paths[0].resolve().parent).encode()).hexdigest()[:8]}"
     assert len(old.encode("utf-8")) == 207 and old in legacy_ids(paths[0])
+    write_features(tmp_path / "feats", old, np.zeros((2, 4), np.float32), {"source": {"path": str(paths[0])}})
+    notes = migrate_legacy_entry(tmp_path / "feats", ids[paths[0]], paths[0])
+    assert notes == [f"note: {paths[0]}: cache entry '{old}' renamed to '{ids[paths[0]]}' (ids keep the file's name)"]
+    assert read_features(tmp_path / "feats", ids[paths[0]])[1]["video_id"] == ids[paths[0]]
 
 
 def test_an_overlong_name_is_cut_on_a_character_with_a_hash(tmp_path):

@@ -1,6 +1,8 @@
 """Video ids keep the file's own name in any script (refineloc_e2e/ids.py): the id function itself, the
-collision suffixes, extract -> train -> detect through the CLI, import/export, evaluate, and the carrying
-over of cache entries that older versions named ``_``-style."""
+collision suffixes, the property every id the package hands out has (``video_id(i) == i``, on names hypothesis
+generates), extract -> train -> detect through the CLI, import/export, evaluate, and the carrying over of cache
+entries that older versions named otherwise (``_``-style, or 0.3's over-long suffixed ids). Collisions are
+tests/test_id_collisions.py."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from refineloc_e2e.cli import main
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.evaluation.metrics import evaluate
-from refineloc_e2e.features.cache import assign_video_ids, legacy_ids, read_features, write_features
-from refineloc_e2e.ids import MAX_ID_BYTES, video_id, video_id_of
+from refineloc_e2e.features.cache import (assign_video_ids, disambiguated_id, legacy_ids, migrate_legacy_entry,
+                                          read_features, write_features)
+from refineloc_e2e.ids import MAX_ID_BYTES, collision_key, suffixed_id, video_id, video_id_of
 
 NFD_NAME = unicodedata.normalize("NFD", "ünïcødé clip")  # as macOS hands such a name out
 NFC_NAME = unicodedata.normalize("NFC", "ünïcødé clip")
@@ -55,6 +60,91 @@ def test_ids_are_idempotent():
     for stem in NAMES + [LONG_NAME, "x" * 500, "CON.x", "a:b.", "e" + "\u0301" * 300]:
         once = video_id(stem)
         assert video_id(once) == once, stem
+
+
+# ----------------------------------------------------------------------------- the id property, on generated names
+
+PROPERTY = settings(deadline=None, database=None, max_examples=300)  # a loaded 2-core machine: no deadline
+# the characters names are built from: any code point (surrogates included: undecodable bytes of a Linux name),
+# and, more often, the ones that make ids interesting: what no file system allows, dots and spaces at the end,
+# combining marks (NFD), Hangul jamo (composed by NFC), 3- and 4-byte characters (CJK, emoji with a ZWJ)
+TRICKY = list('/\\:*?"<>|. -_') + ["\t", "\x7f", "\udcff", "e", "E", "\u0301", "\u0323", "\u0328", "\u1100",
+                                   "\u1161", "\u11a8", "跳", "高", "Ω", "ǅ", "ß", "\u212b", "🏃", "\u200d", "♀", "\ufe0f",
+                                   "C", "O", "N", "\u00b9", "1"]
+CHARS = st.one_of(st.characters(codec=None, categories=None), st.sampled_from(TRICKY))
+GENERATED = st.one_of(st.text(CHARS, max_size=30),
+                  st.text(st.sampled_from(TRICKY), min_size=40, max_size=120),  # often over 200 bytes
+                  st.builds(lambda a, n, b: a + "跳" * n + b, st.text(CHARS, max_size=5),
+                            st.integers(55, 75), st.text(CHARS, max_size=5)))  # around the 200-byte cut
+HEX8 = st.text("0123456789abcdef", min_size=8, max_size=8)
+
+
+def _is_an_id(vid: str) -> None:
+    assert video_id(vid) == vid
+    assert 0 < len(vid.encode("utf-8")) <= MAX_ID_BYTES and unicodedata.is_normalized("NFC", vid)
+
+
+@PROPERTY
+@given(GENERATED)
+def test_video_id_is_idempotent_on_any_name(name):
+    _is_an_id(video_id(name))
+
+
+@PROPERTY
+@given(GENERATED, HEX8)
+@example("跳" * 66, "c1ec8028")  # 198 bytes: with the suffix 207, which 0.3 gave and then cut again
+@example("x" * 191, "00000000")
+def test_a_suffixed_id_is_its_own_id(name, suffix):
+    vid = suffixed_id(video_id(name), suffix)
+    _is_an_id(vid)
+    if len(f"{video_id(name)}-{suffix}".encode("utf-8")) <= MAX_ID_BYTES:
+        assert vid == f"{video_id(name)}-{suffix}"  # the ids 0.3 gave and caches hold stay as they were
+
+
+def _variants(name: str) -> list[str]:
+    """Names a user may have for one video: its NFC and NFD forms, upper and lower case."""
+    return [name, unicodedata.normalize("NFD", name), name.upper(), name.lower()]
+
+
+@PROPERTY
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "跳 高", "x" * 150]), GENERATED, st.integers(0, 3)),
+                min_size=1, max_size=8))
+def test_every_assigned_id_is_its_own_id_and_none_is_shared(entries):
+    root = Path("/nonexistent-videos")  # resolve() needs no files
+    stems = [_variants(name.replace("/", "_").replace("\x00", "_"))[v] for _, name, v in entries]  # file names
+    paths = list(dict.fromkeys(root / folder / f"{stem}.mp4" for (folder, _, _), stem in zip(entries, stems)))
+    ids = assign_video_ids(paths, log=lambda line: None)
+    for p, vid in ids.items():
+        _is_an_id(vid)
+        _is_an_id(disambiguated_id(vid, p))  # an entry of another source under this id moves it here
+        assert vid not in legacy_ids(p)  # never taken for an old entry to carry over
+    # no two inputs share a file, on a case-sensitive file system or not
+    assert len({collision_key(vid) for vid in ids.values()}) == len(paths)
+
+
+def test_long_names_that_differ_only_in_their_cut_tail_stay_apart():
+    # both ids keep the first 191 bytes and differ only in their hash; each name in two folders: four ids
+    a, b = "x" * 195 + "a" * 10, "x" * 195 + "b" * 10
+    paths = [Path(f"/nonexistent-videos/{folder}/{name}.mp4") for folder in ("f1", "f2") for name in (a, b)]
+    ids = assign_video_ids(paths, log=lambda line: None)
+    assert len(set(ids.values())) == 4 and all(video_id(v) == v for v in ids.values())
+
+
+def test_the_cjk_example_of_issue_32(tmp_path):
+    # two folders each with a 198-byte CJK stem: 0.3 gave 207-byte ids that video_id cut again
+    paths = [tmp_path / folder / f"{'跳' * 66}.mp4" for folder in ("one", "two")]
+    ids = assign_video_ids(paths, log=lambda line: None)
+    for vid in ids.values():
+        assert video_id(vid) == vid and len(vid.encode("utf-8")) <= MAX_ID_BYTES
+        assert vid.startswith("跳" * 63 + "-") and len(vid.rsplit("-", 1)[1]) == 8  # the name's characters, one hash
+    assert len(set(ids.values())) == 2
+    # the entry 0.3 wrote under its 207-byte id is one to carry over
+    old = f"{video_id('跳' * 66)}-{hashlib.sha1(str(paths[0].resolve().parent).encode()).hexdigest()[:8]}"
+    assert len(old.encode("utf-8")) == 207 and old in legacy_ids(paths[0])
+    write_features(tmp_path / "feats", old, np.zeros((2, 4), np.float32), {"source": {"path": str(paths[0])}})
+    notes = migrate_legacy_entry(tmp_path / "feats", ids[paths[0]], paths[0])
+    assert notes == [f"note: {paths[0]}: cache entry '{old}' renamed to '{ids[paths[0]]}' (ids keep the file's name)"]
+    assert read_features(tmp_path / "feats", ids[paths[0]])[1]["video_id"] == ids[paths[0]]
 
 
 def test_an_overlong_name_is_cut_on_a_character_with_a_hash(tmp_path):

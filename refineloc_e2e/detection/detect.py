@@ -35,7 +35,7 @@ from refineloc_e2e.features.cache import cached_ids, read_features
 from refineloc_e2e.features.distributed import extract_batch_ray
 from refineloc_e2e.features.extractor import ORIGIN, ExtractConfig, FeatureExtractor
 from refineloc_e2e.fileio import atomic_write_json
-from refineloc_e2e.ids import video_id
+from refineloc_e2e.ids import one_per_id
 from refineloc_e2e.model.head import LoadedHead, load_head
 from refineloc_e2e.model.inference import predict_scores
 from refineloc_e2e.model.postprocess import (PostprocessConfig, load_scores,
@@ -190,6 +190,8 @@ class _Detector:
 
     def __post_init__(self) -> None:
         self.model = self.loaded.model.to(self.device).eval()
+        self.gt_keys = one_per_id(self.ground_truth.videos if self.ground_truth else [], "annotation keys",
+                                  self.log)  # {video id: annotation key}, for the plots
 
     def __call__(self, source: str, vid: str, feats: np.ndarray, meta: dict) -> None:
         try:
@@ -205,8 +207,9 @@ class _Detector:
             if meta.get("duration_s") is not None:
                 self.summary.durations_s[vid] = float(meta["duration_s"])
             if self.plot_dir is not None:
+                gt = self.ground_truth.videos[self.gt_keys[vid]].segments if vid in self.gt_keys else None
                 self.summary.plots.append(str(_plot(self.plot_dir, vid, meta, scores, self.loaded.class_names,
-                                                    results, self.pp, self.ground_truth)))
+                                                    results, self.pp, gt)))
         except RefineLocError as e:
             self.log(f"error: {source}: {e}")
             self.summary.failed.append((source, str(e)))
@@ -268,8 +271,8 @@ def detect_features(features_dir: str | Path, video_ids: Iterable[str] | None, *
     if not features_dir.is_dir():
         raise InputError(f"{features_dir}: features folder not found")
     loaded = model or load_model(model_path)
-    stems = cached_ids(features_dir)  # {video id: its files' stem}
-    ids = [video_id(v) for v in video_ids] if video_ids else list(stems)  # an id as typed: the same normalisation
+    stems = cached_ids(features_dir, log=log)  # {video id: its files' stem}
+    ids = list(one_per_id(video_ids, "ids", log)) if video_ids else list(stems)  # as typed: the same normalisation
     if not ids:
         raise InputError(f"{features_dir}: no feature files (<video_id>.json) found")
     pp = postprocess or loaded.postprocess_config
@@ -303,13 +306,9 @@ def _scores_with_context(scores: dict[str, np.ndarray], class_names: list[str], 
     return out
 
 
-def _plot(plot_dir, vid, meta, scores, class_names, results, pp, ground_truth) -> Path:
+def _plot(plot_dir, vid, meta, scores, class_names, results, pp, gt) -> Path:
     vs = scores["video_scores"]
     top = np.argsort(-vs)[: max(pp.top_k, 1)]
-    gt = None
-    if ground_truth is not None:
-        key = {video_id(k): k for k in ground_truth.videos}.get(vid)  # annotation keys as ids
-        gt = ground_truth.videos[key].segments if key is not None else None
     path = Path(plot_dir) / f"{vid}.png"
     fg, threshold = attention_curve(scores["attention_bf"], pp, scores.get("attention_logodds"))
     plot_timeline(path, video_id=vid, duration_s=meta.get("duration_s"), **time_base(meta), fg_attention=fg,
@@ -325,7 +324,11 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
     if not files:
         raise InputError(f"{scores_dir}: no saved scores (*.npz) found")
     results: dict[str, list[dict]] = {}
+    taken = one_per_id([f.stem for f in files], "saved scores", log_lines(logger))  # {video id: file stem}
+    id_of = {stem: vid for vid, stem in taken.items()}
     for f in files:
+        if f.stem not in id_of:
+            continue  # another file of the same id was taken (warned above)
         s = load_scores(f)
         try:
             names = [str(n) for n in s["class_names"]]
@@ -334,7 +337,7 @@ def redetect_from_scores(scores_dir: str | Path, out_json: str | Path, postproce
         except KeyError as e:
             raise CacheError(f"{f}: saved scores lack {e} (not written by detect --save-scores)") from None
         segs = predict_segments_from_scores(s, postprocess)
-        results[video_id(f.stem)] = segments_to_results(
+        results[id_of[f.stem]] = segments_to_results(
             segs, names, fps=fps, snippet_frames=sf, stride_frames=stride, n_snippets=int(s["cas"].shape[0]),
             duration_s=None if np.isnan(s["duration_s"]) else float(s["duration_s"]))
     atomic_write_json(out_json, results_json(results, {"tool": f"refineloc-e2e {__version__}",

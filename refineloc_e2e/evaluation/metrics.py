@@ -16,6 +16,10 @@ least one ground-truth instance in the evaluated videos; classes without any are
 :attr:`EvalResult.excluded_classes`. Predictions for videos outside the evaluated set are ignored and
 counted in :attr:`EvalResult.n_ignored_predictions`. tIoU of two segments whose union has zero length is 0.
 
+Results keys are matched to annotation keys as video ids (``ids.video_id``). Two annotation keys of the
+evaluated videos, or two results keys, that give one id are an error naming both: the mAP would depend on
+which one was taken.
+
 ``drop_ambiguous`` (THUMOS'14): before matching, a prediction is removed if it intersects any
 ``Ambiguous`` span of its video by a positive length (tIoU > 0; touching end points do not count). This
 is what W-TALC's ``filter_segments`` does; the official MATLAB kit also discounts them. Off by default.
@@ -33,7 +37,7 @@ import numpy as np
 
 from refineloc_e2e.datasets import Dataset
 from refineloc_e2e.errors import DatasetError, InputError
-from refineloc_e2e.ids import video_id
+from refineloc_e2e.ids import collision_text, index_by_id, video_id
 
 THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ACTIVITYNET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]  # 0.5:0.05:0.95
@@ -181,6 +185,21 @@ def _class_tp(preds: list[tuple[float, str, int, float, float]], gt: dict[str, n
     return is_tp
 
 
+def _keys_by_id(videos: Mapping[str, Any], predictions: Mapping[str, Any], name: str, subset: str) -> dict[str, str]:
+    """{video id: annotation key} of the evaluated videos; DatasetError naming them where two annotation keys,
+    or two results keys, give one id (a result could then count for either video, or twice for one)."""
+    as_id, shared = index_by_id(sorted(videos))
+    for vid, keys in shared.items():
+        raise DatasetError(f"dataset {name!r} subset {subset!r}: {collision_text(vid, keys, 'annotation keys')}: "
+                           f"a result for it could be either video's; rename one of them")
+    _, shared = index_by_id(sorted(predictions))
+    for vid, keys in shared.items():
+        if vid in as_id:
+            raise DatasetError(f"predictions: {collision_text(vid, keys, 'results keys')} (annotation key "
+                               f"'{as_id[vid]}'): both would be scored as one video; merge them or drop one")
+    return as_id
+
+
 def evaluate(predictions: Mapping[str, list[dict]], dataset: Dataset, *, subset: str = "test",
              tious: Sequence[float] | None = None, drop_ambiguous: bool = False,
              video_ids: Iterable[str] | None = None) -> EvalResult:
@@ -205,7 +224,7 @@ def evaluate(predictions: Mapping[str, list[dict]], dataset: Dataset, *, subset:
     per_class: dict[str, list] = {c: [] for c in classes}
     n_pred = n_ignored = n_dropped = 0
     known = set(dataset.classes)
-    as_id = {video_id(k): k for k in videos}  # a results key is a video id: match annotation keys as ids
+    as_id = _keys_by_id(videos, predictions, dataset.name, subset)  # annotation keys as ids
     for key in sorted(predictions):
         vid = key if key in videos else as_id.get(video_id(key), key)
         for i, p in enumerate(predictions[key]):

@@ -226,14 +226,17 @@ def process_video(video: Path, video_id: str, out_dir: Path, source: LazyExtract
     returned as ``failed`` with its cause, never raised; set-up errors (weights) raise. ``should_stop``: polled
     by the extractor once a snippet; when it turns True, ``errors.Cancelled`` is raised (nothing written).
     """
-    vid = video_id
-    if owner_conflict(out_dir, vid, video):
+    vid, notes = video_id, []
+    other = owner_conflict(out_dir, vid, video)
+    if other:
         vid = disambiguated_id(vid, video)
+        notes.append(f"note: {video} shares the video id '{video_id}' with {other}, whose cache entry it is; "
+                     f"{video} is written as '{vid}'")
     lock = VideoLock.for_video(out_dir, vid)
     if not lock.acquire(blocking=blocking):
         return VideoOutcome(str(video), vid, "busy")
     try:
-        notes = migrate_legacy_entry(out_dir, vid, video)  # an entry an older version named otherwise
+        notes += migrate_legacy_entry(out_dir, vid, video)  # an entry an older version named otherwise
         has_entry = feature_paths(out_dir, vid)[1].exists()
         if has_entry and source.settings_hash is None:
             source.get()  # no remembered settings hash: the models tell it (set-up errors propagate)
@@ -325,7 +328,7 @@ def extract_batch(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Extrac
     if not videos:
         return summary
     source = LazyExtractor(cfg, out_dir, extractor=extractor, log=log)
-    ids = assign_video_ids(videos)
+    ids = assign_video_ids(videos, log=log)
     bar = Progress(len(videos), desc="extract", unit="video", enabled=progress)
 
     def process(video: Path, blocking: bool) -> bool:

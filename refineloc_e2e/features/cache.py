@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from refineloc_e2e import __version__
 from refineloc_e2e.errors import CacheError
 from refineloc_e2e.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps, sha256_file
-from refineloc_e2e.ids import collision_key, video_id, video_id_of
+from refineloc_e2e.ids import collision_key, index_by_id, one_per_id, suffixed_id, video_id_of
+from refineloc_e2e.progress import log_lines
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")  # ids before Unicode ids: each run of other characters -> "_"
@@ -39,16 +43,26 @@ def feature_paths(features_dir: str | Path, video_id: str) -> tuple[Path, Path]:
     return d / f"{video_id}.npy", d / f"{video_id}.json"
 
 
-def cached_ids(features_dir: str | Path) -> dict[str, str]:
-    """{video id: the stem of its files} for every entry (``<stem>.json``) in ``features_dir``, in id order.
+def cache_index(features_dir: str | Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``({video id: the stem of its files}, {video id: every stem that gives it, where several do})`` for the
+    entries (``<stem>.json``) in ``features_dir``, in id order (``ids.index_by_id``).
 
     The stem is the id for every entry written here; it differs only for files another tool named, e.g. a
     decomposed (NFD) name copied from macOS, which is then found under its NFC id. Where two stems give one
-    id, the one that is the id itself wins."""
-    stems = sorted(p.stem for p in Path(features_dir).glob("*.json"))
-    found = {stem: stem for stem in stems if video_id(stem) == stem}
-    for stem in stems:
-        found.setdefault(video_id(stem), stem)
+    id, the one taken follows ``ids.TAKEN_RULE`` (the stem that is the id itself, else the first)."""
+    found, shared = index_by_id(_entry_stems(features_dir))
+    return dict(sorted(found.items())), shared
+
+
+def _entry_stems(features_dir: str | Path) -> list[str]:
+    return sorted(p.stem for p in Path(features_dir).glob("*.json"))
+
+
+def cached_ids(features_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict[str, str]:
+    """{video id: the stem of its files} (:func:`cache_index`), with one warning per id that several entries
+    give, naming them all and the one taken. Training, where taking one would be a guess, reads
+    :func:`cache_index` and refuses instead."""
+    found = one_per_id(_entry_stems(features_dir), "cache entries", log or log_lines(logger), where=str(features_dir))
     return dict(sorted(found.items()))
 
 
@@ -182,11 +196,13 @@ def remove_stale_entry_temps(features_dir: str | Path, video_id: str, *, older_t
     return removed
 
 
-def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
+def assign_video_ids(paths: list[Path], *, log: Callable[[str], None] | None = None) -> dict[Path, str]:
     """video_id = :func:`refineloc_e2e.ids.video_id_of` (the file stem, Unicode kept; THUMOS/ActivityNet ids
     are stems); ids shared by several inputs, also ids that differ only in case (one file on macOS and
     Windows), get a suffix from their resolved folder so two ``clip.mp4`` in different folders never
-    overwrite each other (from their resolved path when two of them share a folder)."""
+    overwrite each other (from their resolved path when two of them share a folder). The suffixed id keeps to
+    the id's byte budget (``ids.suffixed_id``), and one note per shared id names the videos and their ids."""
+    log = log or log_lines(logger)
     base = {p: video_id_of(p) for p in paths}
     by_key: dict[str, list[Path]] = {}
     for p in paths:
@@ -200,7 +216,12 @@ def assign_video_ids(paths: list[Path]) -> dict[Path, str]:
         same_folder = len(set(parents)) < len(parents)  # e.g. 'e\u0301.mp4' and '\u00e9.mp4' (NFD, NFC): one id
         for p, parent in zip(group, parents):
             key = str(p.resolve()) if same_folder else parent
-            ids[p] = f"{base[p]}-{_short_hash(key)}"
+            ids[p] = suffixed_id(base[p], _short_hash(key))
+        shared = sorted({base[p] for p in group})
+        what = (f"the video id '{shared[0]}'" if len(shared) == 1 else
+                f"one file name on macOS and Windows ({' and '.join(repr(v) for v in shared)} differ only in case)")
+        log(f"note: videos {' and '.join(str(p) for p in group)} would share {what}; written as "
+            f"{' and '.join(repr(ids[p]) for p in group)}")
     return ids
 
 
@@ -208,19 +229,24 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", errors="surrogateescape")).hexdigest()[:8]
 
 
-def _ids_from(base: str, source: Path) -> list[str]:
-    """``base`` and the collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may add to it."""
+def _suffixes(source: Path) -> list[str]:
+    """The collision suffixes :func:`assign_video_ids` and :func:`disambiguated_id` may give ``source``: a hash of
+    its resolved folder, or of its resolved path."""
     resolved = source.resolve()
-    return [base, f"{base}-{_short_hash(str(resolved.parent))}", f"{base}-{_short_hash(str(resolved))}"]
+    return [_short_hash(str(resolved.parent)), _short_hash(str(resolved))]
 
 
 def legacy_ids(source: str | Path) -> list[str]:
-    """The ids that versions before Unicode ids gave ``source`` and the current ones never give it (empty for
-    names that were safe then, e.g. ``video_test_0000004.mp4``)."""
+    """The ids that earlier versions gave ``source`` and the current one never gives it: before Unicode ids
+    (0.2: every run of characters outside ``[A-Za-z0-9._-]`` as ``_``, never cut), and 0.3's suffixed ids over
+    :data:`~refineloc_e2e.ids.MAX_ID_BYTES` (a long name's id plus its collision suffix, not cut again). Empty
+    for names that were safe then, e.g. ``video_test_0000004.mp4``."""
     source = Path(source)
-    current = set(_ids_from(video_id_of(source), source))
-    old = _ids_from(_LEGACY_UNSAFE.sub("_", source.stem) or "video", source)
-    return [vid for vid in old if vid not in current]
+    base, suffixes = video_id_of(source), _suffixes(source)
+    current = {base, *(suffixed_id(base, h) for h in suffixes)}
+    before = _LEGACY_UNSAFE.sub("_", source.stem) or "video"
+    old = [before, *(f"{before}-{h}" for h in suffixes), *(f"{base}-{h}" for h in suffixes)]
+    return list(dict.fromkeys(vid for vid in old if vid not in current))
 
 
 def _remove_pair(features_dir: str | Path, vid: str) -> None:
@@ -268,18 +294,20 @@ def migrate_legacy_entry(features_dir: str | Path, video_id: str, source: str | 
     return notes
 
 
-def owner_conflict(features_dir: str | Path, video_id: str, source: str | Path) -> bool:
-    """True if an existing entry under ``video_id`` was made from a different source file."""
+def owner_conflict(features_dir: str | Path, video_id: str, source: str | Path) -> str | None:
+    """The source path of an existing entry under ``video_id`` that was made from a different file, else None."""
     try:
         meta = read_meta(features_dir, video_id)
     except CacheError:
-        return False
+        return None
     old_path = meta.get("source", {}).get("path")
-    return bool(old_path) and old_path != str(Path(source).resolve())
+    return old_path if old_path and old_path != str(Path(source).resolve()) else None
 
 
 def disambiguated_id(video_id: str, source: str | Path) -> str:
-    return f"{video_id}-{_short_hash(str(Path(source).resolve().parent))}"
+    """The id ``source`` moves to when ``video_id``'s entry was made from another file: a suffix from its
+    resolved folder, as :func:`assign_video_ids` gives, within the id's byte budget (``ids.suffixed_id``)."""
+    return suffixed_id(video_id, _short_hash(str(Path(source).resolve().parent)))
 
 
 @dataclass

@@ -131,7 +131,7 @@ def extract_batch_ray(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Ex
     summary, videos = begin_batch(inputs, out_dir, log)
     if not videos:
         return summary
-    ids = assign_video_ids(videos)
+    ids = assign_video_ids(videos, log=log)
     with ray_session(address):
         check_shared_folder(out_dir)
         resources, worker_cfg = task_resources(cfg)

@@ -27,7 +27,7 @@ from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.cache import write_features
 from refineloc_e2e.fileio import (RestrictedUnpickler, load_arrays_untrusted, load_npy_untrusted, package_data,
                                   sha256_file)
-from refineloc_e2e.ids import video_id
+from refineloc_e2e.ids import collision_text, index_by_id, one_per_id, video_id
 from refineloc_e2e.progress import Progress, log_lines
 from refineloc_e2e.timebase import I3D_FPS, I3D_SNIPPET_FRAMES, expected_snippets
 
@@ -78,6 +78,9 @@ def import_wtalc_features(features_npy: Path, out_dir: Path, *, annotations_dir:
     if not features_npy.is_file():
         raise InputError(f"{features_npy}: W-TALC feature file not found")
     names = _decode_names(load_npy_untrusted(ann / "videoname.npy"), ann / "videoname.npy")
+    for vid, same in index_by_id(names)[1].items():  # two rows would be written to one entry
+        raise DatasetError(f"{ann / 'videoname.npy'}: {collision_text(vid, same, 'video names')}; the last "
+                           f"row would overwrite the other")
     durations = np.asarray(load_npy_untrusted(ann / "duration.npy"), dtype=np.float64).ravel()  # [N] seconds
     rows = _load_object_npy(features_npy)
     if getattr(rows, "ndim", 1) != 1 or len(rows) != len(names) or len(durations) != len(names):
@@ -251,6 +254,8 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
         wanted = " or ".join(repr(patterns[k]) for k in found)
         raise InputError(f"{src}: no file matches {wanted} (extensions {', '.join(ARRAY_EXTENSIONS)})")
     order = [s for s in STREAM_NAMES if s in spec.streams]  # written order: [rgb | flow]
+    keys = one_per_id(dataset.videos, "annotation keys", log, where=f"dataset '{dataset.name}'") \
+        if dataset is not None else {}  # {video id: annotation key}: files are matched to keys as ids
     not_in_dataset = []
     bar = Progress(len(ids), desc=src.name, unit="video", enabled=not quiet)
     for vid in ids:
@@ -281,7 +286,8 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
             raise InputError(f"{p1}: {rows[s1]} {s1} rows, but {rows[s0]} {s0} rows in {p0}; the streams must "
                              f"cover the same snippets")
         feats = np.concatenate([per[s][0] for s in order], axis=1)  # [T, stream_dim * n_streams]
-        duration_s = _check_duration(dataset, vid, feats.shape[0], per[order[0]][1], tb, not_in_dataset)
+        duration_s = _check_duration(dataset, keys.get(vid), vid, feats.shape[0], per[order[0]][1], tb,
+                                     not_in_dataset)
         meta = {"origin": "imported", **tb, "streams": order, "stream_dims": {s: spec.stream_dim for s in order},
                 "duration_s": duration_s,
                 "time_base_source": f"stated at import: {tb['fps']:g} fps, {tb['snippet_frames']}-frame windows "
@@ -299,11 +305,13 @@ def import_feature_folder(src: Path, out_dir: Path, spec: FolderImport, *, datas
     return ids, layout
 
 
-def _check_duration(dataset, vid: str, n_rows: int, path: Path, tb: dict, not_in_dataset: list) -> float | None:
-    """The video's duration from ``dataset`` (None if unknown); DatasetError if ``n_rows`` does not fit it."""
+def _check_duration(dataset, key: str | None, vid: str, n_rows: int, path: Path, tb: dict,
+                    not_in_dataset: list) -> float | None:
+    """The duration of the video with annotation key ``key`` (matched to the file's id ``vid``) from ``dataset``
+    (None if unknown); DatasetError if ``n_rows`` does not fit it."""
     if dataset is None:
         return None
-    video = dataset.videos.get(vid)
+    video = dataset.videos.get(key) if key is not None else None
     if video is None:
         not_in_dataset.append(vid)
         return None

@@ -3,7 +3,9 @@
 The one missing-video policy: a listed video that carries no action label and has no feature file is
 skipped with one warning line naming it (there is nothing to learn from it nor to detect in it: W-TALC's
 THUMOS'14 features leave out ``video_test_0001292``, which has only Ambiguous spans). A video is found under
-the id of its annotation key (``ids.video_id``: the same normalisation as the file names). Any other listed
+the id of its annotation key (``ids.video_id``: the same normalisation as the file names); two keys that give
+one id, or two cache entries that give a key's id, are an error naming both (one would train twice, or on a
+guess). Any other listed
 video without usable features is an error that names it, unless ``skip_missing`` (then each is reported
 and skipped; absent ones are counted in one line naming the first few). All videos must share one extraction setting; the
 shared part becomes the ``feature_meta`` a trained head demands of detect's features.
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from refineloc_e2e.errors import CacheError, DatasetError
-from refineloc_e2e.features.cache import cached_ids, feature_paths, read_features
-from refineloc_e2e.ids import video_id
+from refineloc_e2e.features.cache import cache_index, feature_paths, read_features
+from refineloc_e2e.ids import collision_text, index_by_id, video_id
 from refineloc_e2e.timebase import with_stride
 from refineloc_e2e.progress import log_lines
 
@@ -32,7 +34,8 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
                            log: Callable[[str], None] | None = None):
     """Read the cached features of every train/test video of ``dataset``; returns (features, meta, missing)."""
     log = log or log_lines(logger)
-    stems = cached_ids(features_dir)  # {video id: its files' stem}
+    stems, shared_stems = cache_index(features_dir)  # {video id: its files' stem}, {id: stems giving it}
+    _refuse_shared_ids(dataset, features_dir, shared_stems)
     stem = {vid: stems.get(video_id(vid), video_id(vid)) for vid in dataset.videos}  # annotation key -> files
     features, metas, missing, unlabelled = {}, {}, [], []
     for vid in sorted(dataset.videos):
@@ -67,6 +70,20 @@ def load_training_features(dataset, features_dir: Path, *, skip_missing: bool,
         raise DatasetError(f"{features_dir}: none of the {len(dataset.videos)} videos of '{dataset.name}' has features")
     feature_meta = _common_meta(metas, features_dir)
     return features, feature_meta, missing
+
+
+def _refuse_shared_ids(dataset, features_dir: Path, shared_stems: dict[str, list[str]]) -> None:
+    """DatasetError naming them where two annotation keys give one id (both would train on one feature file) or
+    where two cache entries give the id of an annotation key (its features would be a guess)."""
+    _, shared_keys = index_by_id(sorted(dataset.videos))
+    for vid, keys in shared_keys.items():
+        raise DatasetError(f"dataset '{dataset.name}': {collision_text(vid, keys, 'annotation keys')}, so both "
+                           f"would train on one feature file; rename one of them")
+    for key in sorted(dataset.videos):
+        stems = shared_stems.get(video_id(key))
+        if stems:
+            raise DatasetError(f"{features_dir}: {collision_text(video_id(key), stems, 'cache entries')}, the id "
+                               f"of annotation key '{key}': which holds its features is a guess; remove the other")
 
 
 def _closest(key: str, ids: list[str]) -> str:

@@ -22,7 +22,7 @@ from refineloc_e2e.datasets import Dataset, load_dataset
 from refineloc_e2e.errors import ConfigError, DatasetError, InputError
 from refineloc_e2e.features.batch import VIDEO_EXTENSIONS
 from refineloc_e2e.fileio import user_cache_dir
-from refineloc_e2e.ids import video_id, video_id_of
+from refineloc_e2e.ids import collision_text, video_id, video_id_of
 from refineloc_e2e.training.data import load_training_features
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
@@ -71,6 +71,13 @@ def dataset_videos(dataset: Dataset, data_root: str | Path) -> list[Path]:
     if not videos:
         raise DatasetError(f"{data_root}: no video named after a '{dataset.name}' video id "
                            f"(e.g. {sorted(dataset.videos)[0]}.mp4)")
+    by_id: dict[str, list[Path]] = {}
+    for p in videos:
+        by_id.setdefault(video_id_of(p), []).append(p)
+    for vid, paths in by_id.items():
+        if len(paths) > 1:  # extracted under two suffixed ids, neither the annotation key's: refuse, naming them
+            raise DatasetError(f"{data_root}: {collision_text(vid, [str(p) for p in paths], 'videos')}, a "
+                               f"'{dataset.name}' video id: which one to train on is a guess; keep one")
     return videos
 
 

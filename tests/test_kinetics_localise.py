@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refineloc_e2e.config import from_dict
-from refineloc_e2e.detection.kinetics import is_builtin, scorable_problem
+from refineloc_e2e.detection.kinetics import KineticsHead, is_builtin, scorable_problem
 from refineloc_e2e.detection.kinetics_detect import detect_features_kinetics, kinetics_extract_config
 from refineloc_e2e.detection.localise import (LocaliseConfig, class_segments, localise, outer_inner_contrast,
                                               pooled_evidence, smooth)
@@ -153,3 +153,16 @@ def test_builtin_names_and_which_streams_are_scored():
     assert cfg.streams == "both" and line.startswith("kinetics400: two streams, RGB + flow logits")
     with pytest.raises(ConfigError, match="streams=flow"):
         kinetics_extract_config(None, ["streams=flow"])
+
+
+def test_two_stream_logits_are_the_sum_of_the_streams_heads():
+    rng = np.random.default_rng(1)
+    W = {s: (rng.normal(size=(400, 1024)).astype(np.float32), rng.normal(size=400).astype(np.float32))
+         for s in ("rgb", "flow")}
+    feats = rng.normal(size=(3, 2048)).astype(np.float32)  # [T, rgb | flow]
+    meta = {"streams": ["rgb", "flow"]}
+    rgb_only = KineticsHead({"rgb": W["rgb"]}, {}).logits(feats, meta)
+    np.testing.assert_allclose(rgb_only, feats[:, :1024].astype(np.float64) @ W["rgb"][0].T + W["rgb"][1], rtol=1e-9)
+    both = KineticsHead(W, {}).logits(feats, meta)
+    np.testing.assert_allclose(both, rgb_only + feats[:, 1024:].astype(np.float64) @ W["flow"][0].T + W["flow"][1],
+                               rtol=1e-9)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from refineloc_e2e.backbone.weights import build_i3d
 from refineloc_e2e.cli import main
 from refineloc_e2e.detection.kinetics import kinetics_head
-from refineloc_e2e.features.cache import read_features
+from refineloc_e2e.features.cache import read_features, write_features
 from refineloc_e2e.video.decode import iter_frames
 from refineloc_e2e.video.snippets import center_crop, normalize_rgb, pad_tail
 
@@ -106,3 +106,17 @@ def test_thumos14_vocabulary_output_scores_with_evaluate(detected, tmp_path):
     assert r.exit_code == 0, r.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["n_predictions"] == 2 and metrics["n_ignored_predictions"] == 0  # both matched to its annotation
+
+
+def test_a_cached_both_stream_entry_is_used_as_it_is(detected, tmp_path):
+    """A both-stream entry of this very video in the cache is scored through its RGB half: nothing is extracted
+    and no RGB-only entry is written beside it."""
+    root, _, doc = detected
+    feats, meta = read_features(root / "cache" / "rgb-only", CRICKET_ID)
+    flow = {**meta["backbone"]["rgb"], "weights_id": "cross-modality-from-rgb:i3d-kinetics400-rgb", "stream": "flow"}
+    both = dict(meta, streams=["rgb", "flow"], backbone={"rgb": meta["backbone"]["rgb"], "flow": flow})
+    write_features(tmp_path / "cache", CRICKET_ID, np.concatenate([feats, np.zeros_like(feats)], axis=1), both)
+    r = run("detect", GIF, "-o", tmp_path / "o.json", "--cache", tmp_path / "cache", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "o.json").read_text())["results"][CRICKET_ID] == doc["results"][CRICKET_ID]
+    assert not (tmp_path / "cache" / "rgb-only").exists()

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from refineloc_e2e.backbone.classify import kinetics400_labels
 from refineloc_e2e.backbone.i3d import FEATURE_DIM
 from refineloc_e2e.backbone.weights import CROSS_MODALITY, load_manifest, resolve_stream
 from refineloc_e2e.errors import ModelMismatchError, WeightsError
@@ -167,7 +166,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def labels() -> list[str]:
-    return kinetics400_labels()

@@ -28,6 +28,7 @@ import numpy as np
 from refineloc_e2e import __version__
 from refineloc_e2e.config import load_config, to_dict
 from refineloc_e2e.datasets import Dataset
+from refineloc_e2e.detection.detect import results_json
 from refineloc_e2e.detection.kinetics import (KineticsHead, flow_has_kinetics_head, kinetics_head, scorable_problem,
                                               softmax)
 from refineloc_e2e.detection.localise import LocaliseConfig, localise
@@ -47,7 +48,6 @@ from refineloc_e2e.timebase import time_base
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "kinetics400"
-RESULTS_VERSION = "VERSION 1.3"
 RGB_ONLY_SUBDIR = "rgb-only"  # where RGB-only extractions go inside the cache (never over a both-stream entry)
 SCORE_KEYS = ("probs", "class_names", "model", "fps", "snippet_frames")
 
@@ -89,9 +89,6 @@ class KineticsScorer:
     plot_dir: str | Path | None = None
     scores_dir: str | Path | None = None
     ground_truth: Dataset | None = None
-
-    def __post_init__(self) -> None:
-        self.allowed = np.ones(len(self.vocab.classes), dtype=bool)  # unmapped classes have no column at all
 
     def features(self, source: str, vid: str, feats: np.ndarray, meta: dict, where: str) -> None:
         try:
@@ -149,9 +146,7 @@ def _external(summary: KineticsSummary, vocab: Vocab, cfg: LocaliseConfig, **ext
 
 
 def _write(out_json: str | Path, summary: KineticsSummary, external: dict[str, Any]) -> None:
-    doc = {"version": RESULTS_VERSION, "results": {v: summary.results[v] for v in sorted(summary.results)},
-           "external_data": external}
-    atomic_write_json(out_json, doc)
+    atomic_write_json(out_json, results_json(summary.results, external))
 
 
 def usable_cached(cache_dir: str | Path, vid: str, video: Path, cfg: ExtractConfig

@@ -96,12 +96,10 @@ def pooled_evidence(smoothed: np.ndarray) -> np.ndarray:
     return smoothed.max(axis=0)
 
 
-def select_classes(pooled: np.ndarray, cfg: LocaliseConfig, allowed: np.ndarray | None = None) -> list[int]:
-    """Classes to localise: pooled evidence >= ``min_class_prob``, best first, at most ``max_classes``;
-    ``allowed`` bool[C] masks out classes that may never be predicted (unmapped ones)."""
+def select_classes(pooled: np.ndarray, cfg: LocaliseConfig) -> list[int]:
+    """Classes to localise: pooled evidence >= ``min_class_prob``, best first, at most ``max_classes``."""
     order = np.argsort(-pooled, kind="stable")
-    keep = [int(c) for c in order if pooled[c] >= cfg.min_class_prob and (allowed is None or allowed[c])]
-    return keep[: cfg.max_classes]
+    return [int(c) for c in order if pooled[c] >= cfg.min_class_prob][: cfg.max_classes]
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -140,15 +138,13 @@ def class_segments(curve: np.ndarray, cfg: LocaliseConfig) -> list[tuple[int, in
     return kept
 
 
-def localise(probs: np.ndarray, cfg: LocaliseConfig, allowed: np.ndarray | None = None) -> Localised:
+def localise(probs: np.ndarray, cfg: LocaliseConfig) -> Localised:
     """``probs`` float[T, C] -> the selected classes' scored segments (see the module docstring)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] == 0:
         raise ValueError(f"localise: probs must be float[T, C] with T > 0, got shape {probs.shape}")
     smoothed = smooth(probs, cfg.smooth_snippets)  # [T, C]
     pooled = pooled_evidence(smoothed)  # [C]
-    if allowed is not None:
-        pooled = np.where(allowed, pooled, 0.0)
-    selected = select_classes(pooled, cfg, allowed)
+    selected = select_classes(pooled, cfg)
     segments = [SnippetSegment(c, s, e, sc) for c in selected for s, e, sc in class_segments(smoothed[:, c], cfg)]
     return Localised(segments=segments, pooled=pooled, smoothed=smoothed, selected=selected)

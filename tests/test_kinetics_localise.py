@@ -153,6 +153,10 @@ def test_builtin_names_and_which_streams_are_scored():
     assert cfg.streams == "both" and line.startswith("kinetics400: two streams, RGB + flow logits")
     with pytest.raises(ConfigError, match="streams=flow"):
         kinetics_extract_config(None, ["streams=flow"])
+    with pytest.raises(ConfigError) as e:  # refused before any extraction
+        kinetics_extract_config(None, ["decode.crop_size=112"])
+    assert str(e.value) == ("the built-in kinetics400 model cannot score these settings: crop 112: the logits equal "
+                            "W f + b only at crop 224 (Mixed_5c 7x7 = the head's window)")
 
 
 def test_two_stream_logits_are_the_sum_of_the_streams_heads():

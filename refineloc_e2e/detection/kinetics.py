@@ -57,6 +57,19 @@ def flow_has_kinetics_head(flow_weights: str) -> bool:
     return entry is not None and entry["stream"] == "flow" and "Kinetics-400" in entry.get("trained_on", "")
 
 
+def settings_problem(crop_size: int | None, snippet_frames: int | None, precision: str) -> str | None:
+    """None when features extracted with these settings satisfy the identity, else why not."""
+    if crop_size != IDENTITY_CROP:
+        return (f"crop {crop_size}: the logits equal W f + b only at crop {IDENTITY_CROP} (Mixed_5c 7x7 = the "
+                f"head's window)")
+    if snippet_frames != IDENTITY_SNIPPET_FRAMES:
+        return (f"{snippet_frames}-frame snippets: the logits equal W f + b only for {IDENTITY_SNIPPET_FRAMES}-frame "
+                f"snippets (Mixed_5c 2 steps = the head's window)")
+    if precision != "fp32":
+        return f"precision {precision}: the head is applied to fp32 features only"
+    return None
+
+
 def scorable_problem(meta: dict[str, Any]) -> str | None:
     """None when the Kinetics head applies to features with this metadata, else why not (one line)."""
     if meta.get("origin") != ORIGIN:
@@ -65,16 +78,10 @@ def scorable_problem(meta: dict[str, Any]) -> str | None:
     streams = list(meta.get("streams") or [])
     if "rgb" not in streams:
         return f"no RGB stream (streams {streams}); the Kinetics head reads the RGB features"
-    decode = meta.get("decode") or {}
-    crop, frames = decode.get("crop_size"), meta.get("snippet_frames")
-    if crop != IDENTITY_CROP:
-        return (f"crop {crop}: the logits equal W f + b only at crop {IDENTITY_CROP} (Mixed_5c 7x7 = the head's "
-                f"window); re-extract with the default decode")
-    if frames != IDENTITY_SNIPPET_FRAMES:
-        return (f"{frames}-frame snippets: the logits equal W f + b only for {IDENTITY_SNIPPET_FRAMES}-frame "
-                f"snippets (Mixed_5c 2 steps = the head's window); re-extract with the default decode")
-    if meta.get("precision", "fp32") != "fp32":
-        return f"precision {meta.get('precision')}: the head is applied to fp32 features only; re-extract in fp32"
+    problem = settings_problem((meta.get("decode") or {}).get("crop_size"), meta.get("snippet_frames"),
+                               meta.get("precision", "fp32"))
+    if problem is not None:
+        return problem + "; re-extract with the default settings"
     rgb = (meta.get("backbone") or {}).get("rgb") or {}
     if rgb.get("num_classes") != KINETICS_CLASSES:
         return (f"RGB weights {rgb.get('weights_id')!r} have {rgb.get('num_classes')} classes, not a "

@@ -30,7 +30,7 @@ from refineloc_e2e.config import load_config, to_dict
 from refineloc_e2e.datasets import Dataset
 from refineloc_e2e.detection.detect import results_json
 from refineloc_e2e.detection.kinetics import (KineticsHead, flow_has_kinetics_head, kinetics_head, scorable_problem,
-                                              softmax)
+                                              settings_problem, softmax)
 from refineloc_e2e.detection.localise import LocaliseConfig, localise
 from refineloc_e2e.detection.plot import plot_timeline
 from refineloc_e2e.detection.vocab import Vocab, load_vocab
@@ -58,6 +58,9 @@ def kinetics_extract_config(config_path: str | Path | None, overrides: list[str]
     cfg = load_config(ExtractConfig, config_path, list(overrides))
     if cfg.streams == "flow":
         raise ConfigError("streams=flow: the built-in kinetics400 model reads the RGB stream; use rgb or both")
+    problem = settings_problem(cfg.decode.crop_size, cfg.decode.snippet_frames, cfg.precision)
+    if problem is not None:  # refused before any extraction
+        raise ConfigError(f"the built-in kinetics400 model cannot score these settings: {problem}")
     if cfg.streams == "both" and flow_has_kinetics_head(cfg.flow_weights):
         return cfg, (f"kinetics400: two streams, RGB + flow logits ({cfg.flow_weights} has its own Kinetics "
                      f"head)")

@@ -87,9 +87,11 @@ def test_config_and_usage_errors_exact(tmp_path, monkeypatch):
     assert (r.exit_code, r.stderr) == (1, "error: config key 'decode.fps': expected a number, got 'fast'\n")
     r = run("extract", "v.mp4", "--set", "decode.nosuch=1")
     assert r.exit_code == 1 and r.stderr.startswith("error: unknown config key 'decode.nosuch'")
-    r = run("detect", "v.mp4")
-    assert (r.exit_code, r.stderr) == (1, "error: no trained model: runs/*/model.pt matches nothing here; train one "
-                                          "with `refineloc-e2e train --dataset thumos14`, or give --model FILE\n")
+    r = run("detect", "v.mp4", "--alpha-attention", "0.5")  # nothing trained here: the built-in detector
+    assert (r.exit_code, r.stderr) == (1, "model: kinetics400, the built-in Kinetics-400 detector (no runs/*/model.pt "
+                                          "here; --model FILE for a trained one)\nerror: --alpha-attention: a trained "
+                                          "head's post-processing, meaningless for the built-in kinetics400 model "
+                                          "(see --set localise.min_class_prob=... in docs/kinetics.md)\n")
     r = run("detect", "v.mp4", "--model", "nope.pt")
     assert (r.exit_code, r.stderr) == (1, "error: nope.pt: model file not found\n")
     r = run("train", "--dataset", "thumos14")

@@ -79,7 +79,8 @@ def test_extract_train_detect_verbatim(tmp_path, monkeypatch, make_video, one_th
     assert [it["iteration"] for it in metrics["iterations"]] == [0, 1]
 
     out = cmd("refineloc-e2e detect clip.mp4 -o segments.json")
-    assert out[0] == "model: runs/thumos14/model.pt (the newest runs/*/model.pt; --model FILE for another)"
+    assert out[0] == ("model: runs/thumos14/model.pt (the newest runs/*/model.pt; --model FILE for another, "
+                      "--model kinetics400 for the built-in Kinetics-400 detector)")
     assert out[-1].startswith("wrote segments.json: ") and out[-1].endswith(" in 1 videos; failed 0")
     results = json.loads(Path("segments.json").read_text())["results"]
     assert list(results) == ["clip"]

@@ -7,7 +7,6 @@ import pytest
 
 from refineloc_e2e.config import to_dict
 from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
-from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.video.decode import DecodeConfig
 
@@ -25,21 +24,27 @@ def test_given_model_is_used_as_is(tmp_path):
 
 
 def test_newest_run_model_is_picked(tmp_path):
-    with pytest.raises(InputError) as e:
-        pick_model(None, cwd=tmp_path)
-    assert str(e.value) == ("no trained model: runs/*/model.pt matches nothing here; train one with "
-                            "`refineloc-e2e train --dataset thumos14`, or give --model FILE")
+    builtin = ("kinetics400", "model: kinetics400, the built-in Kinetics-400 detector (no runs/*/model.pt here; "
+                              "--model FILE for a trained one)")
+    assert pick_model(None, cwd=tmp_path) == builtin  # nothing trained here: the built-in detector
     (tmp_path / "runs" / "empty").mkdir(parents=True)  # a run folder without a model.pt is not a model
-    with pytest.raises(InputError):
-        pick_model(None, cwd=tmp_path)
+    assert pick_model(None, cwd=tmp_path) == builtin
     _model(tmp_path, "old", 1_000_000)
     assert pick_model(None, cwd=tmp_path) == (
-        Path("runs/old/model.pt"), "model: runs/old/model.pt (the newest runs/*/model.pt; --model FILE for another)")
+        Path("runs/old/model.pt"), "model: runs/old/model.pt (the newest runs/*/model.pt; --model FILE for another, "
+                                   "--model kinetics400 for the built-in Kinetics-400 detector)")
     _model(tmp_path, "new", 2_000_000)
     _model(tmp_path, "zzz_older", 1_500_000)  # newest by time, not by name
     assert pick_model(None, cwd=tmp_path) == (
         Path("runs/new/model.pt"),
-        "model: runs/new/model.pt (the newest runs/*/model.pt, newest of 3; --model FILE for another)")
+        "model: runs/new/model.pt (the newest runs/*/model.pt, newest of 3; --model FILE for another, "
+        "--model kinetics400 for the built-in Kinetics-400 detector)")
+
+
+def test_builtin_names_are_reserved_and_files_use_a_path(tmp_path):
+    (tmp_path / "kinetics400").write_bytes(b"")
+    assert pick_model("kinetics400", cwd=tmp_path) == ("kinetics400", None)  # the name, even beside such a file
+    assert pick_model("./kinetics400", cwd=tmp_path) == (Path("kinetics400"), None)  # the file
 
 
 def _meta(cfg: ExtractConfig) -> dict:

@@ -10,6 +10,9 @@ memory on CPU). A longer clip is cut
 into consecutive passes of ``max_frames`` frames (the last one shorter) and the logits of the passes
 are averaged, weighted by their frame counts, which is what the network's own mean over time does
 within one pass.
+
+This is the whole-clip answer. For *when* each action happens, ``detect --model kinetics400``
+(``detection.kinetics``, docs/kinetics.md) applies the same logits layer to every cached 16-frame snippet.
 """
 
 from __future__ import annotations

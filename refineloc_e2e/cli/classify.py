@@ -18,6 +18,8 @@ from refineloc_e2e.device import resolve_device
 @click.option("--device", default="auto", show_default=True)
 @errors_to_exit
 def classify(video, top_k, weights, device):
-    """Kinetics-400 top-k of the RGB I3D stream for a clip (checks weights and preprocessing)."""
+    """Kinetics-400 top-k of the RGB I3D stream for a clip (checks weights and preprocessing).
+
+    The whole-clip answer; for *when* each action happens, `detect VIDEO --model kinetics400` (docs/kinetics.md)."""
     for label, logit, prob in run_classify(video, k=top_k, weights=weights, device=str(resolve_device(device))):
         click.echo(f"{prob:9.6f}  {logit:8.3f}  {label}")

@@ -14,6 +14,9 @@ from refineloc_e2e.datasets import GROUND_TRUTH_SPECS, load_ground_truth
 from refineloc_e2e.detection.detect import (detect_features, detect_videos, load_model, model_overrides,
                                             redetect_from_scores)
 from refineloc_e2e.detection.inputs import extract_config_for_model, pick_model
+from refineloc_e2e.detection.kinetics import is_builtin
+from refineloc_e2e.detection.kinetics_detect import is_kinetics_scores
+from refineloc_e2e.cli.kinetics import run_kinetics
 from refineloc_e2e.errors import InputError
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.model.postprocess import PostprocessConfig
@@ -23,8 +26,12 @@ from refineloc_e2e.report.page import scores_for_page, write_report
 @click.command()
 @click.argument("videos", nargs=-1)
 @click.option("-o", "--output", "out_json", type=click.Path(dir_okay=False), default="segments.json", show_default=True)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Trained head (default: the newest runs/*/model.pt).")
+@click.option("--model", "model_path", default=None, metavar="FILE|NAME",
+              help="A trained head FILE or the built-in kinetics400 (default: the newest runs/*/model.pt, else "
+                   "kinetics400). Built-in names are reserved: a file of that name is ./kinetics400.")
+@click.option("--classes", "classes", default=None, metavar="NAME|FILE.json",
+              help="kinetics400 only: kinetics400 (default) | thumos14 | activitynet12 | FILE.json mapping your "
+                   "class names to Kinetics classes.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
               help="Feature cache folder (with --ray: a shared folder every node sees).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Write one timeline PNG per video.")
@@ -44,14 +51,31 @@ from refineloc_e2e.report.page import scores_for_page, write_report
 @ray_option
 @errors_to_exit(stopped_hint="the features of finished videos are kept in the cache, run the same command "
                             "again to continue")
-def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, features_dir, from_scores, html_out,
-           ground_truth, alpha_attention, alpha_class, top_k, config_path, overrides, streams, device, flow_weights,
-           quiet, workers, ray_address):
-    """Videos in, labelled time segments out (ActivityNet results JSON)."""
+def detect(videos, out_json, model_path, classes, cache_dir, plot_dir, scores_dir, features_dir, from_scores,
+           html_out, ground_truth, alpha_attention, alpha_class, top_k, config_path, overrides, streams, device,
+           flow_weights, quiet, workers, ray_address):
+    """Videos in, labelled time segments out (ActivityNet results JSON).
+
+    With no trained model here (runs/*/model.pt), the built-in kinetics400 detector: I3D's own Kinetics-400
+    classes, no training (docs/kinetics.md)."""
     if html_out is not None and not from_scores:  # the page draws its curves from saved scores (kept or temporary)
         scores_dir = str(click.get_current_context().with_resource(scores_for_page(scores_dir)))
     pp_over = {k: v for k, v in (("alpha_attention", alpha_attention), ("alpha_class", alpha_class),
                                  ("top_k", top_k)) if v is not None}
+    kinetics_run = dict(videos=videos, out_json=out_json, classes=classes, cache_dir=cache_dir, plot_dir=plot_dir,
+                        scores_dir=scores_dir, features_dir=features_dir,
+                        ground_truth=_load_ground_truth(ground_truth) if ground_truth else None,
+                        pp_over=pp_over, config_path=config_path, overrides=overrides, quiet=quiet,
+                        ray_address=ray_address, extra=option_overrides(streams=streams, device=device,
+                                                                          flow_weights=flow_weights, workers=workers))
+    if from_scores and (is_kinetics_scores(from_scores) or is_builtin(model_path)):
+        ok = run_kinetics(from_scores=from_scores, model=model_path, **kinetics_run)
+        _page(out_json, html_out, from_scores, kinetics_run["ground_truth"])
+        _exit_unless(ok)
+        return
+    if classes is not None and not is_builtin(model_path) and (from_scores or model_path is not None):
+        raise InputError("--classes applies to the built-in kinetics400 model only (a trained model keeps the "
+                         "classes it was trained on)")
     if from_scores:  # the saved scores need no model; one given supplies its post-processing settings
         base_pp = load_model(model_path).postprocess_config if model_path is not None else PostprocessConfig()
         res = redetect_from_scores(from_scores, out_json, dataclasses.replace(base_pp, **pp_over))
@@ -61,6 +85,14 @@ def detect(videos, out_json, model_path, cache_dir, plot_dir, scores_dir, featur
     model_path, picked = pick_model(model_path)
     if picked is not None:
         click.echo(picked, err=True)
+    if is_builtin(model_path):
+        ok = run_kinetics(from_scores=None, model=model_path, **kinetics_run)
+        _page(out_json, html_out, scores_dir, kinetics_run["ground_truth"])
+        _exit_unless(ok)
+        return
+    if classes is not None:
+        raise InputError("--classes applies to the built-in kinetics400 model only (a trained model keeps the "
+                         "classes it was trained on)")
     loaded = load_model(model_path)  # the one load of the checkpoint
     overrides = model_overrides(overrides, loaded, model_path)  # --set head.* may only restate the trained head
     base_pp = loaded.postprocess_config
@@ -92,7 +124,11 @@ def _report_detect(out_json, summary) -> None:
     click.echo(f"wrote {out_json}: {n} segments in {len(summary.results)} videos; failed {len(summary.failed)}", err=True)
     for p, why in summary.failed:
         click.echo(f"  FAILED {p}: {why}", err=True)
-    if not summary.ok:
+    _exit_unless(summary.ok)
+
+
+def _exit_unless(ok: bool) -> None:
+    if not ok:
         sys.exit(1)
 
 

@@ -25,6 +25,7 @@ ATTENTION_CURVES = {
     "none": ("fg attention", "eq. 1 foreground probability"),
     "minmax": ("fg attention (min-max)", "foreground log-odds min-max scaled within the video"),
     "logodds": ("fg log-odds", "foreground log-odds A_fg - A_bg"),
+    "class_prob": ("best class probability", "the built-in Kinetics detector: smoothed probability of the best class"),
 }
 
 

@@ -168,13 +168,19 @@ def check_entry(features_dir: str | Path, video_id: str, *, source: str | Path, 
         return f"cached entry unusable: {e}", None
     if meta.get("settings_hash") != settings_hash:
         return "cached with other settings", None
+    if source_matches(meta, source):
+        return None, (array, meta)
+    return "source video changed", None
+
+
+def source_matches(meta: dict[str, Any], source: str | Path) -> bool:
+    """Whether an entry's recorded source is this very content: size and mtime equal -> same content (no
+    re-hash); otherwise the content sha256 decides, so a touched but unchanged file still matches."""
     old = meta.get("source", {})
     now = source_identity(source, with_sha256=False)
     if old.get("size") != now["size"]:
-        return "source video changed", None
-    if old.get("mtime_ns") == now["mtime_ns"] or old.get("sha256") == sha256_file(source):
-        return None, (array, meta)
-    return "source video changed", None
+        return False
+    return old.get("mtime_ns") == now["mtime_ns"] or old.get("sha256") == sha256_file(source)
 
 
 def entry_problem(features_dir: str | Path, video_id: str, *, source: str | Path, settings_hash: str) -> str | None:

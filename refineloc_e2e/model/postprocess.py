@@ -225,8 +225,9 @@ def save_scores(path: str | Path, scores: dict[str, np.ndarray]) -> None:
     atomic_save_with(path, lambda f: np.savez(f, **arrays))
 
 
-def load_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """Read scores written by :func:`save_scores`; raises CacheError naming the file if unreadable."""
+def load_scores(path: str | Path, required: tuple[str, ...] = SCORE_KEYS) -> dict[str, np.ndarray]:
+    """Read scores written by :func:`save_scores`; raises CacheError naming the file if unreadable or
+    lacking one of ``required``."""
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: scores file not found")
@@ -235,7 +236,7 @@ def load_scores(path: str | Path) -> dict[str, np.ndarray]:
             scores = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CacheError(f"{path}: not a readable scores .npz ({e})") from None
-    missing = [k for k in SCORE_KEYS if k not in scores]
+    missing = [k for k in required if k not in scores]
     if missing:
         raise CacheError(f"{path}: scores file lacks {', '.join(missing)}")
     return scores

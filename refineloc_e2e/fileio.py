@@ -95,7 +95,8 @@ def _atomic_writer(path: Path, mode: str) -> Iterator[Any]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_umask())
+        if hasattr(os, "fchmod"):  # POSIX (Windows has it from Python 3.13, where it sets read-only only)
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -123,12 +124,17 @@ NO_SPACE_HINT = "; free some disk space and run again"
 
 
 def free_bytes(folder: str | Path) -> int | None:
-    """Space this process may still write in ``folder``'s file system (root may use the reserved blocks)."""
+    """Space this process may still write in ``folder``'s file system (root may use the reserved blocks); None
+    when unknown (no ``os.statvfs`` on this platform: a short write is then not attributed to a full disk)."""
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is None:
+        return None
     try:
-        st = os.statvfs(folder)
+        st = statvfs(folder)
     except OSError:
         return None
-    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    geteuid = getattr(os, "geteuid", None)  # POSIX
+    return (st.f_bfree if geteuid is not None and geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
 def file_size_limit() -> int | None:

@@ -13,21 +13,30 @@
   ``deadline_s`` (the program, not in-process callers), a watch thread woken by the signal itself
   (``signal.set_wakeup_fd``) finishes the stop when the main thread has not taken the signal within
   ``deadline_s`` (one that has is cleaning up, e.g. a Ray driver waiting for its tasks, and is left to it): it
-  waits for any atomic write in progress (:func:`no_hard_stop`), prints the same line (the last: later output
-  goes to ``/dev/null``), runs the kill hooks (:func:`on_hard_stop`: the flow workers) and multiprocessing's
-  finalizers (its semaphores) and exits with the same status.
+  waits up to ``WRITE_WAIT_S`` for an atomic write in progress (:func:`no_hard_stop`), prints the same line (the
+  last: later output goes to ``/dev/null``), runs the kill hooks (:func:`on_hard_stop`: the flow workers) and
+  multiprocessing's finalizers (its semaphores) and exits with the same status. Every wait on that path is
+  bounded: a watchdog ends the process ``HARD_STOP_LIMIT_S`` after the deadline whatever is still running.
+* **Finished is finished.** Once the command's work is over (:meth:`StopControl.close`: it returned or
+  failed), a stop signal is ignored and the watch thread ends nothing: a signal that lands while the command
+  exits never turns its result into a stop.
 * **Children die with their parent.** :func:`die_with_parent` (called in a child) and
-  :func:`parent_death_preexec` (for ``subprocess``) ask Linux to SIGKILL the child when its parent dies
-  (``prctl(PR_SET_PDEATHSIG)``), then check ``getppid()`` for a parent that died before the request. Linux
-  sends that signal when the *thread* that started the child exits, so a child started outside the main
-  thread gets a watch thread instead (it polls ``getppid()``), as on other systems (best effort).
+  :func:`parent_death_command` (a program for ``subprocess``, e.g. ``pip``) ask Linux to SIGKILL the child when
+  its parent dies (``prctl(PR_SET_PDEATHSIG)``), then check ``getppid()`` for a parent that died before the
+  request. The command is a small Python that asks for the signal and then execs the program, so no
+  ``preexec_fn`` runs in this process with threads (the Python docs call that unsafe). Linux sends that signal
+  when the *thread* that started the child exits, so a child started outside the main thread gets a watch
+  thread instead (it polls ``getppid()``), as on other systems (best effort; a program run with ``subprocess``
+  there is not tied).
+
+Signals and calls that a platform lacks (``SIGXFSZ``, ``SIGKILL``, ``prctl``, a pipe for the wake-up) are
+looked up, never assumed: without them the stop is still a stop, only without that part.
 """
 
 from __future__ import annotations
 
 import ctypes
 import inspect
-import multiprocessing.util
 import os
 import signal
 import sys
@@ -37,10 +46,20 @@ import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from refineloc_e2e.stdlib_compat import run_multiprocessing_finalizers
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DEADLINE_S = 1.0  # a signal the main thread has not taken this long after it came: the watch thread stops
 WATCH_INTERVAL_S = 0.5  # the watch thread's getppid() period where the parent-death signal is not used
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGXFSZ = getattr(signal, "SIGXFSZ", None)  # POSIX: the file size limit's signal (ignored within stop_signals)
+KILL_SIGNAL = getattr(signal, "SIGKILL", signal.SIGTERM)  # what a child gets when its parent dies
+# the stop's deadline path (the watch thread), each wait bounded: a write in progress (a model's torch.save, a
+# plot's savefig: seconds at most; an abandoned one leaves only its temp file, which the next run removes), the
+# flush of Python's stdout/stderr buffers (their lock may be held by the stuck main thread), and all of it
+WRITE_WAIT_S = 10.0
+FLUSH_WAIT_S = 1.0
+HARD_STOP_LIMIT_S = WRITE_WAIT_S + 5.0
 
 
 class Stopped(KeyboardInterrupt):
@@ -80,7 +99,12 @@ def program_deadline_s() -> float | None:
 _hooks_lock = threading.Lock()
 _kill_hooks: dict[int, Callable[[], Callable[[], None] | None]] = {}  # key -> () -> the hook, or None if gone
 _writes = threading.Condition()  # guards _writing, the atomic writes in progress (no_hard_stop)
-_writing = [0]
+_writing: weakref.WeakSet = weakref.WeakSet()  # one token per write in progress, held by its frame
+
+
+class _WriteToken:
+    """One write in progress; held weakly, so a write whose clean-up never ran (a stop between two bytecodes of
+    it) cannot stay counted: its token goes with its frame."""
 
 
 def on_hard_stop(key: int, fn: Callable[[], None] | None) -> None:
@@ -95,30 +119,60 @@ def on_hard_stop(key: int, fn: Callable[[], None] | None) -> None:
 
 @contextmanager
 def no_hard_stop() -> Iterator[None]:
-    """A section a stop's deadline waits for (an atomic write: its temp file is renamed or removed)."""
-    with _writes:
-        _writing[0] += 1
+    """A section a stop's deadline waits for, up to ``WRITE_WAIT_S`` (an atomic write: its temp file is renamed or
+    removed; one abandoned after that leaves only its temp file, never a partial result)."""
+    token = _WriteToken()
     try:
+        with _writes:
+            _writing.add(token)  # one call: a stop lands before it (nothing counted) or after it (removed below)
         yield
     finally:
         with _writes:
-            _writing[0] -= 1
+            _writing.discard(token)
             _writes.notify_all()
 
 
+def writes_in_progress() -> int:
+    """How many :func:`no_hard_stop` sections are running now (in any thread)."""
+    with _writes:
+        return len(_writing)
+
+
 class StopControl:
-    """Who finishes a stop: the main thread (``claim()`` True: it prints and exits) or the deadline's thread."""
+    """Who finishes a stop: the main thread (``claim()`` True: it prints and exits) or the deadline's thread; and
+    whether the command's work is over (:meth:`close`: stop signals are ignored from then on)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner: str | None = None
+        self._lock = threading.Lock()  # never taken by the signal handler (it may run while the main thread holds it)
+        self._owner: str | None = None  # None, "main", "deadline", or "done" (closed with no stop to finish)
         self.received = False  # the main thread took the signal (its handler ran): it handles the stop itself
+        self.closed = False  # the work is over: the handler ignores stop signals
+        self.signum: int | None = None  # the signal the deadline's thread is finishing
+        self.deadline_checked = threading.Event()  # the watch thread has woken for a signal and decided (tests)
 
     def claim(self, who: str = "main") -> bool:
+        """Take the stop for ``who``; False when the other one has it. The main thread handling a
+        ``KeyboardInterrupt`` after :meth:`close` (one raised by hand, not by a signal) still takes it."""
         with self._lock:
-            if self._owner is None:
+            if self._owner is None or (who == "main" and self._owner == "done"):
                 self._owner = who
             return self._owner == who
+
+    def close(self) -> bool:
+        """The command's work is over (it returned or failed): a stop signal from now on is ignored, and one the
+        main thread did not take cannot be finished by the deadline's thread any more. False when that thread
+        already owns the stop: it is ending the process (:meth:`await_hard_stop`)."""
+        self.closed = True  # one store: a signal handled before it raises Stopped, after it is ignored
+        with self._lock:
+            if self._owner is None and not self.received:
+                self._owner = "done"
+            return self._owner != "deadline"
+
+    def await_hard_stop(self) -> None:
+        """The deadline's thread owns the stop: wait for its exit, at most as long as its own watchdog allows,
+        then end the process here with the same status."""
+        time.sleep(HARD_STOP_LIMIT_S + 1.0)
+        os._exit(128 + int(self.signum or signal.SIGTERM))
 
 
 def run_kill_hooks() -> None:
@@ -134,18 +188,57 @@ def run_kill_hooks() -> None:
             pass
 
 
-def _hard_stop(signum: int, line: str) -> None:
-    """End the process from the watch thread while the main thread still runs: its line is the last output."""
-    with _writes:  # no atomic write is left half done; none starts after this (the lock is kept)
-        while _writing[0]:
-            _writes.wait()
+def _line_bytes(line: str) -> bytes:
+    return (line + "\n").encode(errors="replace")
+
+
+def write_stop_line(line: str) -> None:
+    """The main thread's stop line, written like the deadline thread's: ``os.write`` on stderr's descriptor
+    (no buffered stream's lock), after what Python still buffers for stderr. A stderr without a descriptor (an
+    in-process caller capturing it, e.g. click's CliRunner) gets it the ordinary way."""
+    stream = sys.stderr
+    try:
+        stream.flush()
+    except Exception:  # noqa: BLE001 - closed, broken, or interrupted mid-write (reentrant): nothing to keep
+        pass
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both OSError and ValueError
+        stream.write(line + "\n")
+        stream.flush()
+        return
+    os.write(fd, _line_bytes(line))
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
         try:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001 - closed or broken: nothing to keep
-                    pass
-            os.write(2, (line + "\n").encode(errors="replace"))
+            stream.flush()
+        except Exception:  # noqa: BLE001 - closed or broken: nothing to keep
+            pass
+
+
+def _bounded(fn: Callable[[], None], timeout_s: float) -> None:
+    """``fn()`` in a helper thread, waited for at most ``timeout_s`` (it may block on a lock the main thread holds)."""
+    t = threading.Thread(target=fn, name="refineloc-stop-bounded", daemon=True)
+    t.start()
+    t.join(timeout_s)
+
+
+def _hard_stop(signum: int, line: str) -> None:
+    """End the process from the watch thread while the main thread still runs: its line is the last output.
+    Every wait is bounded; a watchdog ends the process ``HARD_STOP_LIMIT_S`` from now whatever still runs."""
+    status = 128 + signum
+    watchdog = threading.Timer(HARD_STOP_LIMIT_S, os._exit, args=(status,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        with _writes:  # no atomic write is left half done, within WRITE_WAIT_S; none starts after this (lock kept)
+            end = time.monotonic() + WRITE_WAIT_S
+            while _writing and time.monotonic() < end:
+                _writes.wait(0.1)  # a write's token may also go with its frame, unannounced: look again
+            _bounded(_flush_std_streams, FLUSH_WAIT_S)
+            os.write(2, _line_bytes(line))
             # what the main thread prints from now on (a worker it sees die, ...) would follow the stop's line
             quiet = os.open(os.devnull, os.O_WRONLY)
             os.dup2(quiet, 1)
@@ -153,41 +246,64 @@ def _hard_stop(signum: int, line: str) -> None:
             run_kill_hooks()
             # multiprocessing's finalizers of priority >= 0 unlink its semaphores (no resource-tracker warning);
             # not all of atexit: the lower ones join a queue's feeder thread, which waits on the killed workers
-            run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
-            if run_finalizers is not None:
-                run_finalizers(0)
-        finally:
-            os._exit(128 + signum)
+            run_multiprocessing_finalizers(0)
+    finally:
+        os._exit(status)
 
 
 def _watch_for_stop(read_fd: int, control: StopControl, deadline_s: float, line: Callable[[int], str]) -> None:
-    while True:
-        try:
-            data = os.read(read_fd, 64)
-        except OSError:
-            data = b""
-        if not data:  # closed: the command ended
-            os.close(read_fd)
-            return
-        got = [b for b in data if b in STOP_SIGNALS]
-        if got:
-            break
-    time.sleep(deadline_s)
-    # only a main thread that could not take the signal (a long native call) is overtaken: one that took it is
-    # cleaning up, which may take its time (a Ray driver waits for its tasks to stop)
-    if not control.received and control.claim("deadline"):
-        _hard_stop(got[0], line(got[0]))
+    decided = False
+    try:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                data = b""
+            if not data:  # closed: the command ended
+                return
+            got = [b for b in data if b in STOP_SIGNALS]
+            if not got or decided:
+                continue
+            time.sleep(deadline_s)
+            decided = True
+            # only a main thread that could not take the signal (a long native call) is overtaken: one that took it
+            # is cleaning up, which may take its time (a Ray driver waits for its tasks to stop); a closed command
+            # is over (StopControl.close)
+            claimed = not control.received and control.claim("deadline")
+            if claimed:
+                control.signum = got[0]
+            control.deadline_checked.set()
+            if claimed:
+                _hard_stop(got[0], line(got[0]))
+    finally:
+        os.close(read_fd)
+
+
+def _wakeup_pipe() -> tuple[int, int, int] | None:
+    """(read end, write end, previous wake-up fd) of a pipe that the signal's C handler writes to; None where
+    the platform has none (Windows: no non-blocking pipe before Python 3.12, and the wake-up fd must be a socket)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)
+        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (OSError, ValueError, AttributeError):
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    return read_fd, write_fd, previous_fd
 
 
 @contextmanager
 def stop_signals(*, deadline_s: float | None = None, line: Callable[[int], str] | None = None
                  ) -> Iterator[StopControl]:
     """Within: SIGINT and SIGTERM raise :class:`Stopped` in the main thread (a second one exits at once),
-    SIGXFSZ is ignored; the previous handlers come back on leaving. Outside the main thread: nothing.
+    SIGXFSZ (where it exists) is ignored; the previous handlers come back on leaving. Outside the main thread:
+    nothing.
 
-    ``deadline_s`` (with ``line(signum)``, the one-line message): see the module doc. The caller that handles
-    :class:`Stopped` calls ``claim()`` on the yielded control before printing; False means the deadline's
-    thread is ending the process.
+    ``deadline_s`` (with ``line(signum)``, the one-line message): see the module doc (no deadline where the
+    platform has no wake-up pipe). The caller calls ``close()`` on the yielded control when its work is over
+    (leaving does it too), and the one that handles :class:`Stopped` calls ``claim()`` before printing; False
+    means the deadline's thread is ending the process.
     """
     control = StopControl()
     if threading.current_thread() is not threading.main_thread():
@@ -198,29 +314,40 @@ def stop_signals(*, deadline_s: float | None = None, line: Callable[[int], str] 
     def handler(signum, frame):
         if stopping:  # the first stop is being handled and a second signal came: end now
             os._exit(128 + signum)
+        if control.closed:  # the work is over: the command's result stands
+            return
         stopping.append(signum)
         control.received = True
         raise Stopped(signum)
 
-    previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGXFSZ)}
-    read_fd = write_fd = None
-    if deadline_s is not None and line is not None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        threading.Thread(target=_watch_for_stop, args=(read_fd, control, deadline_s, line),
+    ignored = (SIGXFSZ,) if SIGXFSZ is not None else ()
+    previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, *ignored)}
+    wakeup = _wakeup_pipe() if deadline_s is not None and line is not None else None
+    if wakeup is not None:
+        threading.Thread(target=_watch_for_stop, args=(wakeup[0], control, deadline_s, line),
                          name="refineloc-stop-deadline", daemon=True).start()
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    for s in ignored:
+        signal.signal(s, signal.SIG_IGN)
     try:
         yield control
     finally:
+        if not control.close():  # the deadline's thread is ending the process: its line is the last word
+            control.await_hard_stop()
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        if write_fd is not None:
-            signal.set_wakeup_fd(previous_fd)
-            os.close(write_fd)  # the watch thread reads EOF and ends (it closes nothing: read_fd is left to it)
+        if wakeup is not None:
+            signal.set_wakeup_fd(wakeup[2])
+            os.close(wakeup[1])  # the watch thread reads EOF, closes its end and ends
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on: for a program whose command has finished and that is only exiting
+    (its result is decided; a stop signal now cannot make it a stop)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 # ---- children that die with their parent ----
@@ -255,7 +382,7 @@ def _watch_parent(parent_pid: int, sig: int) -> None:
     threading.Thread(target=watch, name="refineloc-parent-watch", daemon=True).start()
 
 
-def die_with_parent(parent_pid: int, *, parent_death_signal: bool = True, sig: int = signal.SIGKILL) -> None:
+def die_with_parent(parent_pid: int, *, parent_death_signal: bool = True, sig: int = KILL_SIGNAL) -> None:
     """In a child process (e.g. a pool initializer): get ``sig`` when ``parent_pid`` exits.
 
     ``parent_death_signal=False`` when the parent started this child outside its main thread (Linux would
@@ -271,14 +398,22 @@ def started_in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` for ``subprocess`` that makes the child get ``sig`` when this process dies (Linux,
-    main thread only; else None: no preexec)."""
+# run as ``python -I -S -c`` PARENT_PID SIGNAL PROGRAM ARGS...: ask for the signal, then become PROGRAM (the
+# request survives exec); only the standard library, nothing of this package is imported
+_EXEC_WITH_PARENT_DEATH = """\
+import ctypes, os, sys
+parent, sig = int(sys.argv[1]), int(sys.argv[2])
+if ctypes.CDLL(None, use_errno=True).prctl(%d, sig, 0, 0, 0) == 0 and os.getppid() != parent:
+    os.kill(os.getpid(), sig)
+os.execv(sys.argv[3], sys.argv[3:])
+""" % PR_SET_PDEATHSIG
+
+
+def parent_death_command(cmd: list[str], sig: int = KILL_SIGNAL) -> list[str]:
+    """``cmd`` (its program an absolute path, e.g. ``sys.executable``) to run with ``subprocess`` so that it gets
+    ``sig`` when this process dies: a small Python that asks Linux for the signal and then execs ``cmd``, in
+    place of a ``preexec_fn`` (which the Python docs call unsafe in a process with threads). ``cmd`` itself
+    where the signal is not used (not Linux, or not the main thread: see the module doc)."""
     if _PRCTL is None or not started_in_main_thread():
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        _set_parent_death_signal(parent, sig)
-
-    return preexec
+        return list(cmd)
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PARENT_DEATH, str(os.getpid()), str(int(sig)), *cmd]

@@ -10,8 +10,9 @@ import refineloc_e2e
 
 PKG = Path(refineloc_e2e.__file__).parent
 # stages in pipeline order; a module may import its own stage or an earlier one, never a later one
-STAGES = ["errors", "stopping", "timebase", "config", "fileio", "ids", "progress", "device", "datasets", "video",
-          "backbone", "features", "evaluation", "model", "training", "detection", "report", "tools", "cli"]
+STAGES = ["errors", "stdlib_compat", "stopping", "timebase", "config", "fileio", "ids", "progress", "device",
+          "datasets", "video", "backbone", "features", "evaluation", "model", "training", "detection", "report",
+          "tools", "cli"]
 # (module, imported name) pairs allowed inside a function, each for the reason in its comment there
 INNER_IMPORTS_ALLOWED = {
     ("video.flow", "cv2"),  # a wrong OpenCV package gets an actionable message

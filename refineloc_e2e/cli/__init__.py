@@ -14,7 +14,6 @@ debug too). Results (tables, the saved model, JSON) are printed by the commands 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
@@ -35,7 +34,8 @@ from refineloc_e2e.cli.train import train
 from refineloc_e2e.cli.view import view
 from refineloc_e2e.cli.weights import weights
 from refineloc_e2e.device import configure_cpu_math
-from refineloc_e2e.stopping import StopExit, run_kill_hooks, set_program
+from refineloc_e2e.stdlib_compat import run_exit_handlers
+from refineloc_e2e.stopping import StopExit, ignore_stop_signals, run_kill_hooks, set_program
 
 ENV_PREFIX = "REFINELOC_E2E"  # any option can also come from $REFINELOC_E2E_<COMMAND>_<PARAMETER> (click auto envvars)
 
@@ -68,7 +68,7 @@ class _Program(click.Group):
     """The group as a program (``main()``, the console script; ``CliRunner`` calls ``main.main`` instead): a
     command stopped by a signal exits as soon as its clean-up and the ``atexit`` handlers have run, without the
     interpreter's teardown (about 1 s with torch imported on the 2-core machine, README "Stopping and full
-    disks")."""
+    disks"). A command that finished ignores stop signals while the interpreter exits: its result stands."""
 
     def __call__(self, *args, **kwargs):
         set_program()
@@ -79,13 +79,19 @@ class _Program(click.Group):
             # multiprocessing's atexit would wait for its workers, which wait for work (threading's exit hook
             # that shuts the pool down is part of the teardown skipped here)
             run_kill_hooks()
-            atexit._run_exitfuncs()  # multiprocessing's finalizers (its semaphores), logging, ...
+            # multiprocessing's finalizers (its semaphores), logging, ...; where Python offers no way to run them
+            # now, the ordinary exit runs them (with the teardown)
+            if not run_exit_handlers():
+                raise SystemExit(e.code) from None
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except (OSError, ValueError):
                     pass
             os._exit(e.code)
+        except SystemExit:  # the command finished (its status decided): a stop signal now cannot make it a stop
+            ignore_stop_signals()
+            raise
 
 
 @click.group(cls=_Program, context_settings={"auto_envvar_prefix": ENV_PREFIX})

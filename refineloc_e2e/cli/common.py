@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import time
 
 import click
 
@@ -13,7 +12,7 @@ from refineloc_e2e.config import load_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.features.extractor import ExtractConfig
 from refineloc_e2e.fileio import user_cache_dir
-from refineloc_e2e.stopping import StopExit, exit_status, program_deadline_s, stop_signals
+from refineloc_e2e.stopping import StopExit, exit_status, program_deadline_s, stop_signals, write_stop_line
 
 DEFAULT_CACHE = user_cache_dir("features")  # $XDG_CACHE_HOME/refineloc-e2e/features
 
@@ -31,7 +30,8 @@ VIDEOS_KEPT = "finished videos are kept, run the same command again to continue 
 
 def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
     """Turn library errors into one line and a non-zero exit; SIGINT and SIGTERM stop the command the same way
-    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143."""
+    (``stopping.stop_signals``): one line naming the signal and what is kept, exit 130 or 143. Once the command
+    has returned or failed, a stop signal is ignored (``StopControl.close``): its result stands."""
     if fn is None:
         return functools.partial(errors_to_exit, stopped_hint=stopped_hint)
 
@@ -42,13 +42,16 @@ def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
     def wrapper(*args, **kwargs):
         with stop_signals(deadline_s=program_deadline_s(), line=line) as control:
             try:
-                return fn(*args, **kwargs)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    control.close()  # the work is over: a stop signal from here on cannot change the result
             except RefineLocError as e:
                 raise UserError(str(e)) from None
             except KeyboardInterrupt as e:  # Ctrl-C, kill -INT or kill -TERM (stopping.Stopped)
                 if not control.claim():  # the stop's deadline passed: its thread is ending the process
-                    time.sleep(60)
-                click.echo(line(getattr(e, "signum", signal.SIGINT)), err=True)
+                    control.await_hard_stop()
+                write_stop_line(line(getattr(e, "signum", signal.SIGINT)))
                 raise StopExit(exit_status(e)) from None
     return wrapper
 

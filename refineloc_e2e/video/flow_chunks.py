@@ -37,6 +37,7 @@ import torch
 
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.errors import ConfigError, RefineLocError
+from refineloc_e2e.stdlib_compat import kill_pool_workers
 from refineloc_e2e.stopping import die_with_parent, on_hard_stop, started_in_main_thread
 from refineloc_e2e.video.flow import FlowConfig, FlowEngine, cv2_plain, last_field, postprocess_flow
 
@@ -179,7 +180,8 @@ class FlowPool:
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the workers: after their running chunks (``wait``), or at once (killed: their results are
-        not wanted). Either way no worker process is left when this returns."""
+        not wanted; where Python offers no way to kill them, after their running chunks too). Either way no
+        worker process is left when this returns."""
         if self._pool is not None:
             on_hard_stop(id(self), None)
             if not wait:
@@ -188,11 +190,8 @@ class FlowPool:
             pool.shutdown(wait=True, cancel_futures=True)  # killed workers are reaped at once
 
     def _kill(self) -> None:
-        """SIGKILL every worker (concurrent.futures has no public way before Python 3.14's ``kill_workers``);
-        one that already exited is skipped."""
-        pool = self._pool
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
+        """SIGKILL every worker (``stdlib_compat.kill_pool_workers``); one that already exited is skipped."""
+        kill_pool_workers(self._pool)
 
     def __enter__(self) -> FlowPool:
         return self

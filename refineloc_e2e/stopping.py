@@ -342,12 +342,19 @@ def stop_signals(*, deadline_s: float | None = None, line: Callable[[int], str] 
             os.close(wakeup[1])  # the watch thread reads EOF, closes its end and ends
 
 
-def ignore_stop_signals() -> None:
-    """SIGINT and SIGTERM ignored from now on: for a program whose command has finished and that is only exiting
-    (its result is decided; a stop signal now cannot make it a stop)."""
-    if threading.current_thread() is threading.main_thread():
-        for s in STOP_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
+def finish_on_stop_signals(status: int) -> None:
+    """From now on SIGINT and SIGTERM end the process at once with ``status``: for a program whose command has
+    finished and that is only exiting. Its result is decided, so a stop signal cannot make it a stop (no 143), and a
+    teardown that hangs still ends on the user's Ctrl-C (ignoring the signals would leave only SIGKILL)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def finish(signum, frame):
+        _bounded(_flush_std_streams, FLUSH_WAIT_S)
+        os._exit(status)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, finish)
 
 
 # ---- children that die with their parent ----

@@ -35,7 +35,7 @@ from refineloc_e2e.cli.view import view
 from refineloc_e2e.cli.weights import weights
 from refineloc_e2e.device import configure_cpu_math
 from refineloc_e2e.stdlib_compat import run_exit_handlers
-from refineloc_e2e.stopping import StopExit, ignore_stop_signals, run_kill_hooks, set_program
+from refineloc_e2e.stopping import StopExit, finish_on_stop_signals, run_kill_hooks, set_program
 
 ENV_PREFIX = "REFINELOC_E2E"  # any option can also come from $REFINELOC_E2E_<COMMAND>_<PARAMETER> (click auto envvars)
 
@@ -68,7 +68,8 @@ class _Program(click.Group):
     """The group as a program (``main()``, the console script; ``CliRunner`` calls ``main.main`` instead): a
     command stopped by a signal exits as soon as its clean-up and the ``atexit`` handlers have run, without the
     interpreter's teardown (about 1 s with torch imported on the 2-core machine, README "Stopping and full
-    disks"). A command that finished ignores stop signals while the interpreter exits: its result stands."""
+    disks"). A command that finished exits at once with its own status on a stop signal while the interpreter
+    exits: its result stands."""
 
     def __call__(self, *args, **kwargs):
         set_program()
@@ -89,9 +90,17 @@ class _Program(click.Group):
                 except (OSError, ValueError):
                     pass
             os._exit(e.code)
-        except SystemExit:  # the command finished (its status decided): a stop signal now cannot make it a stop
-            ignore_stop_signals()
+        except SystemExit as e:  # the command finished (its status decided): a stop signal now cannot make it a stop
+            finish_on_stop_signals(_decided_status(e.code))
             raise
+
+
+def _decided_status(code) -> int:
+    """The status Python exits with for ``SystemExit(code)``: None is 0, a number is itself, anything else
+    (a message) is 1."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 @click.group(cls=_Program, context_settings={"auto_envvar_prefix": ENV_PREFIX})

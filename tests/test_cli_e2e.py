@@ -29,9 +29,8 @@ ENV = {
     "REFINELOC_E2E_EXTRACT_STREAMS": "rgb",
     "REFINELOC_E2E_EXTRACT_OVERRIDES": "decode.short_side=64 decode.crop_size=56",
     "REFINELOC_E2E_EXTRACT_QUIET": "1",
-    # select_iteration: thumos14.yaml inherits the paper's explicit eta = 3 (thumos14-paper.yaml)
     # guard off: a 2-epoch head on random-weight features gives collapsed pseudo labels, which the guard refuses
-    "REFINELOC_E2E_TRAIN_OVERRIDES": ("head.feature_dim=1024 train.epochs=2 train.n_iterations=1 select_iteration=1 "
+    "REFINELOC_E2E_TRAIN_OVERRIDES": ("head.feature_dim=1024 train.epochs=2 train.n_iterations=1 "
                                       "guard.enabled=false"),
     "REFINELOC_E2E_TRAIN_SKIP_MISSING": "1",
     "REFINELOC_E2E_TRAIN_QUIET": "1",

@@ -18,7 +18,7 @@ default since issue 32): the range refuses, and a coverage ratio outside ``cover
 released runs (docs/refinement.md "The coverage rule against the released runs"), the rule alone would have
 refused the THUMOS'14 I3D run the defaults rest on had its iteration 0 covered less than 0.25 of the held-out
 snippets (0.89x the annotated share), which nothing published rules out; the range admits every released run.
-``coverage_rule: alone`` is the v0.3 rule (either rule refuses).
+``coverage_rule: alone`` is the 0.3.0 rule (either rule refuses).
 
 An implausible iteration is recorded with its reason, is neither trained nor saved, refinement stops there,
 and the saved model comes from the sound iterations (``selection.select_iteration``).

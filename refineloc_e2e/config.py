@@ -213,11 +213,9 @@ def _base_path(value: Any, path: Path) -> Path:
     raise ConfigError(f"{path}: base '{value}' is neither a file nor a shipped config (shipped: {names})")
 
 
-def read_config_chain(path: str | Path) -> tuple[dict, list[Path]]:
-    """The YAML at ``path`` with its ``base:`` chain merged in (bases first), and the chain itself.
-
-    Returns ``(data, chain)``: ``data`` has no ``base`` key; ``chain`` lists the files from ``path`` down to
-    the root base. A chain that loops raises ``ConfigError`` naming every file of the loop.
+def read_config_layers(path: str | Path) -> list[tuple[Path, dict]]:
+    """``(file, its own keys without 'base')`` for the YAML at ``path`` and each file of its ``base:`` chain,
+    from ``path`` down to the root base. A chain that loops raises ``ConfigError`` naming every file of the loop.
     """
     chain: list[Path] = []
     layers: list[dict] = []
@@ -232,16 +230,46 @@ def read_config_chain(path: str | Path) -> tuple[dict, list[Path]]:
         base = data.pop(BASE_KEY, None)
         layers.append(data)
         current = _base_path(base, current) if base is not None else None
+    return list(zip(chain, layers))
+
+
+def read_config_chain(path: str | Path) -> tuple[dict, list[Path]]:
+    """The YAML at ``path`` with its ``base:`` chain merged in (bases first), and the chain itself.
+
+    Returns ``(data, chain)``: ``data`` has no ``base`` key; ``chain`` lists the files from ``path`` down to
+    the root base.
+    """
+    layers = read_config_layers(path)
     merged: dict = {}
-    for layer in reversed(layers):  # root base first, the named file last (it wins)
+    for _, layer in reversed(layers):  # root base first, the named file last (it wins)
         merged = deep_merge(merged, layer)
-    return merged, chain
+    return merged, [p for p, _ in layers]
+
+
+def key_origin(path: str | Path, key: str) -> tuple[Path, Any] | None:
+    """``(file, value)`` of the file in ``path``'s ``base:`` chain whose value of the dotted ``key`` the merged
+    config holds (the named file first, then its bases), or None when no file of the chain sets it."""
+    for file, data in read_config_layers(path):
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return file, node
+    return None
 
 
 def shipped_config(name: str) -> Path | None:
     """The shipped config ``refineloc_e2e/configs/<name>.yaml`` (package data), or None if there is none."""
     entry = resources.files("refineloc_e2e") / "configs" / f"{name}.yaml"
     return Path(str(entry)) if entry.is_file() else None
+
+
+def is_shipped_config(path: str | Path) -> bool:
+    """True when ``path`` is one of the shipped configs (package data), not a file of the user's."""
+    folder = Path(str(resources.files("refineloc_e2e") / "configs")).resolve()
+    return Path(path).resolve().parent == folder and Path(path).suffix == ".yaml"
 
 
 def shipped_config_names() -> list[str]:

@@ -194,8 +194,7 @@ def test_train_detect_evaluate_basnet(tmp_path, config, iterations):
     runner = CliRunner()
     # the guard off: a 2-epoch BaS-Net's pseudo labels collapse to background, which the guard rightly refuses
     # (tests/test_guard.py); this test checks that refinement trains and detects through the BaS-Net base
-    extra = ["--set", "train.n_iterations=1", "--set", "select_iteration=1",
-             "--set", "guard.enabled=false"] if len(iterations) > 1 else []
+    extra = ["--set", "train.n_iterations=1", "--set", "guard.enabled=false"] if len(iterations) > 1 else []
     r = runner.invoke(main, ["train", "--annotations", str(ann), "--features", str(feats), "--config", config,
                              "--run-dir", str(tmp_path / "run"), *FAST_BAS, *extra])
     assert r.exit_code == 0, r.output

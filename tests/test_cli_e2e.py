@@ -23,15 +23,14 @@ from click.testing import CliRunner
 from refineloc_e2e.cli import main
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.features.cache import read_features
-from test_cli_pipeline import _fake_real_weights
+from test_cli_pipeline import SHORTENED, _fake_real_weights
 
 ENV = {
     "REFINELOC_E2E_EXTRACT_STREAMS": "rgb",
     "REFINELOC_E2E_EXTRACT_OVERRIDES": "decode.short_side=64 decode.crop_size=56",
     "REFINELOC_E2E_EXTRACT_QUIET": "1",
-    # select_iteration: thumos14.yaml inherits the paper's explicit eta = 3 (thumos14-paper.yaml)
     # guard off: a 2-epoch head on random-weight features gives collapsed pseudo labels, which the guard refuses
-    "REFINELOC_E2E_TRAIN_OVERRIDES": ("head.feature_dim=1024 train.epochs=2 train.n_iterations=1 select_iteration=1 "
+    "REFINELOC_E2E_TRAIN_OVERRIDES": ("head.feature_dim=1024 train.epochs=2 train.n_iterations=1 "
                                       "guard.enabled=false"),
     "REFINELOC_E2E_TRAIN_SKIP_MISSING": "1",
     "REFINELOC_E2E_TRAIN_QUIET": "1",
@@ -73,7 +72,8 @@ def test_extract_train_detect_verbatim(tmp_path, monkeypatch, make_video, one_th
     assert (meta["streams"], meta["decode"]["crop_size"]) == (["rgb"], 56)  # the environment's settings
 
     out = cmd("refineloc-e2e train --dataset thumos14")
-    assert out[0] == "features: features/ (what `refineloc-e2e extract` writes; --features DIR for another)"
+    assert out[0] == SHORTENED  # the paper's eta = 3 of thumos14's base, beyond the environment's 1 iteration
+    assert out[1] == "features: features/ (what `refineloc-e2e extract` writes; --features DIR for another)"
     assert out[-1] == "run folder: runs/thumos14  (model: runs/thumos14/model.pt)"
     metrics = json.loads(Path("runs/thumos14/metrics.json").read_text())
     assert [it["iteration"] for it in metrics["iterations"]] == [0, 1]

@@ -8,11 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
+from refineloc_e2e.config import key_origin, shipped_config, shipped_config_names
 from refineloc_e2e.features.cache import read_features, write_features
+from refineloc_e2e.training.run_config import load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 FAST = ["--config", str(CONFIGS / "demo.yaml"), "--set", "head.feature_dim=32", "--set", "train.epochs=2",
-        "--set", "train.n_iterations=1", "--set", "select_iteration=1", "-q"]
+        "--set", "train.n_iterations=1", "-q"]
+
+SHORTENED = ("select_iteration = 3 (thumos14-paper.yaml) is beyond train.n_iterations = 1: the last iteration (1) "
+             "is saved")
 
 
 def _layout(tmp_path: Path, n_train=8, n_test=4, dim=32, skip=()):
@@ -63,12 +68,37 @@ def test_train_detect_evaluate(tmp_path):
                                           "range start:stop:step with stop included (0.5:0.95:0.05)\n")
 
 
+@pytest.mark.parametrize("n_iterations", [1, 0])
+@pytest.mark.parametrize("config", shipped_config_names())
+def test_shortening_a_run_needs_one_flag(tmp_path, config, n_iterations):
+    """Every shipped config trains with `--set train.n_iterations=N` and nothing else but `train.epochs=1` (issue
+    32: the paper's fixed eta = 3, inherited through `base:`, once refused it); the last iteration is saved."""
+    cfg = load_run_config(shipped_config(config), [])
+    ann, feats = _layout(tmp_path, n_train=10, n_test=2, dim=cfg.head.feature_dim)
+    r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats), "--config", config,
+                                  "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=1",
+                                  "--set", f"train.n_iterations={n_iterations}", "-q"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    trained = len(metrics["iterations"]) - 1  # the guard may stop a 1-epoch toy run before the last one
+    assert trained == n_iterations or "guard" in metrics
+    fixed = cfg.select_iteration
+    if cfg.select == "fixed":  # the shipped eta where the run reaches it, else the last iteration trained
+        assert metrics["selected_iteration"] == (fixed if fixed is not None and fixed <= trained else trained)
+    beyond = cfg.select in ("fixed", "fixed_wap") and (fixed or 0) > n_iterations
+    origin = key_origin(shipped_config(config), "select_iteration")
+    line = (f"select_iteration = {fixed} ({origin and origin[0].name}) is beyond train.n_iterations = "
+            f"{n_iterations}: the last iteration ({n_iterations}) is saved")
+    assert (line in r.output.splitlines()) == beyond
+
+
 def test_train_lists_videos_without_features(tmp_path):
     ann, feats = _layout(tmp_path, skip=("vid03", "vid10"))
     r = CliRunner().invoke(main, ["train", "--annotations", str(ann), "--features", str(feats),
                                   "--run-dir", str(tmp_path / "run"), *FAST])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"error: {feats}: 2 of 12 listed videos have no usable features: vid03, vid10; "
+    assert r.output.splitlines()[0] == SHORTENED  # demo inherits thumos14-paper's eta = 3
+    assert r.output.splitlines()[1] == (f"error: {feats}: 2 of 12 listed videos have no usable features: vid03, vid10; "
                                 f"first: {feats / 'vid03.json'}: no feature metadata (features for 'vid03' were "
                                 f"never extracted or their extraction did not finish) (extract them, or pass "
                                 f"--skip-missing)")

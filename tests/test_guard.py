@@ -7,7 +7,7 @@ from conftest import make_dataset  # noqa: E402  (generated weakly-labelled feat
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.training.fit import TrainConfig
-from refineloc_e2e.training.guard import GuardConfig, check_pseudo
+from refineloc_e2e.training.guard import GuardConfig, check_pseudo, coverage_warning
 from refineloc_e2e.training.refinement import run_training
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
@@ -95,6 +95,23 @@ def test_rule_range_then_coverage():
     assert check_pseudo(g, 0.11, 0.30, None, 1) is None  # within 3x
     assert check_pseudo(g, 0.9, 0.001, None, 1) is None  # no detections at iteration 0: no reference
     assert check_pseudo(GuardConfig(enabled=False), 0.99, 0.3, [0.1, 0.5], 1) is None
+    # with a range, the coverage rule acts only together with it (issue 32): alone it warns, and the labels train
+    assert check_pseudo(g, 0.75, 0.20, [0.05, 0.9], 1) is None
+    assert coverage_warning(g, 0.75, 0.20, [0.05, 0.9], 1) == (
+        "guard: iteration 1's pseudo labels are 0.750 foreground against iteration 0's held-out detection coverage "
+        "0.200 (too much: more than 3x apart, guard.coverage_ratio); trained on: pseudo.fg_fraction_range admits "
+        "them and the coverage rule refuses only together with it (guard.coverage_rule: with_range)")
+    assert check_pseudo(g, 0.95, 0.20, [0.05, 0.9], 1) == (
+        "iteration 1's pseudo labels are 0.950 foreground, outside [0.05, 0.90] (pseudo.fg_fraction_range): nearly "
+        "all foreground; also 0.950 foreground against iteration 0's held-out detection coverage 0.200 (too much: "
+        "more than 3x apart, guard.coverage_ratio)")
+    assert coverage_warning(g, 0.95, 0.20, [0.05, 0.9], 1) is None  # refused: the reason says it
+    assert coverage_warning(g, 0.50, 0.20, [0.05, 0.9], 1) is None  # within 3x
+    alone = GuardConfig(coverage_rule="alone")  # v0.3: either rule refuses
+    assert "too much" in check_pseudo(alone, 0.75, 0.20, [0.05, 0.9], 1)
+    assert coverage_warning(alone, 0.75, 0.20, [0.05, 0.9], 1) is None
+    with pytest.raises(ConfigError, match="guard.coverage_rule"):
+        load_run_config(None, ["guard.coverage_rule=sometimes"])
     with pytest.raises(ConfigError, match="guard.coverage_ratio"):
         load_run_config(None, ["guard.coverage_ratio=0.5"])
     with pytest.raises(ConfigError, match="guard.enabled"):

@@ -241,7 +241,7 @@ def test_pickles_that_run_code_are_refused(tmp_path):
 FAST = ["--config", str(Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs" / "demo.yaml"),
         "--set", f"head.feature_dim={2 * D}", "--set", "train.epochs=8", "--set", "train.batch_size=2",
         "--set", "train.n_iterations=0",
-        "--set", "select_iteration=0", "--set", "train.holdout_fraction=0.0", "-q"]
+        "--set", "train.holdout_fraction=0.0", "-q"]
 
 
 def _overlapping_source(tmp_path: Path, n_videos=12, t=60):

@@ -14,9 +14,10 @@ import pytest
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.errors import RefineLocError
 from refineloc_e2e.evaluation import released_runs as rr
-from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS
-from refineloc_e2e.training.replay import (IterationFigures, admissibility, is_admissible, replay_early_stopping,
-                                           replay_fg_range, replay_iteration_choice)
+from refineloc_e2e.evaluation.released_runs import REFERENCE_FOR_DATASET, RELEASED_RUNS, VALID_DETECTION_COVERAGE
+from refineloc_e2e.training.replay import (IterationFigures, admissibility, coverage_bounds, is_admissible,
+                                           replay_early_stopping, replay_fg_range, replay_guard,
+                                           replay_iteration_choice)
 from refineloc_e2e.training.run_config import load_run_config
 
 
@@ -36,7 +37,7 @@ def test_pseudo_label_statistics_are_consistent():
         n = [f + b for f, b in zip(run.pseudo_fg, run.pseudo_bg)]
         assert len(set(n)) == 1, run.name  # every iteration labels the same training snippets
         truth = [t + b - tb for t, b, tb in zip(run.true_fg, run.pseudo_bg, run.true_bg)]
-        assert max(truth) - min(truth) <= 1e-9 * n[0] + 0, run.name  # the annotations do not change
+        assert len(set(truth)) == 1, run.name  # the annotations do not change (snippet counts: exact)
         assert len(run.pseudo_fg) == len(run.map_by_iteration)  # one label set per trained iteration
         assert len(run.valid_loss_by_epoch) == len(run.map_by_iteration)
         assert all(len(e) == run.max_epoch for e in run.valid_loss_by_epoch)
@@ -84,8 +85,53 @@ def test_shipped_iteration_choice_saves_a_gain_on_every_released_run():
         for name, run in RELEASED_RUNS.items():
             if run.dataset != config:
                 continue
-            k, score = replay_iteration_choice(run, cfg.train.n_iterations)
+            k, score = replay_iteration_choice(run, cfg)  # through the shipped select: a held-out mode cannot pass
             assert k >= 1 and score >= run.map_by_iteration[0] + 1.0, (config, name)
+
+
+def test_the_iteration_replay_reads_select():
+    run = RELEASED_RUNS["thumos14_i3d"]
+    assert replay_iteration_choice(run, load_run_config(shipped_config("thumos14"), [])) == (3, run.map_by_iteration[3])
+    assert replay_iteration_choice(run, load_run_config(shipped_config("thumos14-basnet-refined"), []))[0] == 5
+    assert replay_iteration_choice(run, load_run_config(None, ["train.n_iterations=30"]))[0] == 19  # the last logged
+    with pytest.raises(ValueError, match="select 'wap' chooses on held-out training videos"):
+        replay_iteration_choice(run, load_run_config(shipped_config("thumos14-released"), []))
+
+
+C0_GRID = [i / 100 for i in range(1, 101)]
+
+
+@pytest.mark.parametrize("config", ["thumos14", "activitynet12"])
+def test_the_shipped_guard_refuses_no_released_run_whatever_its_coverage(config):
+    """Iteration 0's held-out detection coverage c0 is not logged: the shipped guard must pass every released run
+    of its dataset for any c0 (the range decides; the coverage rule acts only together with it, issue 32)."""
+    cfg = load_run_config(shipped_config(config), [])
+    assert (cfg.guard.enabled, cfg.guard.coverage_rule, cfg.guard.coverage_ratio) == (True, "with_range", 3.0)
+    for run in (r for r in RELEASED_RUNS.values() if r.dataset == config):
+        for n in (cfg.train.n_iterations, len(run.map_by_iteration) - 1):  # the default's eta, and the whole run
+            refused = [(c0, replay_guard(run, cfg.guard, cfg.pseudo.fg_fraction_range, n, c0)) for c0 in C0_GRID]
+            assert [r for r in refused if r[1] is not None] == [], (run.name, n)
+
+
+def test_the_coverage_rule_alone_against_the_released_runs():
+    """What v0.3's rule (either rule refuses) allowed: the bounds on c0 in docs/refinement.md."""
+    cfg = load_run_config(shipped_config("thumos14"), ["guard.coverage_rule=alone"])
+    guard, fg_range, n = cfg.guard, cfg.pseudo.fg_fraction_range, cfg.train.n_iterations
+    i3d, tsn = RELEASED_RUNS["thumos14_i3d"], RELEASED_RUNS["thumos14_tsn"]
+    assert [round(b, 3) for b in coverage_bounds(i3d, 3.0, n)] == [0.250, 1.251]
+    assert [round(b, 3) for b in coverage_bounds(tsn, 3.0, n)] == [0.195, 0.765]
+    assert [round(b, 3) for b in coverage_bounds(tsn, 3.0, 7)] == [0.195, 0.375]  # its 7 trained iterations
+    assert replay_guard(i3d, guard, fg_range, n, 0.249)[0] == 1 and "too much" in replay_guard(i3d, guard, fg_range,
+                                                                                                n, 0.249)[1]
+    assert replay_guard(i3d, guard, fg_range, n, 0.251) is None
+    assert replay_guard(tsn, guard, fg_range, n, 0.194)[0] == 1 and replay_guard(tsn, guard, fg_range, n, 0.196) is None
+    assert i3d.truth_fg_fraction() == pytest.approx(0.28, abs=0.005)  # the bound is 0.89x the annotated share
+    # ActivityNet I3D: its published validation predictions (the proxy for c0) cover what its pseudo labels do
+    an = RELEASED_RUNS["activitynet12_i3d"]
+    c0 = VALID_DETECTION_COVERAGE["activitynet12_i3d"][0]
+    assert an.fg_fraction()[0] / c0 == pytest.approx(1.0, abs=0.005)
+    an_cfg = load_run_config(shipped_config("activitynet12"), ["guard.coverage_rule=alone"])
+    assert replay_guard(an, an_cfg.guard, an_cfg.pseudo.fg_fraction_range, len(an.map_by_iteration) - 1, c0) is None
 
 
 def _figs(scores, fgs, p1=0.35, r1=0.93):

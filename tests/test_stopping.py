@@ -355,7 +355,7 @@ def test_detect_sigterm_during_flow_leaves_nothing_and_resumes(flow_run):
     env = _env(new_marker(), weights)
     train = subprocess.run([*CLI, "train", "--annotations", str(root / "ann.json"), "--features", str(ref),
                             "--run-dir", str(root / "run"), "--config", "demo", "--set", "head.feature_dim=2048",
-                            "--set", "train.epochs=2", "--set", "train.n_iterations=1", "--set", "select_iteration=1",
+                            "--set", "train.epochs=2", "--set", "train.n_iterations=1",
                             "-q"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr

@@ -83,6 +83,13 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
         load_run_config(None, ["select_iteration=7", "train.n_iterations=3"])
     with pytest.raises(ConfigError, match="select"):
         load_run_config(None, ["select=best_test_map"])
+    # a select_iteration the user gives is checked: --set, or a key in their own --config file (issue 32)
+    with pytest.raises(ConfigError, match=r"'select_iteration' = 3 is outside the iterations 0..1"):
+        load_run_config(CONFIGS / "thumos14.yaml", ["select_iteration=3", "train.n_iterations=1"])
+    own = tmp_path / "own.yaml"
+    own.write_text("base: thumos14\nselect_iteration: 3\ntrain:\n  n_iterations: 1\n")
+    with pytest.raises(ConfigError, match=r"own.yaml \(with its bases .*'select_iteration' = 3 is outside"):
+        load_run_config(own)
     # a partial pseudo.segment override keeps the pseudo defaults (not the detection ones)
     cfg = load_run_config(None, ["pseudo.segment.alpha_class=0.2"])
     assert (cfg.pseudo.segment.alpha_class, cfg.pseudo.segment.alpha_attention) == (0.2, 0.08)
@@ -249,3 +256,21 @@ def test_end_to_end_refinement_on_generated_data(tmp_path):
     assert saved["selected_iteration"] == 3 and not saved["uses_strong_annotation_statistics"]
     rows = res.table.splitlines()  # returned, not printed: the CLI prints it
     assert rows[0].split()[0] == "iter" and [r[:5] for r in rows[1:]] == ["    0", "    1", "    2", "*   3"]
+
+
+def test_inherited_select_iteration_beyond_the_run_saves_the_last(tmp_path, caplog):
+    """A fixed eta that a SHIPPED config sets (thumos14 inherits the paper's 3) does not block a shorter run: the
+    last iteration is saved and one line says so; within the run it stays (issue 32)."""
+    with caplog.at_level("INFO", logger="refineloc_e2e"):
+        cfg = load_run_config(CONFIGS / "thumos14.yaml", ["train.n_iterations=1"])
+    assert (cfg.select, cfg.select_iteration) == ("fixed", None)
+    lines = [r.getMessage() for r in caplog.records if "select_iteration" in r.getMessage()]
+    assert lines == ["select_iteration = 3 (thumos14-paper.yaml) is beyond train.n_iterations = 1: the last "
+                     "iteration (1) is saved"]
+    assert load_run_config(CONFIGS / "thumos14.yaml", ["train.n_iterations=4"]).select_iteration == 3
+    # a user's file whose base is shipped inherits the same way; only its own keys are the user's
+    own = tmp_path / "own.yaml"
+    own.write_text("base: thumos14-basnet-refined\ntrain:\n  n_iterations: 2\n")
+    assert load_run_config(own).select_iteration is None
+    own.write_text("base: thumos14-basnet-refined\ntrain:\n  n_iterations: 6\n")
+    assert load_run_config(own).select_iteration == 5

@@ -43,7 +43,7 @@ def _features_and_annotations(root: Path, dims=(16, 16, 16, 16, 16, 16, 16, 16, 
 
 
 TRAIN_SET = ["--set", "head.feature_dim=16", "--set", "train.epochs=2", "--set", "train.n_iterations=2",
-             "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "select_iteration=2",
+             "--set", "train.batch_size=4", "--set", "train.device=cpu",
              "--set", "guard.enabled=false", "-q"]  # guard off: 2-epoch toy heads give collapsed pseudo labels
 
 

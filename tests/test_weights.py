@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import tarfile
 from pathlib import Path
 

@@ -110,8 +110,8 @@ def test_wheel_install_runs_from_anywhere(installed, tmp_path):
                        {"origin": "imported", "fps": 25.0, "snippet_frames": 16, "stride_frames": 16,
                         "streams": ["rgb"], "backbone": {}, "duration_s": ds.videos[vid].duration_s})
     r = _sh([tool, "train", "--dataset", "thumos14", "--features", "F", "--skip-missing", "-q",
-             "--set", "head.feature_dim=32", "--set", "train.epochs=1", "--set", "train.n_iterations=0",
-             "--set", "select_iteration=0"], cwd=work, env=env)
+             "--set", "head.feature_dim=32", "--set", "train.epochs=1", "--set", "train.n_iterations=0"],
+            cwd=work, env=env)
     assert "skipped 1 video(s) without features that carry no action label: video_test_0001292" in r.stderr
     assert (work / "runs" / "thumos14" / "model.pt").is_file()
     _sh([tool, "detect", "--features", "F", "--model", "runs/thumos14/model.pt", "-o", "p.json"] + test, cwd=work,

@@ -65,7 +65,7 @@ class FamilySpec:
     n_scenes: int = 8
     max_classes: int = 10  # activitynet12 only: the first N classes (alphabetical) of v1.2
     max_videos_per_class: tuple[int, int] = (30, 15)  # activitynet12 only: (train, test) videos per class
-    # the range v0.2's shipped config stated; part of the set's identity (its key seeds the generator), no longer
+    # the range the 0.3.0 development's thumos14 config stated (never released); part of the set's identity (its key seeds the generator), no longer
     # read: refine_family takes the ranges from the layout's shipped config (issue 25)
     fg_fraction_range: tuple[float, float] = (0.1, 0.5)
 

@@ -52,11 +52,13 @@ _BAS_BUDGET = ["head.basnet.cas_width=512", "train.lr=0.001", "train.n_iteration
 # form -> (shipped config, overrides). The 8 combinations of the eq.-2 time input and the two normalisations
 # (detection time, fixed; pseudo-label time) on the shipped thumos14 config with its guard, plus the shipped
 # default itself ("default": its detection norm chosen per iteration, training/detection_norm.py), the paper
-# and the v0.2 default (thumos14 as it shipped before the guard) for reference. "v0.1" = logit + both min-max.
+# and the 0.2.0 default (the paper's form with 0.2.0's inflation 0 and patience 3, no guard; pinned here since the
+# shipped thumos14 moved on in 0.3.0) for reference. "v0.1" = logit + both min-max.
 FORMS: dict[str, tuple[str, list[str]]] = {
     "default": ("thumos14", []),
     "default-prob": ("thumos14", [f"{_TI}=probability"]),
-    "default-inflate2": ("thumos14", ["pseudo.segment.inflate_snippets=2"]),  # the paper's and released inflation  # the default with the paper's eq.-2 time input
+    # the default with 0.2.0's pseudo-label inflation 0 (the default has the paper's and released 2 since 0.3.0)
+    "default-inflate0": ("thumos14", ["pseudo.segment.inflate_snippets=0"]),
     "anet12": ("activitynet12", []),  # the ActivityNet default (its guard on)
     "anet12-noguard": ("activitynet12", ["guard.enabled=false"]),  # the same without the guard
     "basnet": ("thumos14-basnet-refined", []),  # the BaS-Net base (issue 18) with the default's refinement
@@ -71,7 +73,7 @@ FORMS: dict[str, tuple[str, list[str]]] = {
     "released": ("thumos14-released", []),
     "anet12-released": ("activitynet12-released", []),
     "v0.2": ("thumos14", [f"{_TI}=probability", f"{_DN}=none", f"{_PN}=none", "guard.enabled=false",
-                          f"{_AC}=null"]),
+                          f"{_AC}=null", "pseudo.segment.inflate_snippets=0", "train.early_stop_patience=3"]),
     **{f"{t[:4]}/det-{d}/ps-{p}": _combo(t, d, p)
        for t in ("probability", "logit") for d in ("none", "minmax") for p in ("none", "minmax")},
 }

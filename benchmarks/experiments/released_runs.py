@@ -26,7 +26,8 @@ from pathlib import Path
 from refineloc_e2e.config import shipped_config
 from refineloc_e2e.evaluation import released_runs as rr
 from refineloc_e2e.fileio import atomic_writer
-from refineloc_e2e.training.replay import replay_early_stopping, replay_fg_range, replay_iteration_choice
+from refineloc_e2e.training.replay import (coverage_bounds, replay_early_stopping, replay_fg_range,
+                                           replay_iteration_choice)
 from refineloc_e2e.training.run_config import load_run_config
 
 # run name -> (folder under trained_models, metric, dataset)
@@ -118,19 +119,21 @@ def table(runs: dict[str, rr.ReleasedRun]) -> str:
 
 def replay_report(runs: dict[str, rr.ReleasedRun], patiences=(3, 5, 10)) -> str:
     """The shipped configs' rules replayed on the logged figures (training.replay)."""
-    lines = ["| run | shipped config | guard range: refused (iteration, fg) | eta (n_iterations): saved vs it 0 | "
+    lines = ["| run | shipped config | guard range: refused (iteration, fg) | coverage rule alone: admits c0 in | "
+             "eta (n_iterations): saved vs it 0 | "
              + " | ".join(f"patience {p}: mean / worst per iteration" for p in patiences) + " |",
-             "|" + "---|" * (4 + len(patiences))]
+             "|" + "---|" * (5 + len(patiences))]
     for run in runs.values():
         cfg = load_run_config(shipped_config(run.dataset), [])
         refused = replay_fg_range(run, cfg.pseudo.fg_fraction_range)
-        k, score = replay_iteration_choice(run, cfg.train.n_iterations)
+        k, score = replay_iteration_choice(run, cfg)
+        lo, hi = coverage_bounds(run, cfg.guard.coverage_ratio, cfg.train.n_iterations)
         cells = []
         for p in patiences:
             d = [r.kept_score - r.full_score for r in replay_early_stopping(run, p)]
             cells.append(f"{sum(d) / len(d):+.2f} / {min(d):+.2f}")
         lines.append(f"| {run.name} | {run.dataset} {cfg.pseudo.fg_fraction_range} | "
-                     f"{', '.join(f'({i}, {f:.3f})' for i, f in refused) or 'none'} | "
+                     f"{', '.join(f'({i}, {f:.3f})' for i, f in refused) or 'none'} | [{lo:.3f}, {hi:.3f}] | "
                      f"{k}: {score:.2f} vs {run.map_by_iteration[0]:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

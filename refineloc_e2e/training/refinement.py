@@ -41,7 +41,7 @@ from refineloc_e2e.training.calibrate import calibrate_segment, covered_fraction
 from refineloc_e2e.training.detection_norm import choose_attention_norm
 from refineloc_e2e.training.fit import EVAL_BATCH_VIDEOS, VideoItem, collate, fit_model
 from refineloc_e2e.training.fit_cache import cached_fit, features_digest, fit_key
-from refineloc_e2e.training.guard import check_pseudo
+from refineloc_e2e.training.guard import check_pseudo, coverage_warning
 from refineloc_e2e.training.pseudo import class_weights as pseudo_class_weights
 from refineloc_e2e.training.pseudo import (foreground_fraction, generate, pseudo_stats, sample_mask, truth_labels,
                                            video_rng)
@@ -343,9 +343,10 @@ def _refine_labels(run: _Run, k: int, entry: dict) -> tuple[np.ndarray | None, s
                                 "reference_coverage": reference}
         log.warning(f"guard: {reason}; refinement stops, iterations 0..{k - 1} are kept")
         return weights, reason
-    warn = fraction_warning(entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range, k)
-    if warn:
-        log.warning(warn)
+    fg, fg_range = entry["pseudo"]["fg_fraction"], cfg.pseudo.fg_fraction_range
+    for warn in (fraction_warning(fg, fg_range, k), coverage_warning(cfg.guard, fg, reference, fg_range, k)):
+        if warn:  # trained on all the same
+            log.warning(warn)
     return weights, None
 
 

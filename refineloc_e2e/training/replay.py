@@ -8,7 +8,11 @@ Three replays put a default's rule on their logged figures:
 - :func:`replay_early_stopping`: per iteration, the epoch that ``train.early_stop_patience`` (``training.fit``'s
   rule: stop ``patience`` epochs after the lowest held-out loss, keep that epoch) would have kept from the logged
   per-epoch loss, and its logged score, against the full run's.
-- :func:`replay_iteration_choice`: the score a fixed iteration count (``select: fixed``) would have saved.
+- :func:`replay_iteration_choice`: the iteration, and its score, that the config's ``select`` would have saved
+  (``fixed``; a held-out criterion cannot be replayed: the logs have no held-out training videos).
+- :func:`replay_guard`: the guard (both rules, ``guard.check_pseudo``) on the pseudo labels every logged iteration
+  trained on, for a given iteration-0 held-out detection coverage c0 (not logged: :func:`coverage_bounds` gives the
+  c0 under which the coverage rule alone would refuse a run; ``released_runs.VALID_DETECTION_COVERAGE`` a proxy).
 
 :func:`admissibility` says whether a generated benchmark's run of the released form reproduces the logged shape of
 the released I3D run of its layout (issue 25, "Benchmarks that behave like the real runs"); only an admissible
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from refineloc_e2e.evaluation.released_runs import ReleasedRun
+from refineloc_e2e.training.guard import GuardConfig, check_pseudo
+from refineloc_e2e.training.run_config import FIXED_SELECTS, RunConfig
 
 
 def replay_fg_range(run: ReleasedRun, fg_range: Sequence[float] | None) -> list[tuple[int, float]]:
@@ -61,10 +67,40 @@ def replay_early_stopping(run: ReleasedRun, patience: int) -> list[EarlyStopRepl
     return out
 
 
-def replay_iteration_choice(run: ReleasedRun, n_iterations: int) -> tuple[int, float]:
-    """(iteration, logged score) that ``select: fixed`` with ``n_iterations`` saves (the last one it ran)."""
-    k = min(n_iterations, len(run.map_by_iteration) - 1)
+def replay_iteration_choice(run: ReleasedRun, cfg: RunConfig) -> tuple[int, float]:
+    """(iteration, logged score) that ``cfg``'s ``select`` saves: ``fixed`` (and ``fixed_wap``'s fixed part)
+    saves ``select_iteration``, or the last iteration ``train.n_iterations`` runs, capped at the last one logged.
+    Any other mode chooses on held-out figures the logs lack: ValueError."""
+    if cfg.select not in FIXED_SELECTS:
+        raise ValueError(f"select {cfg.select!r} chooses on held-out training videos, which the released logs do not "
+                         f"have; only {FIXED_SELECTS} can be replayed")
+    k = cfg.train.n_iterations if cfg.select_iteration is None else cfg.select_iteration
+    k = min(k, len(run.map_by_iteration) - 1)
     return k, run.map_by_iteration[k]
+
+
+def _trained_fractions(run: ReleasedRun, n_iterations: int) -> list[float]:
+    """The pseudo-label fg fractions iterations 1..n trained on (at most the iterations the run trained)."""
+    return run.fg_fraction()[:min(n_iterations, len(run.map_by_iteration) - 1)]
+
+
+def replay_guard(run: ReleasedRun, guard: GuardConfig, fg_range, n_iterations: int,
+                 reference_coverage: float) -> tuple[int, str] | None:
+    """(iteration, reason) where the guard would have stopped the run (its first refused pseudo-label set among
+    iterations 1..``n_iterations``) had iteration 0's held-out detection coverage been ``reference_coverage``;
+    None when it trains them all."""
+    for k, fg in enumerate(_trained_fractions(run, n_iterations), start=1):
+        reason = check_pseudo(guard, fg, reference_coverage, fg_range, k)
+        if reason:
+            return k, reason
+    return None
+
+
+def coverage_bounds(run: ReleasedRun, ratio: float, n_iterations: int) -> tuple[float, float]:
+    """(lo, hi): the coverage rule on its own (``coverage_rule: alone``) admits every pseudo-label set of iterations
+    1..``n_iterations`` iff lo <= c0 <= hi; lo = max fg / ratio, hi = min fg * ratio."""
+    fgs = _trained_fractions(run, n_iterations)
+    return max(fgs) / ratio, min(fgs) * ratio
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ iteration selection), loaded as defaults <- YAML (with its ``base:`` chain) <- `
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refineloc_e2e.config import load_config
+from refineloc_e2e.config import is_shipped_config, key_origin, load_config, parse_overrides
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.model.postprocess import PostprocessConfig
@@ -16,6 +17,9 @@ from refineloc_e2e.training.guard import GuardConfig
 from refineloc_e2e.training.pseudo import PseudoConfig
 from refineloc_e2e.training.selection import SELECT_MODES
 
+log = logging.getLogger(__name__)
+
+FIXED_SELECTS = ("fixed", "fixed_wap")  # the modes that read select_iteration
 
 @dataclass
 class RunConfig:
@@ -47,7 +51,7 @@ class RunConfig:
     def validate(self) -> None:
         if self.select not in SELECT_MODES:
             raise ConfigError(f"config key 'select': {self.select!r} is not one of {SELECT_MODES}")
-        if self.select in ("fixed", "fixed_wap") and self.select_iteration is not None \
+        if self.select in FIXED_SELECTS and self.select_iteration is not None \
                 and not 0 <= self.select_iteration <= self.train.n_iterations:
             raise ConfigError(f"config key 'select_iteration' = {self.select_iteration} is outside the "
                               f"iterations 0..{self.train.n_iterations} (train.n_iterations); leave it unset "
@@ -63,6 +67,29 @@ class RunConfig:
         validate_candidates(self.attention_norm_candidates, self.coverage_range())
 
 
+def _shipped_select_iteration(path: str | Path | None, overrides: list[str]) -> tuple[Path, object] | None:
+    """``(shipped file, value)`` when ``select_iteration`` comes from a shipped config (the named one or a base of
+    it); None when the user gave it (``--set``, or a file of their own) or nobody did."""
+    if path is None or "select_iteration" in parse_overrides(overrides):
+        return None
+    origin = key_origin(path, "select_iteration")
+    return origin if origin is not None and is_shipped_config(origin[0]) else None
+
+
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults <- YAML <- ``key=value`` overrides; a partial ``pseudo.segment`` keeps the pseudo defaults."""
+    """Defaults <- YAML <- ``key=value`` overrides; a partial ``pseudo.segment`` keeps the pseudo defaults.
+
+    A fixed ``select_iteration`` that a SHIPPED config sets (e.g. the paper's eta = 3, inherited through ``base:``)
+    and that lies beyond the ``train.n_iterations`` asked for is dropped: the last iteration is saved and one log
+    line says so, so ``--set train.n_iterations=1`` alone shortens any shipped run (issue 32). A value the user
+    gave (``--set`` or a key in their own config file) is still checked by :meth:`RunConfig.validate`."""
+    overrides = list(overrides or [])
+    shipped = _shipped_select_iteration(path, overrides)
+    if shipped is not None:
+        cfg = load_config(RunConfig, path, overrides + ["select_iteration=null"], base=RunConfig())
+        where, value = shipped
+        if cfg.select in FIXED_SELECTS and isinstance(value, int) and value > cfg.train.n_iterations:
+            log.info(f"select_iteration = {value} ({where.name}) is beyond train.n_iterations = "
+                     f"{cfg.train.n_iterations}: the last iteration ({cfg.train.n_iterations}) is saved")
+            return cfg
     return load_config(RunConfig, path, overrides, base=RunConfig())

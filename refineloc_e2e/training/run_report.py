@@ -91,7 +91,9 @@ def _pseudo_panel(ax, its: list[dict], guard: dict | None, selected: int | None,
     if cfg.guard.enabled and cfg.guard.coverage_ratio and c0 is not None and c0 >= cfg.guard.min_reference_coverage:
         r = cfg.guard.coverage_ratio
         ax.axhspan(c0 / r, min(c0 * r, 1.0), color="C0", alpha=0.08, lw=0,
-                   label=f"guard: iteration 0's held-out coverage {c0:.2f} x/÷ {r:g}")
+                   label=f"guard: iteration 0's held-out coverage {c0:.2f} x/÷ {r:g}"
+                   + (" (warns; the range refuses)" if cfg.guard.coverage_rule == "with_range"
+                      and cfg.pseudo.fg_fraction_range is not None else ""))
     if cfg.guard.enabled and cfg.pseudo.fg_fraction_range is not None:
         lo, hi = cfg.pseudo.fg_fraction_range
         for y in (lo, hi):

@@ -83,10 +83,11 @@ class TrainingLog:
             return cls(None, max_epoch, guard)
         folder = Path(run_dir) / TENSORBOARD_DIR
         earlier = any(folder.glob("events.out.tfevents.*"))
-        # resumed: what an interrupted iteration logged is hidden (TensorBoard purges steps >= purge_step of the
-        # earlier files) from the step of its pseudo labels, k * max_epoch; that is also the step of iteration
-        # k - 1's last epoch, which is logged again from metrics.json
-        purge = len(done) * max_epoch if done and earlier else None
+        # resumed: what an interrupted iteration k = len(done) logged is hidden (TensorBoard purges steps >=
+        # purge_step of the earlier files) from the step of its pseudo labels, k * max_epoch; that is also the step
+        # of iteration k - 1's last epoch, which is logged again from metrics.json. Cut in iteration 0 (nothing
+        # done): everything earlier, from step 0
+        purge = len(done) * max_epoch if earlier else None
         writer = SummaryWriter(log_dir=str(folder), purge_step=purge, flush_secs=FLUSH_S)
         out = cls(writer, max_epoch, guard)
         writer.add_text("refineloc/run", f"refineloc-e2e {__version__}"

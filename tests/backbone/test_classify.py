@@ -1,7 +1,5 @@
 """classify: frame chunking, argument checks, and (marked real) the DeepMind CricketShot sample."""
 
-from pathlib import Path
-
 import av
 import numpy as np
 import pytest
@@ -10,9 +8,8 @@ import torch
 from refineloc_e2e.backbone.weights import build_i3d
 from refineloc_e2e.backbone.classify import classify, clip_logits, kinetics400_labels
 from refineloc_e2e.errors import ConfigError
+from support import DATA, SAMPLES
 
-DATA = Path(__file__).parent / "data"
-SAMPLES = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "data" / "samples"  # bundled real clips
 GIF = SAMPLES / "v_CricketShot_g04_c01_rgb.gif"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from conftest import SMALL_EXTRACT
+from support import SMALL_EXTRACT
 from refineloc_e2e.features import batch as batch_mod
 from refineloc_e2e.cli import main
 

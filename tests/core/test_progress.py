@@ -7,7 +7,7 @@ import io
 import numpy as np
 from click.testing import CliRunner
 
-from conftest import TINY_DECODE, tiny_cfg, write_moving_video
+from support import TINY_DECODE, tiny_cfg, write_moving_video
 from refineloc_e2e.cli import main
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.progress import Progress

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from refineloc_e2e.config import BASE_KEY, read_config_chain, shipped_config, shipped_config_names, to_dict
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
+from support import DATA
 
-GOLDEN = Path(__file__).parent / "data" / "shipped_configs_resolved.json"  # `pytest --regen-golden` rewrites it
+GOLDEN = DATA / "shipped_configs_resolved.json"  # `pytest --regen-golden` rewrites it
 
 MARK = "restates default"  # a line that equals the dataclass default
 MARK_BASE = "restates base"  # a line that equals its base config's value

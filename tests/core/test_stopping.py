@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _tmp_files, write_test_video
+from support import _tmp_files, write_test_video
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
 

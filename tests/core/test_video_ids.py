@@ -90,7 +90,7 @@ def test_names_safe_before_have_no_legacy_ids(tmp_path):
 # ----------------------------------------------------------------------------- through the CLI
 
 def _fake_real_weights(monkeypatch):
-    from test_cli_pipeline import _fake_real_weights as fake
+    from support import _fake_real_weights as fake
 
     fake(monkeypatch)
 
@@ -108,8 +108,8 @@ def _annotations(path: Path, keys_subsets: dict[str, str]) -> None:
 
 
 def test_extract_train_detect_keep_the_names(tmp_path, monkeypatch, make_video, one_thread):
-    from conftest import SMALL_EXTRACT
-    from test_cli_pipeline import FAST
+    from support import SMALL_EXTRACT
+    from support import TRAIN_FAST as FAST
 
     _fake_real_weights(monkeypatch)
     monkeypatch.chdir(tmp_path)
@@ -216,7 +216,7 @@ def _move_entry(feats: Path, vid: str, old: str, **source) -> None:
 
 
 def test_an_old_entry_is_carried_over(tmp_path, monkeypatch, make_video, one_thread):
-    from conftest import SMALL_EXTRACT
+    from support import SMALL_EXTRACT
 
     _fake_real_weights(monkeypatch)
     monkeypatch.chdir(tmp_path)
@@ -245,7 +245,7 @@ def test_an_old_entry_is_carried_over(tmp_path, monkeypatch, make_video, one_thr
 
 
 def test_an_old_entry_of_another_source(tmp_path, monkeypatch, make_video, one_thread):
-    from conftest import SMALL_EXTRACT
+    from support import SMALL_EXTRACT
 
     _fake_real_weights(monkeypatch)
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import SMALL_EXTRACT, write_test_video
+from support import SMALL_EXTRACT, write_test_video
 from refineloc_e2e.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared 2-core machine

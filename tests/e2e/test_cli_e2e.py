@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from refineloc_e2e.cli import main
 from refineloc_e2e.datasets import load_dataset
 from refineloc_e2e.features.cache import read_features
-from test_cli_pipeline import _fake_real_weights
+from support import _fake_real_weights
 
 ENV = {
     "REFINELOC_E2E_EXTRACT_STREAMS": "rgb",

@@ -1,7 +1,6 @@
 """train -> detect --features -> evaluate through the CLI, on generated features in the official layouts."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,29 +8,7 @@ from click.testing import CliRunner
 
 from refineloc_e2e.cli import main
 from refineloc_e2e.features.cache import read_features, write_features
-
-CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
-FAST = ["--config", str(CONFIGS / "demo.yaml"), "--set", "head.feature_dim=32", "--set", "train.epochs=2",
-        "--set", "train.n_iterations=1", "--set", "select_iteration=1", "-q"]
-
-
-def _layout(tmp_path: Path, n_train=8, n_test=4, dim=32, skip=()):
-    """features/<id>.npy+.json (as extract writes them) and an ActivityNet-format annotations JSON."""
-    rng = np.random.default_rng(0)
-    protos = rng.normal(size=(2, dim)).astype(np.float32) * 3
-    db = {}
-    for i in range(n_train + n_test):
-        vid, T, c = f"vid{i:02d}", 30, i % 2
-        x = rng.normal(size=(T, dim)).astype(np.float32)
-        x[10:20] += protos[c]
-        if vid not in skip:
-            write_features(tmp_path / "feats", vid, x, {"fps": 25.0, "snippet_frames": 16, "streams": ["rgb"],
-                                                       "backbone": {}, "duration_s": T * 16 / 25})
-        db[vid] = {"subset": "training" if i < n_train else "validation", "duration": T * 16 / 25,
-                   "annotations": [{"label": f"Class{c}", "segment": [10 * 0.64, 20 * 0.64]}]}
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"name": "toy", "taxonomy": ["Class0", "Class1"], "database": db}))
-    return ann, tmp_path / "feats"
+from support import TRAIN_FAST as FAST, _fake_real_weights, _layout
 
 
 def test_train_detect_evaluate(tmp_path):
@@ -130,28 +107,11 @@ def test_train_extracts_on_the_fly_from_data_root(tmp_path, real_weights):
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
-def _fake_real_weights(monkeypatch):
-    """The extractor's I3D with the real weights' name and checksum but small random (seeded) parameters, so
-    a trained model and detect see exactly what they would with the real ones, without fetching them."""
-    import torch
-
-    from refineloc_e2e.backbone.i3d import InceptionI3d
-    from refineloc_e2e.features import extractor as extractor_mod
-
-    def build_i3d(stream, spec=None, device="cpu", *, rgb_spec=None):
-        torch.manual_seed(0)
-        model = InceptionI3d(3 if stream == "rgb" else 2, 10).to(device).eval()
-        return model, {"weights_id": spec or "i3d-kinetics400-rgb", "init": "pretrained",
-                       "sha256": "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd",
-                       "stream": stream, "in_channels": 3 if stream == "rgb" else 2, "num_classes": 10}
-    monkeypatch.setattr(extractor_mod, "build_i3d", build_i3d)
-
-
 def test_detect_speed_only_options_keep_the_models_features(tmp_path, monkeypatch, make_video, one_thread):
     """A model trained on extracted features: `detect --workers 2 --device cpu --set batch_snippets=1` uses
     the model's own extraction settings (not the defaults), is not rejected, and computes the very same
     features; an option that changes the numbers is still refused."""
-    from conftest import SMALL_EXTRACT
+    from support import SMALL_EXTRACT
 
     _fake_real_weights(monkeypatch)
     monkeypatch.chdir(tmp_path)

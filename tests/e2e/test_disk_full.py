@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import _tmp_files
-from test_train_errors import TRAIN_SET, _features_and_annotations
+from support import TRAIN_SET, _features_and_annotations, _tmp_files
 from refineloc_e2e import fileio
 from refineloc_e2e.cli import main
 

@@ -21,8 +21,8 @@ import pytest
 
 from refineloc_e2e.datasets import load_thumos14
 from refineloc_e2e.features.cache import write_features
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 _ANYWHERE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                    "*.tmp")
 _AT_ROOT = {"runs", "demo_out", "features", "weights"}  # a checkout's outputs (refineloc_e2e/features/ is code)

@@ -10,7 +10,7 @@ from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import ExtractConfig, FeatureExtractor
 from refineloc_e2e.features.cache import read_features
 from refineloc_e2e.video.flow import flow_config
-from conftest import tiny_cfg, write_moving_video
+from support import tiny_cfg, write_moving_video
 
 
 def _run(videos, out, cfg, models):

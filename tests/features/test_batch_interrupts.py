@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_EXTRACT, _tmp_files, write_test_video
+from support import SMALL_EXTRACT, _tmp_files, write_test_video
 from refineloc_e2e.features.cache import read_features
 
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _tmp_files, write_test_video
+from support import _tmp_files, write_test_video
 from refineloc_e2e import fileio
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.config import load_config

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import tiny_cfg, write_moving_video
+from support import tiny_cfg, write_moving_video
 from refineloc_e2e.backbone.formats import save_i3d
 from refineloc_e2e.backbone.i3d import InceptionI3d
 from refineloc_e2e.cli import main

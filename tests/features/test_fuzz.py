@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from conftest import tiny_cfg, tiny_models  # noqa: F401  (fixture)
+from support import tiny_cfg
 from refineloc_e2e.features.batch import extract_batch
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.tools.fuzz import DECODE_ERROR, MUTATIONS, build_corpus, check_decode_message
@@ -29,7 +29,7 @@ def test_corpus_is_seeded_and_covers_the_mutations(tmp_path):
     assert {"jump_huge", "audio_only", "zero_duration", "vfr", "tiny_2x2"} <= {x.kind for x in big}
 
 
-def test_fuzz_subset_through_one_extract_batch(tmp_path, tiny_models, one_thread):  # noqa: F811
+def test_fuzz_subset_through_one_extract_batch(tmp_path, tiny_models, one_thread):
     corpus = build_corpus(tmp_path / "corpus", n=500, seed=0)
     rng = np.random.default_rng(21)
     keep = set(rng.choice(len(corpus), N_SUBSET, replace=False).tolist())

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from refineloc_e2e.cli import main
 from refineloc_e2e.features.cache import read_features, write_features
 from refineloc_e2e.timebase import snippet_to_seconds
+from support import CONFIGS
 
 D = 8  # one stream's width in these tests (--stream-dim 8): small files, same code path as 1024
 TB16 = ["--fps", "25", "--snippet-frames", "16"]
@@ -238,7 +239,7 @@ def test_pickles_that_run_code_are_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- the stated time base, end to end
 
-FAST = ["--config", str(Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs" / "demo.yaml"),
+FAST = ["--config", str(CONFIGS / "demo.yaml"),
         "--set", f"head.feature_dim={2 * D}", "--set", "train.epochs=8", "--set", "train.batch_size=2",
         "--set", "train.n_iterations=0",
         "--set", "select_iteration=0", "--set", "train.holdout_fraction=0.0", "-q"]

@@ -17,7 +17,7 @@ from refineloc_e2e.model.head import HeadConfig, build_head, compute_scores, lab
 from refineloc_e2e.model.postprocess import PostprocessConfig
 from refineloc_e2e.training.fit import Batch, eq4_loss
 from refineloc_e2e.training.run_config import load_run_config
-from test_cli_pipeline import _layout
+from support import _layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

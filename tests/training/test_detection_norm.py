@@ -59,7 +59,7 @@ META = {"dim": 64, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"]
 
 
 def _train(tmp_path, name, overrides):
-    from conftest import make_dataset
+    from support import make_dataset
     from refineloc_e2e.training.refinement import run_training
 
     ds, feats = make_dataset(n_train=24, n_test=8, dim=64, seed=3, t_range=(40, 90))

@@ -3,7 +3,7 @@ healthy refinement that passes; the decision rule on hand-made numbers; what is 
 
 import pytest
 
-from conftest import make_dataset  # noqa: E402  (generated weakly-labelled features)
+from support import make_dataset  # noqa: E402  (generated weakly-labelled features)
 from refineloc_e2e.errors import ConfigError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.training.fit import TrainConfig

@@ -2,7 +2,6 @@
 early stopping, and the shipped paper / released configs."""
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,7 @@ from refineloc_e2e.tools.wstal_bench import BenchSpec, write_thumos14_layout
 from refineloc_e2e.training.report import format_iteration_table
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 from refineloc_e2e.training.selection import select_iteration
-
-CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
+from support import CONFIGS
 
 
 def _scores(fg_prob, cas_col0):

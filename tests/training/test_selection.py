@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import make_dataset  # noqa: E402  (generated weakly-labelled features)
+from support import make_dataset  # noqa: E402  (generated weakly-labelled features)
 from refineloc_e2e.errors import DatasetError
 from refineloc_e2e.model.head import HeadConfig
 from refineloc_e2e.training.fit import TrainConfig

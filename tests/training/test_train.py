@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +16,11 @@ from refineloc_e2e.training.fit import Batch, TrainConfig, VideoItem, collate, e
 from refineloc_e2e.timebase import snippet_to_seconds
 from refineloc_e2e.model.inference import predict_batch, predict_scores
 from refineloc_e2e.training import fit as fit_mod
-from conftest import make_dataset  # noqa: E402  (generated weakly-labelled features)
+from support import CONFIGS, make_dataset  # noqa: E402  (generated weakly-labelled features)
 from refineloc_e2e.training.guard import GuardConfig
 from refineloc_e2e.training.refinement import run_training
 from refineloc_e2e.training.run_config import RunConfig, load_run_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "configs"
 META = {"dim": 32, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"], "backbone": {}}
 CPU = torch.device("cpu")
 

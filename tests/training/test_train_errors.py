@@ -12,9 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import _tmp_files
+from support import TRAIN_SET, _features_and_annotations, _tmp_files
 from refineloc_e2e.cli import main
-from refineloc_e2e.features.cache import write_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared 2-core machine
 
@@ -22,29 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # shared 2-core machine
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
-
-
-def _features_and_annotations(root: Path, dims=(16, 16, 16, 16, 16, 16, 16, 16, 16, 16), seed=0):
-    from refineloc_e2e.datasets import Dataset, Segment, VideoAnnotation, dataset_to_activitynet_json
-
-    rng = np.random.default_rng(seed)
-    feats_dir, videos = root / "feats", {}
-    for i, dim in enumerate(dims):
-        vid, T, c = f"v{i}", int(rng.integers(20, 40)), i % 2
-        x = rng.normal(size=(T, dim)).astype(np.float32)  # (T, D)
-        x[5:12, c] += 2.0  # the action, in the class's own direction
-        write_features(feats_dir, vid, x, {"fps": 25.0, "snippet_frames": 16, "streams": ["rgb"], "backbone": {},
-                                           "duration_s": T * 16 / 25.0})
-        videos[vid] = VideoAnnotation(vid, "train" if i < 7 else "test", [f"A{c}"],
-                                      [Segment(5 * 0.64, 12 * 0.64, f"A{c}")], T * 0.64, 25.0)
-    ann = root / "ann.json"
-    ann.write_text(json.dumps(dataset_to_activitynet_json(Dataset("tiny", ["A0", "A1"], videos))))
-    return ann, feats_dir
-
-
-TRAIN_SET = ["--set", "head.feature_dim=16", "--set", "train.epochs=2", "--set", "train.n_iterations=2",
-             "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "select_iteration=2",
-             "--set", "guard.enabled=false", "-q"]  # guard off: 2-epoch toy heads give collapsed pseudo labels
 
 
 def test_train_reports_unusable_or_mismatched_features(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_errors import _features_and_annotations
+from support import _features_and_annotations
 from refineloc_e2e.model.head import load_head
 from refineloc_e2e.tools.proc_scan import MARKER_ENV, new_marker, tagged_processes
 from refineloc_e2e.training.run_lock import LOCK_NAME, RunFolderLock

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import refineloc_e2e
-from conftest import make_dataset  # noqa: E402  (generated weakly-labelled features)
+from support import REPO, make_dataset  # noqa: E402  (generated weakly-labelled features)
 from refineloc_e2e.cli import main
 from refineloc_e2e.config import settings_hash, to_dict
 from refineloc_e2e.features.cache import check_entry, write_features
@@ -30,7 +30,6 @@ from refineloc_e2e.training.run_config import RunConfig
 
 EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
 META = {"dim": 16, "fps": 25.0, "snippet_frames": 16, "streams": ["rgb", "flow"], "backbone": {}}
 EPOCHS = 2
 RELEASED_TAGS = {"train/loss", "learning_rate", "refinement_train/total_pseudo_fg", "refinement_train/total_pseudo_bg",
@@ -153,7 +152,7 @@ def test_released_metric_per_protocol():
 def test_cli_version_matches_changelog():
     r = CliRunner().invoke(main, ["--version"])
     assert r.exit_code == 0
-    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
     released = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, flags=re.M)
     assert released and r.output.strip() == f"refineloc-e2e, version {released[0]}"
     assert released == sorted(released, key=lambda v: tuple(map(int, v.split("."))), reverse=True)

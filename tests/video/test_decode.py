@@ -6,7 +6,6 @@ import math
 import re
 import warnings
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
@@ -16,10 +15,7 @@ from refineloc_e2e.video.decode import (DecodeConfig, DecodeWarning, VideoInfo, 
                                   probe_video)
 from refineloc_e2e.errors import ConfigError, DecodeError, InputError
 from refineloc_e2e.video.snippets import iter_snippets, n_snippets
-
-DATA = Path(__file__).parent / "data"
-SAMPLES = Path(__file__).resolve().parents[1] / "refineloc_e2e" / "data" / "samples"  # bundled real clips
-from conftest import LEVEL_STEP, write_video  # noqa: E402  (shared generated-video writer)
+from support import LEVEL_STEP, SAMPLES, write_video  # shared generated-video writer, bundled real clips
 
 
 def source_index(frame: np.ndarray) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import SMALL_EXTRACT, write_test_video
+from support import SMALL_EXTRACT, write_test_video
 from refineloc_e2e.features import batch as batch_mod
 from refineloc_e2e.cli import main
 from refineloc_e2e.features.cache import FORMAT_VERSION, read_features

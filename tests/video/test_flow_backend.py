@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg, write_moving_video
+from support import tiny_cfg, write_moving_video
 from refineloc_e2e.detection.detect import extract_config_from_meta
 from refineloc_e2e.errors import ConfigError, RefineLocError
 from refineloc_e2e.features.extractor import FeatureExtractor

@@ -16,7 +16,7 @@ from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.video.flow import flow_config, iter_flow, to_gray
 from refineloc_e2e.video.flow_chunks import ChunkedFlow, FlowPool, flow_window
 from refineloc_e2e.video.snippets import center_crop
-from conftest import FAST, TINY_DECODE, texture, tiny_cfg, write_moving_video  # noqa: E402,F401
+from support import FAST, TINY_DECODE, texture, tiny_cfg, write_moving_video  # noqa: E402,F401
 
 def test_flow_window_full_and_crop():
     full = flow_window(256, 602, 224, "full")

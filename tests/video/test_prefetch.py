@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import tiny_cfg, write_moving_video
+from support import tiny_cfg, write_moving_video
 from refineloc_e2e.features import extractor as extractor_mod
 from refineloc_e2e.features.extractor import FeatureExtractor
 from refineloc_e2e.video.prefetch import prefetch

@@ -282,7 +282,7 @@ def fake_pypi(tmp_path, monkeypatch):
 
     def fake_run(cmd, capture_output, text, timeout, preexec_fn):
         calls.append(cmd)
-        assert preexec_fn is not None  # pip is started to die with this process (tests/test_stopping.py)
+        assert preexec_fn is not None  # pip is started to die with this process (tests/core/test_stopping.py)
         assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and "--require-hashes" in cmd
         req = Path(cmd[cmd.index("-r") + 1]).read_text()
         assert req.strip() == f"pkg==1.0 --hash=sha256:{entry['archive_sha256']}"

@@ -35,7 +35,7 @@ def _items(ds, feats, subset="train"):
 
 def _cfg(dim=32, epochs=3, n_iterations=2, **train):
     # the guard off: 3-epoch toy models give collapsed pseudo labels, and these tests check the loop's
-    # mechanics (resume, files, selection); tests/test_guard.py tests the guard
+    # mechanics (resume, files, selection); tests/training/test_guard.py tests the guard
     return RunConfig(dataset="synthetic", head=HeadConfig(feature_dim=dim),
                      train=TrainConfig(epochs=epochs, batch_size=8, n_iterations=n_iterations, device="cpu", **train),
                      select_iteration=min(3, n_iterations), eval_tious=[0.3, 0.5], guard=GuardConfig(enabled=False))

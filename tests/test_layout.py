@@ -109,6 +109,16 @@ def test_tests_import_helpers_from_support():
     assert not wrong, "\n".join(wrong)
 
 
+def test_test_files_find_files_through_support():
+    """A path from a test file's own ``__file__`` breaks when the file moves; support.py has them (DATA, REPO...)."""
+    wrong = []
+    for path in sorted(TESTS.glob("*/**/*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        wrong += [f"{path.relative_to(TESTS)}:{node.lineno}: __file__" for node in ast.walk(tree)
+                  if isinstance(node, ast.Name) and node.id == "__file__"]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_imports_at_module_top():
     inner = []
     for module, path in _modules():

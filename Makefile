@@ -9,7 +9,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "setuptools>=70.1"  # builds the wheel offline in tests/test_wheel.py
+	$(BIN)/pip install --quiet "setuptools>=70.1"  # builds the wheel offline in tests/e2e/test_wheel.py
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@

@@ -17,7 +17,7 @@ Every source of ids goes through :func:`video_id` (``extract``, ``detect``, ``im
   (:func:`suffixed_id`).
 
 One property holds for every id the package hands out, the suffixed and cut ones included: ``video_id(i) == i``
-(tests/test_video_ids.py checks it on generated names). So an id typed by a user, read from an annotation file or
+(tests/core/test_video_ids.py checks it on generated names). So an id typed by a user, read from an annotation file or
 from a file name is matched after the same normalisation, and an entry is always found under the id it was
 written with. Ids that end up equal for different files, including ones that differ only in case (one file on
 macOS and Windows), get a collision suffix (``features.cache.assign_video_ids``) through :func:`suffixed_id`,

@@ -4,7 +4,7 @@ A stopped command ends with ``os._exit`` (no interpreter teardown, README "Stopp
 runs by hand what the teardown would have run, and it kills its flow workers instead of waiting for them. Python
 offers no public way to do some of that, so three private names are used. Each helper below checks that its
 name exists and falls back to something safe for the user when it does not (slower, or a warning from
-multiprocessing's resource tracker, never a wrong result or a hang). ``tests/test_stdlib_compat.py`` fails when
+multiprocessing's resource tracker, never a wrong result or a hang). ``tests/core/test_stdlib_compat.py`` fails when
 one of them moves, so a new Python is caught by the tests, not by a user: :func:`missing` lists what is gone.
 """
 

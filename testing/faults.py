@@ -3,7 +3,7 @@
 Production code never reads these from the environment: a test passes one in, Ray pickles it to the worker,
 and the worker calls it just before it extracts a video, under that video's lock. Ray pickles the class by
 reference, so a worker must be able to import ``testing``: Ray puts the driver's working directory on its workers'
-``sys.path``, and the tests' cluster (tests/test_distributed.py) also starts its nodes with the repository root on
+``sys.path``, and the tests' cluster (tests/features/test_distributed.py) also starts its nodes with the repository root on
 ``PYTHONPATH``, so the hooks need not ship in the wheel.
 """
 

@@ -12,7 +12,7 @@ the Kinetics GIF and a byte prefix of it) and small generated videos in several 
   timestamp jumps, variable frame rate, audio-only and audio + video files.
 
 Inputs are short and low-resolution so that extracting all of them is cheap. ``benchmarks/robustness/fuzz_extract.py``
-runs a corpus through one ``extract`` batch; ``tests/test_fuzz.py`` runs a seeded subset.
+runs a corpus through one ``extract`` batch; ``tests/features/test_fuzz.py`` runs a seeded subset.
 """
 
 from __future__ import annotations

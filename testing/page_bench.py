@@ -1,4 +1,4 @@
-"""Headless Chromium for the results page (``tests/test_report_browser.py``, ``benchmarks/report/page_load.py``),
+"""Headless Chromium for the results page (``tests/report/test_report_browser.py``, ``benchmarks/report/page_load.py``),
 and a THUMOS'14-sized results file to load in it.
 
 The browser is the system's Chromium (Debian: ``apt-get install chromium``), driven by Playwright through its

@@ -84,6 +84,42 @@ def test_no_import_cycles():
             visit(m, [])
 
 
+TESTS = Path(__file__).parent
+# tests/ mirrors the package (docs/architecture.md, "Tests"): one folder per package stage, and besides them core/
+# (the base modules at the package's top), e2e/ (whole commands) and data/ (files the tests read)
+TEST_FOLDERS = {"core", "e2e", "data"}
+
+
+def test_tests_mirror_the_package():
+    stages = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    unknown = folders - stages - TEST_FOLDERS
+    assert not unknown, f"test folders that are no package stage: {sorted(unknown)}"
+    flat = sorted(p.name for p in TESTS.glob("test_*.py") if p.name != Path(__file__).name)
+    assert not flat, f"test files outside the stage folders (docs/architecture.md, 'Tests'): {flat}"
+
+
+def test_tests_import_helpers_from_support():
+    """conftest.py is pytest's (a second import of it is a second copy); test files import no other test file."""
+    wrong = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for target, line, _, _ in _imports(path):
+            head = target.removeprefix("<external>").split(".")[0]
+            if head == "conftest" or head.startswith("test_"):
+                wrong.append(f"{path.relative_to(TESTS)}:{line}: imports {head} (its helpers belong in support.py)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_test_files_find_files_through_support():
+    """A path from a test file's own ``__file__`` breaks when the file moves; support.py has them (DATA, REPO...)."""
+    wrong = []
+    for path in sorted(TESTS.glob("*/**/*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        wrong += [f"{path.relative_to(TESTS)}:{node.lineno}: __file__" for node in ast.walk(tree)
+                  if isinstance(node, ast.Name) and node.id == "__file__"]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_imports_at_module_top():
     inner = []
     for module, path in _modules():

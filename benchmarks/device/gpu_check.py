@@ -6,7 +6,7 @@ iteration counts) per batch size, peak device memory (``torch.cuda.max_memory_al
 endpoint error against the same torch TV-L1 on this machine's CPU at identical parameters over the 224
 centre crop (or the whole frame if smaller). The CPU port is the reference because the device machine
 has no OpenCV contrib (no ``cv2.optflow``); the port itself is checked against OpenCV's TV-L1 on the
-build machine (``tests/test_tvl1_torch.py``, ``benchmarks/speed/flow_backends.py``). Exits non-zero on any
+build machine (``tests/video/test_tvl1_torch.py``, ``benchmarks/speed/flow_backends.py``). Exits non-zero on any
 error, on a device that is not there, or if the early-exit mode's EPE is above the issue's bounds
 (median 0.05 px, mean 0.2 px). Then the end-to-end ``extract`` of a generated clip (default 60 s at
 1280x720, both streams, flow backend torch on the device, random I3D weights): video seconds per wall

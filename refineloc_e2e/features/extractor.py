@@ -40,7 +40,7 @@ FLOW_IMPLEMENTATIONS = {"opencv": "cv2.optflow.DualTVL1OpticalFlow",
                         "torch": "refineloc_e2e.video.tvl1_torch (batched port of OpenCV's DualTVL1OpticalFlow)"}
 ORIGIN = "extracted by refineloc-e2e"  # feature metadata "origin"; importers write "imported"
 # settings that change speed or memory, never which features (not hashed; a model's settings keep them free);
-# batch_snippets changes the float rounding of the I3D sums only (tests/test_cli_pipeline.py: rtol 1e-4)
+# batch_snippets changes the float rounding of the I3D sums only (tests/e2e/test_cli_pipeline.py: rtol 1e-4)
 DECODE_AHEAD_FRAMES = 64  # frames decoded ahead on a thread when the models run on CUDA
 SPEED_ONLY_KEYS = ("device", "workers", "batch_snippets", "channels_last", "torch_compile")
 

@@ -3,7 +3,7 @@ the functions OpenCV's own TV-L1 calls for its warping and its median filter.
 
 ``video.tvl1_torch.remap_cubic`` and ``median_blur`` dispatch here for CPU tensors: at 256x602 with 1
 thread they were measured 10-20x faster than the gathers / min-max network that the other devices run
-(the median bitwise equal, the warping within rounding; ``tests/test_tvl1_torch.py``). Both loop over the
+(the median bitwise equal, the warping within rounding; ``tests/video/test_tvl1_torch.py``). Both loop over the
 pairs (and channels) of a batch, since OpenCV works on one 2-D image at a time.
 """
 

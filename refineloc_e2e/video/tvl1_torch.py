@@ -74,7 +74,7 @@ Tensor = torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------------
-# building blocks (each checked against the matching cv2 function in tests/test_tvl1_torch.py)
+# building blocks (each checked against the matching cv2 function in tests/video/test_tvl1_torch.py)
 
 def _linear_taps(n_in: int, n_out: int, scale: float, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Source indices and weights of a 1-D bilinear resize, half-pixel centres, replicated border."""

@@ -24,7 +24,7 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks.speed.extract_throughput
 
-# The device check's bundle (README "GPU"): the PyAV wheel for the GPU machine's Python (abi3 wheels serve
+# The device check's bundle (docs/extracting.md "GPU device check"): the PyAV wheel for the GPU machine's Python (abi3 wheels serve
 # 3.11+), the same version as this venv's; nothing else is needed there (torch, numpy, plain OpenCV are).
 DEVICE_PY ?= 3.12
 BUNDLE ?= device_bundle

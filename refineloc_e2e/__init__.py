@@ -1,3 +1,3 @@
 """refineloc-e2e: raw videos -> I3D features -> RefineLoc weakly-supervised temporal action localisation."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

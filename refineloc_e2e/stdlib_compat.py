@@ -1,6 +1,6 @@
 """The private parts of Python's standard library that the package uses, each behind one helper.
 
-A stopped command ends with ``os._exit`` (no interpreter teardown, README "Stopping and full disks"), so it
+A stopped command ends with ``os._exit`` (no interpreter teardown, docs/stopping.md), so it
 runs by hand what the teardown would have run, and it kills its flow workers instead of waiting for them. Python
 offers no public way to do some of that, so three private names are used. Each helper below checks that its
 name exists and falls back to something safe for the user when it does not (slower, or a warning from

@@ -13,7 +13,7 @@ error, on a device that is not there, or if the early-exit mode's EPE is above t
 second and peak memory. Not reaching the 1,000 pairs/s or 50x real-time targets is reported, not a failure.
 
 Needs torch, numpy, plain OpenCV and PyAV only; ``benchmarks/device/gpu_check.sh`` installs the package
-``--no-deps`` plus the PyAV wheel of ``make device-bundle`` on a bare machine (README "GPU").
+``--no-deps`` plus the PyAV wheel of ``make device-bundle`` on a bare machine (docs/extracting.md "GPU device check").
 
     benchmarks/device/gpu_check.sh                     # on a CUDA machine, < 5 minutes
     benchmarks/device/gpu_check.sh --device cpu --threads 1 --size 128x170 --batch-sizes 2 --epe-pairs 2 \

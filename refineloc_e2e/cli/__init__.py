@@ -67,9 +67,9 @@ def configure_logging(verbosity: int):
 class _Program(click.Group):
     """The group as a program (``main()``, the console script; ``CliRunner`` calls ``main.main`` instead): a
     command stopped by a signal exits as soon as its clean-up and the ``atexit`` handlers have run, without the
-    interpreter's teardown (about 1 s with torch imported on the 2-core machine, README "Stopping and full
-    disks"). A command that finished exits at once with its own status on a stop signal while the interpreter
-    exits: its result stands."""
+    interpreter's teardown (about 1 s with torch imported on the 2-core machine, docs/stopping.md). A command
+    that finished exits at once with its own status on a stop signal while the interpreter exits: its result
+    stands."""
 
     def __call__(self, *args, **kwargs):
         set_program()

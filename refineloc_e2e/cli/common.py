@@ -59,7 +59,7 @@ def errors_to_exit(fn=None, *, stopped_hint: str = STOPPED_HINT):
 def extract_options(fn):
     """``--config --set --streams --device --flow-weights -q --workers``: the extraction settings."""
     fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                      help="Extraction config YAML (default: the built-in defaults, see README).")(fn)
+                      help="Extraction config YAML (default: the built-in defaults, see docs/conventions.md).")(fn)
     fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                       help="Override a config value, e.g. --set flow.preset=paper (repeatable).")(fn)
     fn = click.option("--streams", type=click.Choice(["rgb", "flow", "both"]), default=None,

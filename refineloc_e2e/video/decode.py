@@ -1,6 +1,6 @@
 """Streaming video decode with PyAV: any container/codec FFmpeg reads -> RGB frames resampled to ``fps``.
 
-Definitions (the README's "Conventions" states them):
+Definitions (docs/conventions.md "What every output's metadata records" states them):
 
 * **Time origin.** Source frame ``i`` has time ``t_i = (pts_i - pts_0) * time_base`` seconds, measured from
   the first decoded frame (a stream ``start_time`` offset is dropped). A frame without a pts follows the

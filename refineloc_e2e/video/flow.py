@@ -1,6 +1,6 @@
 """TV-L1 optical flow (OpenCV contrib) between consecutive frames, with named parameter presets.
 
-Definitions (the README's "Conventions" states them):
+Definitions (docs/conventions.md "What every output's metadata records" states them):
 
 * **Input.** RGB frames from ``decode.iter_frames`` (shorter side 256, not cropped), converted to
   grayscale (``cv2.COLOR_RGB2GRAY``); flow is computed on the full frame, cropped later (the default;
@@ -196,7 +196,7 @@ def postprocess_flow(raw: np.ndarray, bound: float) -> np.ndarray:
 def resolve_backend(cfg: FlowConfig, device_type: str) -> FlowConfig:
     """``backend: auto`` made concrete for a device: torch everywhere. On CUDA OpenCV's TV-L1 has no GPU path
     in pip's build; on the CPU the port (1 thread, cv2 remap/median, in-place steps) was measured ~2x OpenCV
-    per pair at 1 thread, and ``extract`` runs it in one single-thread process per core (README "Measured").
+    per pair at 1 thread, and ``extract`` runs it in one single-thread process per core (docs/measured.md).
     ``use_initial_flow`` keeps OpenCV on the CPU: it chains every pair, so it cannot use the processes."""
     if cfg.backend != "auto":
         return cfg

@@ -55,8 +55,8 @@ def usable_cores() -> int:
 def auto_workers(backend: str, device_type: str, use_initial_flow: bool = False, cores: int | None = None) -> int:
     """``workers: 0`` (auto) made concrete: how many flow processes ``extract`` runs.
 
-    The rule (measured on bikes.mp4 with ``benchmarks/speed/extract_throughput.py --before-after``, README
-    "Measured"): the torch backend on the CPU gets one single-thread process per usable core when there are
+    The rule (measured on bikes.mp4 with ``benchmarks/speed/extract_throughput.py --before-after``, docs/measured.md):
+    the torch backend on the CPU gets one single-thread process per usable core when there are
     at least 2 (its 1-thread speed is ~2x OpenCV's, and 2 torch threads in one process were slower than 1);
     OpenCV runs in this process (it already spreads a pair over its own threads: ``--workers 2`` measured no
     gain); CUDA computes a chunk at once in this process; ``use_initial_flow`` chains pairs, so 1.

@@ -1,6 +1,6 @@
 """Snippet arithmetic, grouping frames into snippets, centre crop and RGB normalisation.
 
-Definitions (the README's "Conventions" states them):
+Definitions (docs/conventions.md "What every output's metadata records" states them):
 
 * **Snippet.** Snippet ``t`` is frames ``[t * S, (t + 1) * S)`` of the video resampled to ``fps``
   (``S = snippet_frames``, 16 for I3D), non-overlapping; its time span comes from ``timebase.py``.

@@ -1,6 +1,6 @@
 """Stopping with real signals and real processes: each command is started for real, tagged with a marker its
 children inherit (``testing.proc_scan``), signalled, and its processes are looked for afterwards; a rerun then
-completes and equals an uninterrupted run (README "Stopping and full disks")."""
+completes and equals an uninterrupted run (docs/stopping.md)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def test_tiny_demo_runs_every_stage(tmp_path, real_weights):
     # plain about what is real and what is generated
     assert "REAL: Kinetics-400 RGB I3D weights" in text and "GENERATED:" in text
     # the real weights on the real clip
-    first = next(i for i, line in enumerate(lines) if "[1/6]" in line)
+    first = next(i for i, line in enumerate(lines) if "[1/7]" in line)
     assert lines[first + 1].split()[-2:] == ["playing", "cricket"]
     seg = json.loads((tmp_path / "demo" / "segments.json").read_text())
     assert set(seg) == {"version", "results", "external_data"}
@@ -31,6 +31,11 @@ def test_tiny_demo_runs_every_stage(tmp_path, real_weights):
     assert "mAP(%)" in text
     metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
     assert len(metrics["iterations"]) == 2
+    # the results page, and the built-in Kinetics-400 detector on the real clips (no training)
+    page = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
+    assert all(vid in page for vid in seg["results"]) and "bikes.mp4" in page  # each video, with its source
+    assert out["kinetics"]["bikes"] == [] and "bikes: nothing confident: [] (no invented action)" in text
+    assert out["kinetics"]["v_CricketShot_g04_c01_rgb"][0]["label"] == "playing cricket"
 
     # the CLI's detect takes the model's own extraction settings: the demo's cached features are reused
     r = CliRunner().invoke(main, ["detect", str(SAMPLES / "bikes.mp4"), "--model", str(tmp_path / "demo" / "run" / "model.pt"),

@@ -130,8 +130,10 @@ class KineticsScorer:
         if loc.abstained:
             top = loc.top_class
             self.summary.abstained.append(vid)
+            why = (f"< min_class_prob {self.cfg.min_class_prob:g}" if loc.pooled[top] < self.cfg.min_class_prob
+                   else f"leading the next class by less than min_margin {self.cfg.min_margin:g}")
             self.log(f"{vid}: no confident class; the top pooled class is '{self.vocab.classes[top]}' at "
-                     f"{loc.pooled[top]:.3f} < min_class_prob {self.cfg.min_class_prob:g}: no segments")
+                     f"{loc.pooled[top]:.3f} {why}: no segments")
         if self.plot_dir is not None:
             self.summary.plots.append(str(self._plot(vid, meta, loc, results)))
 

@@ -47,6 +47,22 @@ def test_no_confident_class_abstains_and_names_the_top_class():
     assert loc.abstained and loc.segments == [] and loc.top_class == 1
 
 
+def test_a_class_that_does_not_stand_out_from_the_next_is_no_confident_class():
+    """vtest.avi's shape: two different classes both confident, 0.08 apart -> abstain; a clear leader is kept; the
+    same curve in two columns (two dataset classes mapped to one Kinetics class) is one evidence, not a rival."""
+    T = 24
+    rivals = np.zeros((T, 3))
+    rivals[:, 0], rivals[:, 1], rivals[:, 2] = 0.65, 0.57, 1 - 0.65 - 0.57 + 0.22  # rows need not sum to 1 here
+    assert localise(rivals, LocaliseConfig()).abstained
+    assert localise(rivals, LocaliseConfig(min_margin=0.0)).selected == [0, 1]  # the rule off: both localised
+    leader = rivals.copy()
+    leader[:, 1] = 0.30
+    assert localise(leader, LocaliseConfig()).selected == [0]
+    shared = leader.copy()
+    shared[:, 1] = shared[:, 0]  # CricketShot and CricketBowling: both are Kinetics' `playing cricket`
+    assert localise(shared, LocaliseConfig()).selected == [0, 1]
+
+
 def test_a_plateau_gives_one_segment_with_its_bounds_best_first():
     curve = np.zeros(30)
     curve[10:18] = 0.9  # the action, snippets [10, 18)

@@ -43,7 +43,7 @@ class LocaliseConfig:
     min_class_prob: float = 0.35
     max_classes: int = 3                    # classes localised per video, best pooled evidence first
     # abstain when the best class leads the runner-up by less than this, chosen on real footage (docs/kinetics.md):
-    # OpenCV's vtest.avi (people walking in a hall, no action) has basketball 0.65 leading headbutting by 0.08;
+    # OpenCV's vtest.avi (people walking across a yard, no action) has basketball 0.65 leading headbutting by 0.08;
     # the 13 annotated clips lead by 0.30 or more; 0.15 lies between (0 turns the rule off)
     min_margin: float = 0.15
     # run thresholds as fractions of the class's peak (multiple thresholds: RefineLoc's released code and

@@ -102,10 +102,11 @@ C0_GRID = [i / 100 for i in range(1, 101)]
 
 
 @pytest.mark.parametrize("config", ["thumos14", "activitynet12"])
-def test_the_shipped_guard_refuses_no_released_run_whatever_its_coverage(config):
-    """Iteration 0's held-out detection coverage c0 is not logged: the shipped guard must pass every released run
-    of its dataset for any c0 (the range decides; the coverage rule acts only together with it, issue 32)."""
-    cfg = load_run_config(shipped_config(config), [])
+def test_the_with_range_option_refuses_no_released_run_whatever_its_coverage(config):
+    """Iteration 0's held-out detection coverage c0 is not logged: with `guard.coverage_rule=with_range` (the option
+    of issue 32) the shipped guard passes every released run of its dataset for any c0 (the range decides)."""
+    assert load_run_config(shipped_config(config), []).guard.coverage_rule == "alone"  # the default (0.3.0's)
+    cfg = load_run_config(shipped_config(config), ["guard.coverage_rule=with_range"])
     assert (cfg.guard.enabled, cfg.guard.coverage_rule, cfg.guard.coverage_ratio) == (True, "with_range", 3.0)
     for run in (r for r in RELEASED_RUNS.values() if r.dataset == config):
         for n in (cfg.train.n_iterations, len(run.map_by_iteration) - 1):  # the default's eta, and the whole run
@@ -113,9 +114,9 @@ def test_the_shipped_guard_refuses_no_released_run_whatever_its_coverage(config)
             assert [r for r in refused if r[1] is not None] == [], (run.name, n)
 
 
-def test_the_coverage_rule_alone_against_the_released_runs():
-    """What v0.3's rule (either rule refuses) allowed: the bounds on c0 in docs/refinement.md."""
-    cfg = load_run_config(shipped_config("thumos14"), ["guard.coverage_rule=alone"])
+def test_the_default_coverage_rule_against_the_released_runs():
+    """What the shipped rule (either rule refuses, as in 0.3.0) allows: the bounds on c0 in docs/refinement.md."""
+    cfg = load_run_config(shipped_config("thumos14"), [])
     guard, fg_range, n = cfg.guard, cfg.pseudo.fg_fraction_range, cfg.train.n_iterations
     i3d, tsn = RELEASED_RUNS["thumos14_i3d"], RELEASED_RUNS["thumos14_tsn"]
     assert [round(b, 3) for b in coverage_bounds(i3d, 3.0, n)] == [0.250, 1.251]
@@ -130,7 +131,7 @@ def test_the_coverage_rule_alone_against_the_released_runs():
     an = RELEASED_RUNS["activitynet12_i3d"]
     c0 = VALID_DETECTION_COVERAGE["activitynet12_i3d"][0]
     assert an.fg_fraction()[0] / c0 == pytest.approx(1.0, abs=0.005)
-    an_cfg = load_run_config(shipped_config("activitynet12"), ["guard.coverage_rule=alone"])
+    an_cfg = load_run_config(shipped_config("activitynet12"), [])
     assert replay_guard(an, an_cfg.guard, an_cfg.pseudo.fg_fraction_range, len(an.map_by_iteration) - 1, c0) is None
 
 

@@ -86,7 +86,7 @@ def test_collapsed_pseudo_labels_stop_refinement_and_keep_iteration_0(tmp_path, 
 
 
 def test_rule_range_then_coverage():
-    g = GuardConfig()
+    g = GuardConfig(coverage_rule="with_range")  # the option of issue 32; the default is "alone" (below)
     assert check_pseudo(g, 0.30, 0.28, [0.1, 0.5], 1) is None
     assert "outside [0.10, 0.50]" in check_pseudo(g, 0.97, 0.90, [0.1, 0.5], 1)  # the range catches what
     assert "nearly all background" in check_pseudo(g, 0.012, None, [0.1, 0.5], 2)  # coverage alone would not
@@ -107,7 +107,8 @@ def test_rule_range_then_coverage():
         "more than 3x apart, guard.coverage_ratio)")
     assert coverage_warning(g, 0.95, 0.20, [0.05, 0.9], 1) is None  # refused: the reason says it
     assert coverage_warning(g, 0.50, 0.20, [0.05, 0.9], 1) is None  # within 3x
-    alone = GuardConfig(coverage_rule="alone")  # v0.3: either rule refuses
+    alone = GuardConfig()  # the default, as in 0.3.0: either rule refuses
+    assert alone.coverage_rule == "alone"
     assert "too much" in check_pseudo(alone, 0.75, 0.20, [0.05, 0.9], 1)
     assert coverage_warning(alone, 0.75, 0.20, [0.05, 0.9], 1) is None
     with pytest.raises(ConfigError, match="guard.coverage_rule"):

@@ -1,16 +1,19 @@
 """The built-in kinetics400 detector on real clips with real temporal annotations (nothing trained).
 
-CLIPS is a folder holding ``annotations.json`` (ActivityNet-style ``database``; a video's optional
-``kinetics_classes`` names the Kinetics classes its label stands for, else the label itself must be one) and the
-clips' features under ``CLIPS/features/`` (``refineloc-e2e extract CLIPS -o CLIPS/features``, default settings),
-or the clips themselves (then extracted, RGB only, into ``--cache``). Negatives (default: the bundled
+The annotations (``--annotations``, default ``benchmarks/kinetics/real_clips.json``: ActivityNet-style ``database``;
+a video's optional ``kinetics_classes`` names the Kinetics classes its label stands for, else the label itself must
+be one) name each clip and where it comes from (``source``: public repository, commit, path, sha256; the clips are
+not in this repository, their footage being third-party). CLIPS is a folder holding those clips' features under
+``CLIPS/features/`` (``refineloc-e2e extract CLIPS -o CLIPS/features --streams rgb``, default settings), or the
+clips themselves as ``<video_id>.<ext>`` (then extracted, RGB only, into ``--cache``). A ``CLIPS/annotations.json``
+replaces the default annotations. Negatives (default: the bundled
 ``bikes.mp4``, no action of any Kinetics class) must give no segment.
 
 Prints per clip: the annotation, the top pooled class, the top segment and its tIoU with the best-matching
 annotated instance of its class (0 for a wrong class), and mAP at tIoU 0.3 / 0.5 / 0.7 (ActivityNet protocol,
 ``evaluation.metrics``) with the annotated labels in Kinetics names.
 
-    nice -n 10 .venv/bin/python -m benchmarks.kinetics.kinetics_real /work/realclips \\
+    nice -n 10 .venv/bin/python -m benchmarks.kinetics.kinetics_real CLIPS \\
         [--set localise.min_class_prob=0.3 ...] [--negative VIDEO ...] [--sweep]
 """
 
@@ -23,20 +26,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from refineloc_e2e.cli.kinetics import split_overrides
 from refineloc_e2e.datasets import Dataset, Segment, VideoAnnotation
 from refineloc_e2e.detection.kinetics_detect import (detect_features_kinetics, detect_videos_kinetics,
                                                      kinetics_extract_config)
 from refineloc_e2e.detection.vocab import load_vocab
-from refineloc_e2e.evaluation.metrics import evaluate
+from refineloc_e2e.evaluation.metrics import evaluate, tiou
 from refineloc_e2e.fileio import package_data, user_cache_dir
 
 TIOUS = [0.3, 0.5, 0.7]
 
 
-def ground_truth(clips: Path) -> Dataset:
+REAL_CLIPS = Path(__file__).resolve().parent / "real_clips.json"  # the clips' annotations and sources
+
+
+def ground_truth(annotations: Path) -> Dataset:
     """The annotations with each label replaced by its (first) Kinetics class."""
-    doc = json.loads((clips / "annotations.json").read_text(encoding="utf-8"))
+    doc = json.loads(annotations.read_text(encoding="utf-8"))
     videos = {}
     for vid, e in doc["database"].items():
         kin = (e.get("kinetics_classes") or [None])[0]
@@ -45,21 +53,19 @@ def ground_truth(clips: Path) -> Dataset:
     return Dataset("realclips", sorted({s.label for v in videos.values() for s in v.segments}), videos)
 
 
-def tiou(a, b) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("clips", type=Path)
+    ap.add_argument("--annotations", type=Path, default=None,
+                    help="annotations JSON (default: CLIPS/annotations.json if present, else real_clips.json)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="localise.KEY=VALUE")
     ap.add_argument("--negative", action="append", default=None, help="a video with no action (default bikes.mp4)")
     ap.add_argument("--cache", type=Path, default=user_cache_dir("features"))
     ap.add_argument("--sweep", action="store_true", help="also: smoothing window x selection threshold")
     args = ap.parse_args(argv)
     _, loc = split_overrides(args.overrides)
-    gt = ground_truth(args.clips)
+    own = args.clips / "annotations.json"
+    gt = ground_truth(args.annotations or (own if own.is_file() else REAL_CLIPS))
     negatives = args.negative or [str(package_data("data", "samples", "bikes.mp4"))]
     print(f"localise: {loc}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,8 +104,8 @@ def top_tiou(preds: list[dict], video) -> float:
     if not preds:
         return 0.0
     top = preds[0]
-    return max((tiou(top["segment"], (s.start_s, s.end_s)) for s in video.segments if s.label == top["label"]),
-               default=0.0)
+    truth = [(s.start_s, s.end_s) for s in video.segments if s.label == top["label"]]
+    return float(tiou(np.array([top["segment"]], float), np.array(truth, float)).max()) if truth else 0.0
 
 
 def scored(res, gt: Dataset):

@@ -50,7 +50,7 @@ SIZES = {
     "default": DemoSize(18, 9, 8.0, ("decode.short_side=128", "decode.crop_size=112"), ()),
     # the test suite's run of the same path
     "tiny": DemoSize(4, 2, 3.0, ("decode.short_side=64", "decode.crop_size=56"),
-                     ("train.epochs=3", "train.n_iterations=1", "select_iteration=1", "train.batch_size=4")),
+                     ("train.epochs=3", "train.n_iterations=1", "train.batch_size=4")),
 }
 
 

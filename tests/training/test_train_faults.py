@@ -25,7 +25,7 @@ from testing.proc_scan import MARKER_ENV, new_marker, tagged_processes
 CLI = [sys.executable, "-c", "from refineloc_e2e.cli import main; main()"]
 # iteration 2 lasts ~1 s (120 epochs of 7 tiny videos), long enough to be killed in the middle of it
 SLOW_SET = ["--set", "head.feature_dim=16", "--set", "train.epochs=120", "--set", "train.n_iterations=2",
-            "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "select_iteration=2",
+            "--set", "train.batch_size=4", "--set", "train.device=cpu",
             "--set", "guard.enabled=false"]  # guard off: the toy pseudo labels collapse; these tests check resume
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 

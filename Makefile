@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench device-bundle clean
+.PHONY: install browser demo test bench device-bundle clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,16 @@ demo: install
 	$(BIN)/refineloc-e2e weights fetch i3d-kinetics400-rgb
 	$(BIN)/refineloc-e2e demo --out demo_out
 
-test: install
+# the results page's browser tests (tests/report/test_report_browser.py) run in the system's Chromium: installed here
+# when missing and this is root with apt-get (CI); otherwise one line says how (REFINELOC_SKIP_BROWSER=1 deselects them)
+browser:
+	@if [ -n "$$REFINELOC_CHROMIUM" ] || [ "$$REFINELOC_SKIP_BROWSER" = 1 ] || command -v chromium >/dev/null 2>&1 \
+		|| command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make test: the browser tests need Chromium: sudo apt-get install chromium (or REFINELOC_SKIP_BROWSER=1)" >&2; fi
+
+test: install browser
 	$(BIN)/python -m pytest -q -ra
 
 bench: install

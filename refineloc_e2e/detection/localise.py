@@ -110,8 +110,9 @@ def select_classes(pooled: np.ndarray, cfg: LocaliseConfig, smoothed: np.ndarray
     CricketBowling) are the same evidence, not a runner-up."""
     order = np.argsort(-pooled, kind="stable")
     top = order[0]
-    rivals = [c for c in order[1:] if smoothed is None or not np.array_equal(smoothed[:, c], smoothed[:, top])]
-    if rivals and pooled[top] - pooled[rivals[0]] < cfg.min_margin:
+    rival = next((c for c in order[1:] if smoothed is None or not np.array_equal(smoothed[:, c], smoothed[:, top])),
+                 None)  # the best class with other evidence than the top one
+    if rival is not None and pooled[top] - pooled[rival] < cfg.min_margin:
         return []  # no class stands out from the next one: nothing confident
     return [int(c) for c in order if pooled[c] >= cfg.min_class_prob][: cfg.max_classes]
 
